@@ -1,0 +1,161 @@
+// The worker actor. Each handler validates its input, computes, and replies
+// with a fresh buffer (the only allocation per step); any failure becomes a
+// caf::error for the protocol to handle instead of killing the actor.
+#include "actors/worker.hpp"
+
+#include <algorithm>
+#include <numeric>
+#include <random>
+
+#include <caf/all.hpp>
+
+namespace chorus {
+
+namespace {
+
+struct worker_state {
+  static inline const char* name = "chorus.worker";
+
+  worker_config cfg;
+  std::shared_ptr<model> net;  // built and validated by spawn_worker
+  std::unique_ptr<backend> be;
+  std::mt19937_64 rng;
+  std::vector<int64_t> order;  // the current pass over the shard
+  size_t cursor = 0;           // next position in `order`
+  weights replica;
+
+  // The next mini-batch, as a pointer into `order` (refilled between passes,
+  // so a batch never straddles two permutations: it may be short at the end
+  // of a pass only if the shard is smaller than a batch).
+  std::pair<const int64_t*, int64_t> next_batch() {
+    const auto batch = static_cast<size_t>(cfg.batch);
+    if (cursor + batch > order.size()) {
+      if (cfg.order == sampling::shuffle)
+        std::shuffle(order.begin(), order.end(), rng);
+      cursor = 0;
+    }
+    auto n = std::min(batch, order.size() - cursor);
+    const int64_t* first = order.data() + cursor;
+    cursor += n;
+    return {first, static_cast<int64_t>(n)};
+  }
+
+  caf::error check_weights(const weights& w) const {
+    if (static_cast<int64_t>(w.values.size()) != net->num_params())
+      return make_error(errc::dimension_mismatch,
+                        "worker " + std::to_string(cfg.rank) + ": got "
+                          + std::to_string(w.values.size()) + " weights, model "
+                          + net->name() + " has " + std::to_string(net->num_params()));
+    return caf::none;
+  }
+
+  caf::error non_finite(const char* what, int64_t step) const {
+    return make_error(errc::non_finite, "worker " + std::to_string(cfg.rank) + ": " + what
+                                          + " at step " + std::to_string(step)
+                                          + " contains NaN or Inf");
+  }
+};
+
+using worker_pointer = worker_actor::stateful_pointer<worker_state>;
+
+template <class F>
+auto guarded(worker_pointer self, F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const std::exception& e) {
+    return make_error(errc::compute_failed,
+                      "worker " + std::to_string(self->state.cfg.rank) + ": " + e.what());
+  }
+}
+
+worker_actor::behavior_type worker_behavior(worker_pointer self, worker_config cfg,
+                                            std::shared_ptr<model> prebuilt) {
+  auto& st = self->state;
+  st.cfg = std::move(cfg);
+  st.net = std::move(prebuilt);
+  st.be = make_eigen_backend();
+  st.rng.seed(st.cfg.seed);
+  st.order = st.cfg.shard;
+  if (st.cfg.order == sampling::shuffle)
+    std::shuffle(st.order.begin(), st.order.end(), st.rng);
+  return {
+    [=](compute_atom, weights& w) -> caf::result<gradient> {
+      auto& st = self->state;
+      if (auto err = st.check_weights(w))
+        return err;
+      return guarded(self, [&]() -> caf::result<gradient> {
+        auto [idx, n] = st.next_batch();
+        mutable_buffer g(static_cast<size_t>(st.net->num_params()));
+        double loss = st.net->loss_grad(w.values.data(), *st.cfg.data, idx, n, g.data());
+        if (!std::isfinite(loss) || !st.be->all_finite(g.span()))
+          return st.non_finite("gradient", w.step);
+        return gradient{st.cfg.rank, w.step, std::move(g).freeze(), static_cast<float>(loss),
+                        static_cast<int32_t>(n)};
+      });
+    },
+    [=](local_atom, weights& w, local_plan plan) -> caf::result<local_result> {
+      auto& st = self->state;
+      if (auto err = st.check_weights(w))
+        return err;
+      if (plan.steps < 0 || !(plan.lr >= 0) || !std::isfinite(plan.lr))
+        return make_error(errc::bad_request, "local steps need steps >= 0 and a finite lr >= 0");
+      return guarded(self, [&]() -> caf::result<local_result> {
+        auto x = mutable_buffer::copy_of(w.values);
+        mutable_buffer g(x.size());
+        double loss_sum = 0;
+        int32_t samples = 0;
+        for (int32_t k = 0; k < plan.steps; ++k) {
+          auto [idx, n] = st.next_batch();
+          loss_sum += st.net->loss_grad(x.data(), *st.cfg.data, idx, n, g.data());
+          samples += static_cast<int32_t>(n);
+          st.be->prox_step(plan.reg, plan.lr, g.span(), x.span());
+        }
+        if (!std::isfinite(loss_sum) || !st.be->all_finite(x.span()))
+          return st.non_finite("local model", w.step);
+        float mean_loss = plan.steps > 0 ? static_cast<float>(loss_sum / plan.steps) : 0.0f;
+        return local_result{st.cfg.rank, w.step, std::move(x).freeze(), mean_loss, samples};
+      });
+    },
+    [=](evaluate_atom, weights& w) -> caf::result<evaluation> {
+      auto& st = self->state;
+      if (auto err = st.check_weights(w))
+        return err;
+      return guarded(self, [&]() -> caf::result<evaluation> {
+        auto r = st.net->evaluate(w.values.data(), *st.cfg.data, st.cfg.shard.data(),
+                                  static_cast<int64_t>(st.cfg.shard.size()));
+        return evaluation{st.cfg.rank, w.step, r.loss, r.accuracy, r.samples};
+      });
+    },
+    [=](apply_atom, weights& w) -> caf::result<ok_atom> {
+      auto& st = self->state;
+      if (auto err = st.check_weights(w))
+        return err;
+      st.replica = std::move(w);
+      return ok_atom_v;
+    },
+    [=](fetch_atom) -> weights { return self->state.replica; },
+  };
+}
+
+} // namespace
+
+worker_actor spawn_worker(caf::actor_system& sys, worker_config cfg) {
+  if (!cfg.data || cfg.data->size() == 0)
+    throw std::invalid_argument("worker " + std::to_string(cfg.rank) + ": empty dataset");
+  if (cfg.batch <= 0)
+    throw std::invalid_argument("worker " + std::to_string(cfg.rank) + ": batch must be > 0");
+  if (cfg.shard.empty()) {
+    cfg.shard.resize(static_cast<size_t>(cfg.data->size()));
+    std::iota(cfg.shard.begin(), cfg.shard.end(), int64_t{0});
+  }
+  for (auto i : cfg.shard)
+    if (i < 0 || i >= cfg.data->size())
+      throw std::invalid_argument("worker " + std::to_string(cfg.rank) + ": shard index "
+                                  + std::to_string(i) + " outside the dataset");
+  // Build once here so a bad model spec is reported to the caller.
+  std::shared_ptr<model> net =
+    make_model(cfg.model, cfg.data->num_features, cfg.data->num_classes);
+  return sys.spawn(worker_behavior, std::move(cfg), std::move(net));
+}
+
+} // namespace chorus

@@ -1,0 +1,275 @@
+#include "algorithms/experiment.hpp"
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <random>
+#include <stdexcept>
+
+#include <caf/all.hpp>
+
+#include "actors/monitor.hpp"
+#include "actors/worker.hpp"
+#include "algorithms/registry.hpp"
+#include "data/npy.hpp"
+#include "messages/json.hpp"
+#include "messages/type_ids.hpp"
+
+namespace chorus {
+
+namespace {
+
+void require(bool ok, const std::string& what) {
+  if (!ok)
+    throw std::invalid_argument(what);
+}
+
+int64_t steps_for(const experiment_config& cfg, int64_t train_size) {
+  if (cfg.steps > 0)
+    return cfg.steps;
+  double per_step = static_cast<double>(cfg.workers) * cfg.batch;
+  return std::max<int64_t>(1, static_cast<int64_t>(std::ceil(cfg.epochs * train_size / per_step)));
+}
+
+int64_t eval_every_for(const experiment_config& cfg, int64_t train_size) {
+  if (cfg.eval_every > 0)
+    return cfg.eval_every;
+  double per_epoch = train_size / (static_cast<double>(cfg.workers) * cfg.batch);
+  return std::max<int64_t>(1, static_cast<int64_t>(per_epoch / 2));
+}
+
+std::string layout_json(const std::vector<param_tensor>& layout) {
+  std::string out = "[";
+  for (size_t i = 0; i < layout.size(); ++i) {
+    std::string shape = "[";
+    for (size_t k = 0; k < layout[i].shape.size(); ++k)
+      shape += (k ? "," : "") + std::to_string(layout[i].shape[k]);
+    shape += "]";
+    json_object o;
+    o.add("name", layout[i].name).raw("shape", shape).add("offset", layout[i].offset);
+    out += (i ? "," : "") + o.str();
+  }
+  return out + "]";
+}
+
+// Sends exit to every actor of the run when it goes out of scope, so the
+// actor system's destructor (which waits for all actors) never hangs, on the
+// error path as much as on the normal one.
+struct graph_guard {
+  std::vector<caf::actor> members;
+  ~graph_guard() {
+    for (auto& a : members)
+      caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+  }
+  template <class Handle>
+  void add(const Handle& h) {
+    members.push_back(caf::actor_cast<caf::actor>(h));
+  }
+};
+
+} // namespace
+
+void validate(const experiment_config& cfg) {
+  find_algorithm(cfg.algorithm);  // throws with the valid names
+  require(cfg.workers >= 1, "--workers must be at least 1 (got " + std::to_string(cfg.workers) + ")");
+  require(cfg.workers <= 4096, "--workers must be at most 4096");
+  require(cfg.batch >= 1, "--batch must be at least 1 (got " + std::to_string(cfg.batch) + ")");
+  require(std::isfinite(cfg.lr) && cfg.lr > 0, "--lr must be a finite number > 0");
+  require(std::isfinite(cfg.epochs) && cfg.epochs > 0, "--epochs must be > 0");
+  require(cfg.steps >= 0, "--steps must be >= 0 (0: derived from --epochs)");
+  require(cfg.threads >= 1 && cfg.threads <= 256, "--threads must be between 1 and 256");
+  require(cfg.eval_every >= 0, "--eval-every must be >= 0");
+  require(cfg.target_acc < 0 || cfg.target_acc <= 1, "--target-acc must be in [0, 1]");
+  require(cfg.timeout_ms > 0, "--timeout must be > 0");
+  regularizer::parse(cfg.reg);  // throws with the valid forms
+  // Dataset names are checked here, before any file is read; the data
+  // themselves are checked by their loader.
+  bool known = false;
+  std::string valid;
+  for (auto& [name, text] : dataset_names()) {
+    auto colon = name.find(':');
+    known = known || (colon == std::string::npos ? cfg.dataset == name
+                                                 : cfg.dataset.compare(0, colon + 1, name, 0, colon + 1) == 0
+                                                     && cfg.dataset.size() > colon + 1);
+    valid += (valid.empty() ? "" : ", ") + name;
+  }
+  require(known, "unknown dataset '" + cfg.dataset + "'; valid: " + valid);
+}
+
+std::string to_json(const experiment_config& cfg) {
+  json_object o;
+  o.add("algorithm", cfg.algorithm)
+    .add("workers", cfg.workers)
+    .add("model", cfg.model)
+    .add("dataset", cfg.dataset)
+    .add("data_dir", cfg.data_dir)
+    .add("partition", cfg.partition)
+    .add("epochs", cfg.epochs)
+    .add("steps", cfg.steps)
+    .add("batch", cfg.batch)
+    .add("lr", cfg.lr)
+    .add("reg", cfg.reg)
+    .add("seed", cfg.seed)
+    .add("threads", cfg.threads)
+    .add("eval_every", cfg.eval_every)
+    .add("target_acc", cfg.target_acc)
+    .add("timeout_ms", cfg.timeout_ms)
+    .add("out", cfg.out_dir);
+  json_object opts;
+  for (auto& [k, v] : cfg.options)
+    opts.add(k, v);
+  o.raw("options", opts.str());
+  return o.str();
+}
+
+experiment_result run_experiment(const experiment_config& cfg) {
+  validate(cfg);
+  dataset_options opts;
+  opts.data_dir = cfg.data_dir;
+  opts.seed = cfg.seed;
+  return run_experiment(cfg, load_dataset(cfg.dataset, opts));
+}
+
+experiment_result run_experiment(const experiment_config& cfg, const train_test& data) {
+  validate(cfg);
+  const auto& algo = find_algorithm(cfg.algorithm);
+  require(data.train && data.test && data.train->size() > 0 && data.test->size() > 0,
+          "the dataset has no training or no test samples");
+  auto parts = make_partition(*data.train, cfg.workers, cfg.partition, cfg.seed);
+  // Built here once to validate the spec and to initialize w_0.
+  auto net = make_model(cfg.model, data.train->num_features, data.train->num_classes);
+
+  experiment_result result;
+  result.layout = net->layout();
+  result.train_size = data.train->size();
+  result.test_size = data.test->size();
+  result.steps_planned = steps_for(cfg, result.train_size);
+  result.eval_every = eval_every_for(cfg, result.train_size);
+
+  mutable_buffer w0(static_cast<size_t>(net->num_params()));
+  std::mt19937_64 rng(cfg.seed);
+  net->init(w0.data(), rng);
+
+  if (!cfg.out_dir.empty()) {
+    std::filesystem::create_directories(cfg.out_dir);
+    std::ofstream out(std::filesystem::path(cfg.out_dir) / "config.json");
+    if (!out)
+      throw std::runtime_error("cannot write " + cfg.out_dir + "/config.json");
+    json_object effective;
+    effective.raw("config", to_json(cfg))
+      .add("train_size", result.train_size)
+      .add("test_size", result.test_size)
+      .add("steps_planned", result.steps_planned)
+      .add("eval_every_effective", result.eval_every)
+      .add("num_params", net->num_params())
+      .raw("model_layout", layout_json(result.layout))
+      .add("model_file", "model.npy: flat float32, tensors in model_layout order, "
+                         "matrices column-major");
+    out << effective.str() << '\n';
+  }
+
+  caf::actor_system_config sys_cfg;
+  sys_cfg.set("scheduler.max-threads", static_cast<size_t>(cfg.threads));
+  sys_cfg.add_message_types<caf::id_block::chorus>();
+  caf::actor_system sys{sys_cfg};
+  std::optional<run_summary> summary;
+  std::string failure;
+  {
+    graph_guard graph;
+    monitor_config mon_cfg;
+    mon_cfg.out_dir = cfg.out_dir;
+    mon_cfg.progress = cfg.progress;
+    auto monitor = spawn_monitor(sys, mon_cfg);
+    graph.add(monitor);
+
+    run_context ctx;
+    ctx.monitor = monitor;
+    for (int32_t i = 0; i < cfg.workers; ++i) {
+      worker_config wc;
+      wc.rank = i;
+      wc.model = cfg.model;
+      wc.data = data.train;
+      wc.shard = parts[static_cast<size_t>(i)];
+      wc.batch = cfg.batch;
+      wc.seed = cfg.seed * 1000003 + static_cast<uint64_t>(i);
+      auto worker = spawn_worker(sys, wc);
+      graph.add(worker);
+      ctx.workers.push_back(worker);
+    }
+    worker_config ec;
+    ec.rank = -1;
+    ec.model = cfg.model;
+    ec.data = data.test;
+    ec.batch = cfg.batch;
+    ctx.evaluator = spawn_worker(sys, ec);
+    graph.add(ctx.evaluator);
+
+    ctx.plan.algorithm = cfg.algorithm;
+    ctx.plan.steps = result.steps_planned;
+    ctx.plan.eval_every = result.eval_every;
+    ctx.plan.target_acc = cfg.target_acc;
+    ctx.plan.lr = static_cast<float>(cfg.lr);
+    ctx.plan.reg = regularizer::parse(cfg.reg);
+    ctx.plan.train_size = result.train_size;
+    ctx.plan.timeout = std::chrono::milliseconds(cfg.timeout_ms);
+    ctx.plan.options = cfg.options;
+    ctx.initial = std::move(w0).freeze();
+
+    auto protocol = algo.spawn(sys, std::move(ctx));
+    graph.add(protocol);
+    caf::scoped_actor self{sys};
+    self->send(monitor, log_atom_v,
+               "starting " + cfg.algorithm + ": " + std::to_string(cfg.workers) + " workers, "
+                 + cfg.model + " (" + std::to_string(net->num_params()) + " params) on "
+                 + data.train->name + " [" + cfg.partition + "], "
+                 + std::to_string(result.steps_planned) + " steps");
+    self->request(protocol, caf::infinite, run_atom_v)
+      .receive([&](run_summary& s) { summary = std::move(s); },
+               [&](caf::error& err) { failure = describe(err); });
+    // Make sure every metrics row is on disk before the files close.
+    self->request(monitor, std::chrono::seconds(30), flush_atom_v)
+      .receive([](ok_atom) {}, [](caf::error&) {});
+  }
+  if (!summary)
+    throw std::runtime_error("training failed: " + failure);
+  result.summary = std::move(*summary);
+  if (!cfg.out_dir.empty())
+    write_npy((std::filesystem::path(cfg.out_dir) / "model.npy").string(),
+              result.summary.final_weights);
+  return result;
+}
+
+std::string summary_json(const experiment_config& cfg, const experiment_result& r) {
+  const auto& s = r.summary;
+  double train_s = s.wall_s - s.eval_s;
+  json_object o;
+  o.add("algorithm", s.algorithm)
+    .add("workers", cfg.workers)
+    .add("model", cfg.model)
+    .add("dataset", cfg.dataset)
+    .add("test_acc", s.test_acc)
+    .add("test_loss", s.test_loss)
+    .add("train_loss", s.train_loss)
+    .add("steps", s.steps)
+    .add("epochs", s.epochs)
+    .add("wall_s", s.wall_s)
+    .add("train_s", train_s)
+    .add("eval_s", s.eval_s)
+    .add("samples", s.samples)
+    .add("samples_per_s", train_s > 0 ? s.samples / train_s : 0.0)
+    .add("bytes_sent", s.bytes_sent)
+    .add("workers_lost", s.workers_lost)
+    .add("stop_reason", s.stop_reason);
+  if (cfg.target_acc >= 0) {
+    if (s.reached_target)
+      o.add("time_to_target_s", s.time_to_target_s);
+    else
+      o.add_null("time_to_target_s");
+  }
+  if (!cfg.out_dir.empty())
+    o.add("out", cfg.out_dir);
+  return o.str();
+}
+
+} // namespace chorus

@@ -1,0 +1,71 @@
+// An experiment: data -> workers -> protocol -> metrics, built from one
+// config value and run to its end. This is what `chorus train` runs; tests
+// and benchmarks use it too. Examples compose the same graph by hand.
+//
+// It owns the actor system for the run and tears every actor down before it
+// returns (workers, evaluator, monitor), error or not: no hang at shutdown.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "data/dataset.hpp"
+#include "messages/payloads.hpp"
+#include "models/model.hpp"
+
+namespace chorus {
+
+/// Every knob of a run, with defaults that work.
+struct experiment_config {
+  std::string algorithm = "sync_sgd";
+  int32_t workers = 4;
+  std::string model = "mlp:256";
+  std::string dataset = "fashion-mnist";
+  std::string data_dir = default_fashion_mnist_dir;
+  std::string partition = "iid";
+  double epochs = 10;
+  int64_t steps = 0;          ///< 0: derived from epochs
+  int32_t batch = 64;         ///< per worker
+  double lr = 0.2;
+  std::string reg = "none";
+  uint64_t seed = 1;
+  int32_t threads = 2;        ///< CAF scheduler threads
+  int64_t eval_every = 0;     ///< 0: twice per epoch
+  double target_acc = -1;     ///< <0: none
+  int64_t timeout_ms = 60000; ///< longest wait for one worker reply
+  std::string out_dir;        ///< empty: write no files
+  bool progress = true;
+  std::map<std::string, std::string> options;  ///< protocol-specific
+};
+
+/// Checks every value; throws std::invalid_argument with a clear message.
+void validate(const experiment_config& cfg);
+
+/// The config as a JSON object (what config.json holds).
+std::string to_json(const experiment_config& cfg);
+
+/// What a finished experiment hands back.
+struct experiment_result {
+  run_summary summary;
+  std::vector<param_tensor> layout;  ///< shapes inside final_weights
+  int64_t train_size = 0;
+  int64_t test_size = 0;
+  int64_t steps_planned = 0;
+  int64_t eval_every = 0;
+};
+
+/// Runs the experiment. Throws std::invalid_argument (bad config),
+/// data_error (bad data) or std::runtime_error (the protocol failed; the
+/// message says why). Writes OUT/{config.json, metrics.jsonl, log.txt,
+/// model.npy} when out_dir is set.
+experiment_result run_experiment(const experiment_config& cfg);
+
+/// Runs on data already in memory (tests, benchmarks, embedding code).
+experiment_result run_experiment(const experiment_config& cfg, const train_test& data);
+
+/// The summary line `chorus train` prints last (one JSON object).
+std::string summary_json(const experiment_config& cfg, const experiment_result& r);
+
+} // namespace chorus

@@ -1,0 +1,198 @@
+// The server's aggregation hot path: backend::mean over k gradient buffers,
+// measured against a plain streaming loop over the same bytes in the same
+// binary. Both read k inputs once and write one output, so both move
+// (k + 1) * n * 4 bytes; the ratio says how close mean() is to what a
+// hand-written loop gets from memory (target >= 0.7).
+//
+// Also shows that a broadcast of one buffer to 64 actors copies no floats:
+// 64 workers keep the same weights (apply), and buffer_stats counts the
+// floats allocated meanwhile (expected: 0).
+//
+// Run: build/bench/aggregation      (CHORUS_BENCH_QUICK=1 for a smoke run)
+// Prints one JSON line per (k, n), then one "broadcast" line.
+#include <caf/all.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "actors/worker.hpp"
+#include "bench/bench_util.hpp"
+#include "gpu/backend.hpp"
+#include "messages/type_ids.hpp"
+
+using namespace chorus;
+
+namespace {
+
+// The reference: the same single pass over memory as mean(), written as plain
+// loops the compiler vectorizes. The output chunk (8 KiB) stays in L1 while
+// the k inputs stream past it once.
+void streaming_mean(const std::vector<const float*>& xs, float* out, size_t n) {
+  constexpr size_t chunk = 2048;
+  const size_t k = xs.size();
+  const float inv_k = 1.0f / static_cast<float>(k);
+  for (size_t lo = 0; lo < n; lo += chunk) {
+    const size_t hi = std::min(n, lo + chunk);
+    const float* x0 = xs[0];
+    for (size_t j = lo; j < hi; ++j)
+      out[j] = x0[j];
+    for (size_t i = 1; i < k; ++i) {
+      const float* xi = xs[i];
+      for (size_t j = lo; j < hi; ++j)
+        out[j] += xi[j];
+    }
+    for (size_t j = lo; j < hi; ++j)
+      out[j] *= inv_k;
+  }
+}
+
+// The most naive form: one pass over elements, k loads per element (for
+// context: compilers do not vectorize it, so it is compute bound).
+void naive_mean(const std::vector<const float*>& xs, float* out, size_t n) {
+  const size_t k = xs.size();
+  const float inv_k = 1.0f / static_cast<float>(k);
+  for (size_t j = 0; j < n; ++j) {
+    float s = 0;
+    for (size_t i = 0; i < k; ++i)
+      s += xs[i][j];
+    out[j] = s * inv_k;
+  }
+}
+
+void bench_mean(backend& be, size_t k, size_t n, int reps) {
+  // Inputs are real buffers, as the server sees them (distinct blocks).
+  std::vector<buffer> inputs;
+  inputs.reserve(k);
+  for (size_t i = 0; i < k; ++i)
+    inputs.push_back(mutable_buffer::filled(n, static_cast<float>(i)).freeze());
+  std::vector<cview> views;
+  std::vector<const float*> ptrs;
+  for (auto& b : inputs) {
+    views.push_back(b.span());
+    ptrs.push_back(b.data());
+  }
+  auto out = mutable_buffer::filled(n, 0.0f);  // touched: no page faults in the timing
+  const double bytes = static_cast<double>(k + 1) * static_cast<double>(n) * sizeof(float);
+
+  // Interleave the three so drift in machine load hits all of them alike.
+  std::vector<double> t_mean, t_stream, t_naive;
+  be.mean(views, out.span());  // warm-up
+  streaming_mean(ptrs, out.data(), n);
+  for (int r = 0; r < reps; ++r) {
+    bench::timer t;
+    be.mean(views, out.span());
+    t_mean.push_back(t.seconds());
+    bench::keep(out[n / 2]);
+    t.reset();
+    streaming_mean(ptrs, out.data(), n);
+    t_stream.push_back(t.seconds());
+    bench::keep(out[n / 2]);
+    if (r < 3) {  // slow and only for context: a few runs are enough
+      t.reset();
+      naive_mean(ptrs, out.data(), n);
+      t_naive.push_back(t.seconds());
+      bench::keep(out[n / 2]);
+    }
+  }
+  be.mean(views, out.span());  // the checked result is mean()'s
+  const double expected = static_cast<double>(k - 1) / 2.0;
+  const bool correct = std::abs(out[0] - expected) < 1e-3 && std::abs(out[n - 1] - expected) < 1e-3;
+  const double mean_s = bench::median(t_mean);
+  const double stream_s = bench::median(t_stream);
+  const double naive_s = bench::median(t_naive);
+  const double mean_gbps = bytes / mean_s / 1e9;
+  const double stream_gbps = bytes / stream_s / 1e9;
+  auto o = bench::line("aggregation");
+  o.add("op", "mean")
+    .add("backend", be.name())
+    .add("k", static_cast<int64_t>(k))
+    .add("n", static_cast<int64_t>(n))
+    .add("bytes", bytes)
+    .add("reps", reps)
+    .add("mean_ms", mean_s * 1e3)
+    .add("mean_gbps", mean_gbps)
+    .add("streaming_ms", stream_s * 1e3)
+    .add("streaming_gbps", stream_gbps)
+    .add("naive_gbps", bytes / naive_s / 1e9)
+    .add("ratio", mean_gbps / stream_gbps)
+    .add("correct", correct);
+  bench::print(o);
+}
+
+// One weights buffer sent to 64 workers, each keeping it as its replica:
+// inside one process that must share the block, not copy it.
+void bench_broadcast(size_t receivers, size_t n) {
+  caf::actor_system_config cfg;
+  cfg.set("scheduler.max-threads", size_t{2});
+  cfg.add_message_types<caf::id_block::chorus>();
+  caf::actor_system sys{cfg};
+  // A one-sample dataset with n features, so a "linear" worker takes n weights.
+  auto data = std::make_shared<dataset>();
+  data->name = "broadcast";
+  data->task = task_kind::regression;
+  data->num_features = static_cast<int64_t>(n);
+  data->x.assign(n, 0.0f);
+  data->y.assign(1, 0.0f);
+  std::vector<worker_actor> workers;
+  for (size_t i = 0; i < receivers; ++i) {
+    worker_config wc;
+    wc.rank = static_cast<int32_t>(i);
+    wc.model = "linear";
+    wc.data = data;
+    wc.batch = 1;
+    workers.push_back(spawn_worker(sys, wc));
+  }
+  weights w{-1, 0, mutable_buffer::filled(n, 1.0f).freeze()};
+  long use_count = 0;
+  uint64_t floats = 0, blocks = 0;
+  size_t acks = 0;
+  double seconds = 0;
+  {
+    caf::scoped_actor self{sys};
+    const uint64_t floats0 = buffer_stats::floats_allocated();
+    const uint64_t blocks0 = buffer_stats::allocations();
+    bench::timer t;
+    for (auto& worker : workers)
+      self->send(worker, apply_atom_v, w);
+    for (size_t i = 0; i < receivers; ++i)
+      self->receive([&](ok_atom) { ++acks; }, [&](caf::error&) {});
+    seconds = t.seconds();
+    floats = buffer_stats::floats_allocated() - floats0;
+    blocks = buffer_stats::allocations() - blocks0;
+    use_count = w.values.use_count();
+  }
+  for (auto& worker : workers)
+    caf::anon_send_exit(worker, caf::exit_reason::user_shutdown);
+  auto o = bench::line("aggregation");
+  o.add("op", "broadcast")
+    .add("receivers", static_cast<int64_t>(receivers))
+    .add("n", static_cast<int64_t>(n))
+    .add("acks", static_cast<int64_t>(acks))
+    .add("floats_allocated", floats)
+    .add("blocks_allocated", blocks)
+    .add("use_count", static_cast<int64_t>(use_count))
+    .add("us", seconds * 1e6);
+  bench::print(o);
+}
+
+} // namespace
+
+int main() {
+  const bool quick = bench::quick();
+  auto be = make_eigen_backend();
+  const std::vector<size_t> ks = {2, 8, 32};
+  const std::vector<size_t> ns = quick ? std::vector<size_t>{size_t{1} << 16}
+                                       : std::vector<size_t>{size_t{1} << 20, size_t{1} << 24};
+  for (size_t n : ns)
+    for (size_t k : ks) {
+      // About 1 s of timed work per line at most: few reps for the 2 GB case.
+      const double bytes = static_cast<double>(k + 1) * static_cast<double>(n) * 4;
+      int reps = quick ? 3 : std::max(5, std::min(50, static_cast<int>(2e9 / bytes)));
+      bench::note("mean k=" + std::to_string(k) + " n=" + std::to_string(n));
+      bench_mean(*be, k, n, reps);
+    }
+  bench_broadcast(64, quick ? size_t{1} << 16 : size_t{1} << 20);
+  return 0;
+}

@@ -1,0 +1,134 @@
+// Datasets held in memory, and the loaders and generators that make them.
+//
+// Features are stored sample after sample (sample i occupies
+// x[i * num_features, (i + 1) * num_features)), which is an Eigen
+// column-major matrix of shape num_features x size: one column per sample.
+// Labels are class indices stored as floats for classification, real
+// targets for regression. A dataset is immutable once built and shared by
+// every worker through a dataset_ptr; a worker's shard is a list of indices.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace chorus {
+
+/// Bad, missing or corrupt data: the message names the file and the problem.
+struct data_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+/// What the labels mean.
+enum class task_kind { classification, regression };
+
+/// An in-memory labelled dataset.
+struct dataset {
+  std::string name;
+  task_kind task = task_kind::classification;
+  int64_t num_features = 0;
+  int64_t num_classes = 0;  ///< 0 for regression
+  std::vector<float> x;     ///< size() * num_features, sample-major
+  std::vector<float> y;     ///< one label or target per sample
+
+  int64_t size() const { return static_cast<int64_t>(y.size()); }
+  const float* sample(int64_t i) const { return x.data() + i * num_features; }
+};
+
+using dataset_ptr = std::shared_ptr<const dataset>;
+
+/// A train/test pair, plus what generated it (for synthetic problems).
+struct train_test {
+  dataset_ptr train;
+  dataset_ptr test;
+  /// Ground-truth weights of a synthetic problem; empty for real data.
+  std::vector<float> ground_truth;
+};
+
+// -- Fashion-MNIST ------------------------------------------------------------
+
+/// Default location of Debian's dataset-fashion-mnist package.
+inline const char* default_fashion_mnist_dir = "/usr/share/datasets/fashion-mnist";
+
+/// Reads an IDX image file (.gz or plain; magic 0x00000803) into floats
+/// scaled to [0, 1]. Throws data_error naming the file when it is missing,
+/// truncated, corrupt, or has the wrong magic number.
+std::vector<float> read_idx_images(const std::string& path, int64_t* count,
+                                   int64_t* rows, int64_t* cols);
+
+/// Reads an IDX label file (magic 0x00000801). Same errors.
+std::vector<float> read_idx_labels(const std::string& path, int64_t* count);
+
+/// Loads train-{images,labels}-idx*-ubyte.gz and t10k-* from `dir`: 60000
+/// training and 10000 test samples, 784 features, 10 classes. Features are
+/// standardized with the training set's mean and standard deviation.
+train_test load_fashion_mnist(const std::string& dir);
+
+// -- LIBSVM ---------------------------------------------------------------
+
+/// Reads a LIBSVM-format file ("label idx:val idx:val ...", 1-based indices)
+/// into a dense dataset. Labels: {-1,+1} or {0,1} become classes {0,1};
+/// other integer labels are mapped to 0..C-1 in sorted order; non-integer
+/// labels make a regression dataset. `num_features` 0 means "the largest
+/// index seen". Throws data_error with file and line on malformed input.
+dataset read_libsvm(const std::string& path, int64_t num_features = 0);
+
+/// Loads `path` and holds out the last `test_fraction` of it (after a seeded
+/// shuffle) as the test set.
+train_test load_libsvm(const std::string& path, double test_fraction, uint64_t seed);
+
+// -- synthetic problems -----------------------------------------------------
+
+/// Least squares: x ~ N(0, I_d), y = <w*, x> + noise * N(0,1), w* ~ N(0, I_d).
+train_test make_least_squares(int64_t n_train, int64_t n_test, int64_t d,
+                              double noise, uint64_t seed);
+
+/// Sparse binary logistic regression: x ~ N(0, I_d), w* has `nonzeros`
+/// entries (+-1 to +-2, random positions), P(y = 1 | x) = sigmoid(<w*, x>),
+/// labels in {0, 1}, two classes.
+train_test make_sparse_logistic(int64_t n_train, int64_t n_test, int64_t d,
+                                int64_t nonzeros, uint64_t seed);
+
+// -- the dataset registry -------------------------------------------------
+
+/// Options a dataset spec may need.
+struct dataset_options {
+  std::string data_dir = default_fashion_mnist_dir;
+  uint64_t seed = 1;
+};
+
+/// Builds a dataset from its spec: "fashion-mnist", "libsvm:PATH",
+/// "synthetic-lsq", "synthetic-logistic". Throws data_error listing the
+/// valid names for an unknown spec.
+train_test load_dataset(const std::string& spec, const dataset_options& opts);
+
+/// The names load_dataset accepts, with a one-line description each.
+std::vector<std::pair<std::string, std::string>> dataset_names();
+
+// -- partitioners -----------------------------------------------------------
+
+/// Index lists, one per worker.
+using partition = std::vector<std::vector<int64_t>>;
+
+/// IID: a seeded shuffle dealt into n near-equal shards.
+partition partition_iid(const dataset& d, int n, uint64_t seed);
+
+/// Label skew: for each class, proportions over workers ~ Dirichlet(alpha).
+/// Every worker gets at least one sample.
+partition partition_dirichlet(const dataset& d, int n, double alpha, uint64_t seed);
+
+/// k-label shards: samples sorted by label, cut into n*k shards, each worker
+/// gets k of them at random (so it sees about k labels).
+partition partition_shards(const dataset& d, int n, int k, uint64_t seed);
+
+/// Builds a partition from its spec: "iid", "dirichlet:ALPHA", "shards:K".
+/// Throws std::invalid_argument listing the valid forms otherwise, and when
+/// the dataset is too small to give every worker a sample.
+partition make_partition(const dataset& d, int n, const std::string& spec, uint64_t seed);
+
+/// The partitioner forms make_partition accepts, with descriptions.
+std::vector<std::pair<std::string, std::string>> partition_names();
+
+} // namespace chorus

@@ -1,0 +1,44 @@
+// The verbs of Chorus's messages. Each is a CAF atom (at most 10 characters).
+// A new protocol adds verbs here; it never adds a "kind" field to a payload.
+#pragma once
+
+#include <caf/atom.hpp>
+
+namespace chorus {
+
+/// Worker: gradient at the given weights on its next mini-batch.
+using compute_atom = caf::atom_constant<caf::atom("compute")>;
+/// Worker: k local SGD steps from the given weights.
+using local_atom = caf::atom_constant<caf::atom("local")>;
+/// Worker: loss and accuracy of the given weights on its whole shard.
+using evaluate_atom = caf::atom_constant<caf::atom("evaluate")>;
+/// Worker: keep these weights as the replica's current state.
+using apply_atom = caf::atom_constant<caf::atom("apply")>;
+/// Worker: send back the replica's current weights.
+using fetch_atom = caf::atom_constant<caf::atom("fetch")>;
+/// Protocol: run to the end of the plan, reply with the summary.
+using run_atom = caf::atom_constant<caf::atom("run")>;
+/// Protocol: stop at the end of the current step.
+using stop_atom = caf::atom_constant<caf::atom("stop")>;
+/// Monitor: a row of metrics.
+using metrics_atom = caf::atom_constant<caf::atom("metrics")>;
+/// Monitor: a line for the log.
+using log_atom = caf::atom_constant<caf::atom("log")>;
+/// Monitor: flush every file, reply when done.
+using flush_atom = caf::atom_constant<caf::atom("flush")>;
+/// Generic acknowledgement.
+using ok_atom = caf::atom_constant<caf::atom("ok")>;
+
+constexpr compute_atom compute_atom_v{};
+constexpr local_atom local_atom_v{};
+constexpr evaluate_atom evaluate_atom_v{};
+constexpr apply_atom apply_atom_v{};
+constexpr fetch_atom fetch_atom_v{};
+constexpr run_atom run_atom_v{};
+constexpr stop_atom stop_atom_v{};
+constexpr metrics_atom metrics_atom_v{};
+constexpr log_atom log_atom_v{};
+constexpr flush_atom flush_atom_v{};
+constexpr ok_atom ok_atom_v{};
+
+} // namespace chorus

@@ -1,0 +1,134 @@
+// The nouns of Chorus's messages: plain structs with public fields, each with
+// its inspect() beside it. Every payload says who sent it (`sender`, a worker
+// rank or -1 for a protocol actor) and for which step, because staleness and
+// Byzantine attribution need both. Float payloads are `buffer`s: shared and
+// immutable, never copied per hop inside a process.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <caf/meta/type_name.hpp>
+
+#include "gpu/regularizer.hpp"
+#include "messages/buffer.hpp"
+
+namespace chorus {
+
+/// Model parameters at some step.
+struct weights {
+  int32_t sender = -1;
+  int64_t step = 0;
+  buffer values;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, weights& x) {
+  return f(caf::meta::type_name("weights"), x.sender, x.step, x.values);
+}
+
+/// A stochastic gradient computed at the weights of `step`.
+struct gradient {
+  int32_t sender = -1;
+  int64_t step = 0;
+  buffer values;
+  float loss = 0;       ///< mini-batch loss at those weights
+  int32_t samples = 0;  ///< mini-batch size
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, gradient& x) {
+  return f(caf::meta::type_name("gradient"), x.sender, x.step, x.values, x.loss, x.samples);
+}
+
+/// How to run local steps: k proximal SGD steps with step size lr.
+struct local_plan {
+  int32_t steps = 1;
+  float lr = 0.1f;
+  regularizer reg;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, local_plan& x) {
+  return f(caf::meta::type_name("local_plan"), x.steps, x.lr, x.reg);
+}
+
+/// The weights a worker reached after local steps.
+struct local_result {
+  int32_t sender = -1;
+  int64_t step = 0;
+  buffer values;
+  float loss = 0;       ///< mean mini-batch loss over the local steps
+  int32_t samples = 0;  ///< samples processed by the local steps
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, local_result& x) {
+  return f(caf::meta::type_name("local_result"), x.sender, x.step, x.values, x.loss,
+           x.samples);
+}
+
+/// Loss and accuracy of some weights on a worker's shard.
+struct evaluation {
+  int32_t sender = -1;
+  int64_t step = 0;
+  double loss = 0;
+  double accuracy = 0;
+  int64_t samples = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, evaluation& x) {
+  return f(caf::meta::type_name("evaluation"), x.sender, x.step, x.loss, x.accuracy,
+           x.samples);
+}
+
+/// One row of a run's metrics (one per evaluation). Fields a protocol does
+/// not have stay NaN; protocol-specific values go in `extra`.
+struct metrics_row {
+  int64_t step = 0;
+  double epoch = 0;
+  double wall_s = 0;
+  double train_loss = 0;
+  double test_loss = 0;
+  double test_acc = 0;
+  int64_t bytes_sent = 0;
+  std::map<std::string, double> extra;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, metrics_row& x) {
+  return f(caf::meta::type_name("metrics_row"), x.step, x.epoch, x.wall_s, x.train_loss,
+           x.test_loss, x.test_acc, x.bytes_sent, x.extra);
+}
+
+/// What a protocol reports when its run ends.
+struct run_summary {
+  std::string algorithm;
+  int64_t steps = 0;
+  double epochs = 0;
+  double wall_s = 0;        ///< from the first request to the end
+  double eval_s = 0;        ///< part of wall_s spent evaluating
+  int64_t samples = 0;      ///< training samples processed
+  int64_t bytes_sent = 0;   ///< payload bytes sent by every actor
+  double train_loss = 0;    ///< mean mini-batch loss since the last evaluation
+  double test_loss = 0;
+  double test_acc = 0;
+  double time_to_target_s = -1;  ///< -1: no target, or never reached
+  bool reached_target = false;
+  int32_t workers_lost = 0;
+  std::string stop_reason;  ///< "steps", "target", "stopped"
+  buffer final_weights;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, run_summary& x) {
+  return f(caf::meta::type_name("run_summary"), x.algorithm, x.steps, x.epochs, x.wall_s,
+           x.eval_s, x.samples, x.bytes_sent, x.train_loss, x.test_loss, x.test_acc,
+           x.time_to_target_s, x.reached_target, x.workers_lost, x.stop_reason,
+           x.final_weights);
+}
+
+} // namespace chorus

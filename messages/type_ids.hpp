@@ -1,0 +1,23 @@
+// The project's one CAF type-ID block. Register it with
+//   cfg.add_message_types<caf::id_block::chorus>();
+// New message types are appended at the end, never inserted: IDs must stay
+// stable between processes that talk to each other.
+#pragma once
+
+#include <caf/type_id.hpp>
+
+#include "messages/payloads.hpp"
+
+CAF_BEGIN_TYPE_ID_BLOCK(chorus, caf::first_custom_type_id)
+
+  CAF_ADD_TYPE_ID(chorus, (chorus::buffer))
+  CAF_ADD_TYPE_ID(chorus, (chorus::regularizer))
+  CAF_ADD_TYPE_ID(chorus, (chorus::weights))
+  CAF_ADD_TYPE_ID(chorus, (chorus::gradient))
+  CAF_ADD_TYPE_ID(chorus, (chorus::local_plan))
+  CAF_ADD_TYPE_ID(chorus, (chorus::local_result))
+  CAF_ADD_TYPE_ID(chorus, (chorus::evaluation))
+  CAF_ADD_TYPE_ID(chorus, (chorus::metrics_row))
+  CAF_ADD_TYPE_ID(chorus, (chorus::run_summary))
+
+CAF_END_TYPE_ID_BLOCK(chorus)

@@ -1,0 +1,118 @@
+// The runner as a user meets it: bad input is a clear message and a non-zero
+// exit, never a crash or a hang; good input writes the promised files.
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sys/wait.h>
+
+#include "data/npy.hpp"
+
+namespace {
+
+struct outcome {
+  int status = -1;
+  std::string output;  // stdout and stderr together
+};
+
+outcome run(const std::string& args) {
+  std::string cmd = std::string(CHORUS_BINARY_DIR) + "/chorus " + args + " 2>&1";
+  outcome out;
+  FILE* pipe = popen(cmd.c_str(), "r");
+  if (pipe == nullptr)
+    return out;
+  std::array<char, 4096> chunk;
+  while (size_t n = fread(chunk.data(), 1, chunk.size(), pipe))
+    out.output.append(chunk.data(), n);
+  int raw = pclose(pipe);
+  out.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+  return out;
+}
+
+void expect_usage_error(const std::string& args, const std::string& says) {
+  auto r = run(args);
+  EXPECT_EQ(r.status, 2) << args << "\n" << r.output;
+  EXPECT_NE(r.output.find(says), std::string::npos) << args << "\n" << r.output;
+}
+
+std::string temp_dir(const std::string& name) {
+  auto dir = std::filesystem::temp_directory_path() / ("chorus_cli_" + name + "_" + std::to_string(getpid()));
+  std::filesystem::remove_all(dir);
+  return dir.string();
+}
+
+} // namespace
+
+TEST(cli, bad_values_are_clear_errors_with_exit_status_2) {
+  expect_usage_error("train --lr -0.1", "--lr must be");
+  expect_usage_error("train --workers 0", "--workers must be at least 1");
+  expect_usage_error("train --model resnet", "resnet");
+  expect_usage_error("train --algorithm magic_sgd", "valid algorithms: sync_sgd");
+  expect_usage_error("train --partition zipf", "zipf");
+  expect_usage_error("train --reg l7:1", "valid forms");
+  expect_usage_error("train --batch abc", "not an integer");
+  expect_usage_error("train --frobnicate 3", "unknown option --frobnicate");
+  expect_usage_error("train --epochs", "needs a value");
+  expect_usage_error("train --config /nonexistent/chorus.cfg", "cannot open config file");
+  expect_usage_error("train --dataset mnist-digits", "mnist-digits");
+  expect_usage_error("frobnicate", "unknown command");
+}
+
+TEST(cli, unknown_model_is_reported_before_any_training) {
+  auto r = run("train --dataset synthetic-lsq --model mlp:abc --steps 5");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("mlp:abc"), std::string::npos) << r.output;
+}
+
+TEST(cli, missing_dataset_files_name_the_file) {
+  auto r = run("train --data-dir /nonexistent/fmnist --steps 5");
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("/nonexistent/fmnist"), std::string::npos) << r.output;
+}
+
+TEST(cli, help_and_list_explain_every_choice) {
+  auto help = run("train --help");
+  EXPECT_EQ(help.status, 0);
+  for (auto flag : {"--algorithm", "--workers", "--model", "--dataset", "--partition", "--epochs",
+                    "--batch", "--lr", "--reg", "--seed", "--threads", "--eval-every",
+                    "--target-acc", "--data-dir", "--out", "--config"})
+    EXPECT_NE(help.output.find(flag), std::string::npos) << flag;
+  auto list = run("list");
+  EXPECT_EQ(list.status, 0);
+  for (auto name : {"sync_sgd", "sync_sgd_avg", "mlp:", "softmax", "fashion-mnist", "libsvm:",
+                    "dirichlet:", "shards:", "l1:"})
+    EXPECT_NE(list.output.find(name), std::string::npos) << name;
+  EXPECT_EQ(run("--help").status, 0);
+}
+
+TEST(cli, a_run_writes_model_metrics_config_and_a_summary_line) {
+  auto dir = temp_dir("run");
+  auto cfg = dir + ".cfg";
+  {
+    std::ofstream f(cfg);
+    f << "# a config file\nalgorithm = sync_sgd\nworkers = 3\nmodel = logistic\n"
+         "dataset = synthetic-logistic\nlr = 0.5\n";
+  }
+  auto r = run("train --config " + cfg + " --steps 40 --eval-every 10 --target-acc 0.99 --reg l1:1e-3 --out " + dir);
+  ASSERT_EQ(r.status, 0) << r.output;
+  // The summary is the last line, one JSON object with the promised keys.
+  auto last = r.output.substr(r.output.rfind('{'));
+  for (auto key : {"\"test_acc\":", "\"wall_s\":", "\"samples_per_s\":", "\"time_to_target_s\":"})
+    EXPECT_NE(last.find(key), std::string::npos) << key << " in " << last;
+  EXPECT_NE(last.find("\"workers\":3"), std::string::npos) << "config file not applied: " << last;
+  EXPECT_TRUE(std::filesystem::exists(dir + "/config.json"));
+  EXPECT_TRUE(std::filesystem::exists(dir + "/log.txt"));
+  std::ifstream metrics(dir + "/metrics.jsonl");
+  int rows = 0;
+  for (std::string line; std::getline(metrics, line); ++rows)
+    for (auto key : {"\"step\":", "\"epoch\":", "\"wall_s\":", "\"train_loss\":", "\"test_loss\":",
+                     "\"test_acc\":", "\"bytes_sent\":"})
+      EXPECT_NE(line.find(key), std::string::npos) << key;
+  EXPECT_EQ(rows, 5);  // steps 0, 10, 20, 30, 40
+  auto w = chorus::read_npy(dir + "/model.npy");
+  EXPECT_EQ(w.size(), 100u);  // logistic on d = 100
+  std::filesystem::remove_all(dir);
+  std::filesystem::remove(cfg);
+}

@@ -1,0 +1,98 @@
+// chorus: the command-line runner.
+//   chorus train [--config FILE] [options]   run one experiment
+//   chorus list                              what can be named in options
+//   chorus --help
+// Exit status: 0 on success, 2 for bad usage or config, 1 when data or the
+// run itself fails. Every path out of main has torn the actor system down.
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "algorithms/experiment.hpp"
+#include "algorithms/registry.hpp"
+#include "data/dataset.hpp"
+#include "gpu/regularizer.hpp"
+#include "models/model.hpp"
+#include "tools/options.hpp"
+
+namespace {
+
+const char* top_help =
+  "chorus: distributed and asynchronous training as CAF actor protocols\n\n"
+  "usage:\n"
+  "  chorus train [--config FILE] [options]   train a model (chorus train --help)\n"
+  "  chorus list                              algorithms, models, datasets, partitioners\n"
+  "  chorus --help                            this text\n\n"
+  "Default experiment: chorus train  (sync_sgd, 4 workers, mlp:256 on Fashion-MNIST)\n";
+
+void print_table(const char* title, const std::vector<std::pair<std::string, std::string>>& rows) {
+  std::cout << title << ":\n";
+  for (auto& [name, text] : rows) {
+    std::string head = "  " + name;
+    if (head.size() < 26)
+      head.append(26 - head.size(), ' ');
+    else
+      head += "  ";
+    std::cout << head << text << "\n";
+  }
+  std::cout << "\n";
+}
+
+int list() {
+  std::vector<std::pair<std::string, std::string>> algos;
+  for (auto& a : chorus::algorithm_registry())
+    algos.emplace_back(a.name, a.summary);
+  print_table("algorithms", algos);
+  print_table("models", chorus::model_names());
+  print_table("datasets", chorus::dataset_names());
+  print_table("partitioners", chorus::partition_names());
+  print_table("regularizers", {{"none", "r = 0"},
+                               {"l1:LAMBDA", "LAMBDA ||w||_1 (soft-thresholding)"},
+                               {"l2:LAMBDA", "LAMBDA/2 ||w||^2"},
+                               {"elastic:L1,L2", "L1 ||w||_1 + L2/2 ||w||^2"}});
+  return 0;
+}
+
+int train(const std::vector<std::string>& args) {
+  bool help = false;
+  chorus::experiment_config cfg;
+  try {
+    cfg = chorus::parse_train_args(args, &help);
+  } catch (const std::invalid_argument& e) {
+    std::cerr << "chorus train: " << e.what() << "\n";
+    return 2;
+  }
+  if (help) {
+    std::cout << chorus::train_help();
+    return 0;
+  }
+  try {
+    auto result = chorus::run_experiment(cfg);
+    std::cout << chorus::summary_json(cfg, result) << std::endl;
+    return 0;
+  } catch (const std::invalid_argument& e) {
+    std::cerr << "chorus train: " << e.what() << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "chorus train: " << e.what() << "\n";
+    return 1;
+  }
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    std::cout << top_help;
+    return args.empty() ? 2 : 0;
+  }
+  auto command = args[0];
+  args.erase(args.begin());
+  if (command == "train")
+    return train(args);
+  if (command == "list")
+    return list();
+  std::cerr << "chorus: unknown command '" << command << "' (valid: train, list; see chorus --help)\n";
+  return 2;
+}

@@ -1,0 +1,221 @@
+#include "tools/options.hpp"
+
+#include <cmath>
+#include <fstream>
+#include <functional>
+#include <sstream>
+
+namespace chorus {
+
+namespace {
+
+using setter = std::function<void(experiment_config&, const std::string&)>;
+
+struct option_spec {
+  std::string name;   // long name without dashes
+  std::string arg;    // metavariable, empty for a switch
+  std::string help;
+  setter set;
+};
+
+double to_double(const std::string& flag, const std::string& v) {
+  size_t used = 0;
+  double x = 0;
+  try {
+    x = std::stod(v, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != v.size() || v.empty() || !std::isfinite(x))
+    throw usage_error("--" + flag + ": '" + v + "' is not a number");
+  return x;
+}
+
+int64_t to_int(const std::string& flag, const std::string& v) {
+  size_t used = 0;
+  long long x = 0;
+  try {
+    x = std::stoll(v, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != v.size() || v.empty())
+    throw usage_error("--" + flag + ": '" + v + "' is not an integer");
+  return x;
+}
+
+int32_t to_int32(const std::string& flag, const std::string& v) {
+  auto x = to_int(flag, v);
+  if (x < INT32_MIN || x > INT32_MAX)
+    throw usage_error("--" + flag + ": '" + v + "' is out of range");
+  return static_cast<int32_t>(x);
+}
+
+// Parses "250ms", "2s", "1.5s", or plain milliseconds.
+int64_t to_millis(const std::string& flag, const std::string& v) {
+  std::string num = v;
+  double scale = 1;
+  if (v.size() > 2 && v.compare(v.size() - 2, 2, "ms") == 0) {
+    num = v.substr(0, v.size() - 2);
+  } else if (v.size() > 1 && v.back() == 's') {
+    num = v.substr(0, v.size() - 1);
+    scale = 1000;
+  }
+  return static_cast<int64_t>(to_double(flag, num) * scale);
+}
+
+const std::vector<option_spec>& option_table() {
+  static const std::vector<option_spec> table = {
+    {"config", "FILE", "read options from FILE first (key = value lines; flags override)", {}},
+    {"algorithm", "NAME", "protocol to run (see `chorus list`) [sync_sgd]",
+     [](auto& c, auto& v) { c.algorithm = v; }},
+    {"workers", "N", "number of workers, each with its own shard [4]",
+     [](auto& c, auto& v) { c.workers = to_int32("workers", v); }},
+    {"model", "SPEC", "linear | logistic | softmax | mlp:H1[,H2...] [mlp:256]",
+     [](auto& c, auto& v) { c.model = v; }},
+    {"dataset", "SPEC", "fashion-mnist | libsvm:PATH | synthetic-lsq | synthetic-logistic [fashion-mnist]",
+     [](auto& c, auto& v) { c.dataset = v; }},
+    {"data-dir", "DIR", "where the Fashion-MNIST .gz files are [/usr/share/datasets/fashion-mnist]",
+     [](auto& c, auto& v) { c.data_dir = v; }},
+    {"partition", "SPEC", "iid | dirichlet:ALPHA | shards:K: how data is split over workers [iid]",
+     [](auto& c, auto& v) { c.partition = v; }},
+    {"epochs", "E", "passes over the training set (may be fractional) [10]",
+     [](auto& c, auto& v) { c.epochs = to_double("epochs", v); }},
+    {"steps", "S", "protocol steps to run; overrides --epochs when > 0 [0]",
+     [](auto& c, auto& v) { c.steps = to_int("steps", v); }},
+    {"batch", "B", "mini-batch size per worker [64]",
+     [](auto& c, auto& v) { c.batch = to_int32("batch", v); }},
+    {"lr", "ETA", "step size [0.2]", [](auto& c, auto& v) { c.lr = to_double("lr", v); }},
+    {"reg", "SPEC", "none | l1:LAMBDA | l2:LAMBDA | elastic:L1,L2, applied by a proximal step [none]",
+     [](auto& c, auto& v) { c.reg = v; }},
+    {"seed", "S", "seed for data order, partitions and initialization [1]",
+     [](auto& c, auto& v) {
+       auto s = to_int("seed", v);
+       if (s < 0)
+         throw usage_error("--seed must be >= 0");
+       c.seed = static_cast<uint64_t>(s);
+     }},
+    {"threads", "T", "CAF scheduler threads (cores to use) [2]",
+     [](auto& c, auto& v) { c.threads = to_int32("threads", v); }},
+    {"eval-every", "STEPS", "evaluate on the test set every STEPS steps; 0: twice per epoch [0]",
+     [](auto& c, auto& v) { c.eval_every = to_int("eval-every", v); }},
+    {"target-acc", "A", "stop at the first evaluation with test accuracy >= A; reports time_to_target_s",
+     [](auto& c, auto& v) { c.target_acc = to_double("target-acc", v); }},
+    {"timeout", "T", "longest wait for one worker reply, e.g. 500ms, 30s; a worker that exceeds it is dropped [60s]",
+     [](auto& c, auto& v) { c.timeout_ms = to_millis("timeout", v); }},
+    {"out", "DIR", "write config.json, metrics.jsonl, log.txt and model.npy to DIR",
+     [](auto& c, auto& v) { c.out_dir = v; }},
+    {"quiet", "", "no progress lines (the summary line is still printed)",
+     [](auto& c, auto&) { c.progress = false; }},
+  };
+  return table;
+}
+
+const option_spec* find_option(const std::string& name) {
+  for (auto& o : option_table())
+    if (o.name == name)
+      return &o;
+  return nullptr;
+}
+
+std::string trim(const std::string& s) {
+  auto b = s.find_first_not_of(" \t\r");
+  if (b == std::string::npos)
+    return {};
+  auto e = s.find_last_not_of(" \t\r");
+  return s.substr(b, e - b + 1);
+}
+
+void apply(experiment_config& cfg, const std::string& name, const std::string& value,
+           const std::string& where) {
+  auto* opt = find_option(name);
+  if (opt == nullptr || name == "config")
+    throw usage_error(where + "unknown option '" + name + "' (see chorus train --help)");
+  if (!opt->arg.empty() && value.empty())
+    throw usage_error(where + "--" + name + " needs a value " + opt->arg);
+  opt->set(cfg, value);
+}
+
+} // namespace
+
+std::vector<std::pair<std::string, std::string>> read_config_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in)
+    throw usage_error("cannot open config file " + path);
+  std::vector<std::pair<std::string, std::string>> out;
+  std::string line;
+  for (int lineno = 1; std::getline(in, line); ++lineno) {
+    auto hash = line.find('#');
+    if (hash != std::string::npos)
+      line.resize(hash);
+    line = trim(line);
+    if (line.empty())
+      continue;
+    auto eq = line.find('=');
+    if (eq == std::string::npos)
+      throw usage_error(path + ":" + std::to_string(lineno) + ": expected 'key = value'");
+    out.emplace_back(trim(line.substr(0, eq)), trim(line.substr(eq + 1)));
+  }
+  return out;
+}
+
+experiment_config parse_train_args(const std::vector<std::string>& args, bool* help) {
+  *help = false;
+  experiment_config cfg;
+  // Split "--name=value" and "--name value" into pairs first.
+  std::vector<std::pair<std::string, std::string>> flags;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const auto& a = args[i];
+    if (a == "--help" || a == "-h") {
+      *help = true;
+      return cfg;
+    }
+    if (a.rfind("--", 0) != 0)
+      throw usage_error("unexpected argument '" + a + "' (options start with --)");
+    auto name = a.substr(2);
+    std::string value;
+    auto eq = name.find('=');
+    if (eq != std::string::npos) {
+      value = name.substr(eq + 1);
+      name.resize(eq);
+    } else if (auto* opt = find_option(name); opt != nullptr && !opt->arg.empty()) {
+      if (i + 1 >= args.size())
+        throw usage_error("--" + name + " needs a value " + opt->arg);
+      value = args[++i];
+    }
+    if (find_option(name) == nullptr)
+      throw usage_error("unknown option --" + name + " (see chorus train --help)");
+    flags.emplace_back(name, value);
+  }
+  for (auto& [name, value] : flags)
+    if (name == "config")
+      for (auto& [k, v] : read_config_file(value))
+        apply(cfg, k, v, value + ": ");
+  for (auto& [name, value] : flags)
+    if (name != "config")
+      apply(cfg, name, value, "");
+  validate(cfg);
+  return cfg;
+}
+
+std::string train_help() {
+  std::ostringstream out;
+  out << "usage: chorus train [--config FILE] [options]\n\n"
+         "Trains a model with N worker actors and one protocol, prints a progress line per\n"
+         "evaluation and ends with one JSON summary line (test_acc, wall_s, samples_per_s,\n"
+         "time_to_target_s when --target-acc is given).\n\noptions:\n";
+  for (auto& o : option_table()) {
+    std::string head = "  --" + o.name + (o.arg.empty() ? "" : " " + o.arg);
+    if (head.size() < 24)
+      head.append(24 - head.size(), ' ');
+    else
+      head += "\n" + std::string(24, ' ');
+    out << head << o.help << "\n";
+  }
+  out << "\nexample:\n  chorus train --algorithm sync_sgd --workers 4 --model mlp:256 "
+         "--dataset fashion-mnist \\\n      --partition dirichlet:0.3 --epochs 2 --lr 0.1 "
+         "--reg l1:1e-5 --out runs/demo\n";
+  return out.str();
+}
+
+} // namespace chorus

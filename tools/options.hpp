@@ -1,0 +1,31 @@
+// Command-line and config-file options of `chorus train`, with their help
+// text. One table describes every option once: its flag, what it sets, and
+// the line --help prints, so parser and documentation cannot drift apart.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "algorithms/experiment.hpp"
+
+namespace chorus {
+
+/// Thrown for a bad flag or value; the message is for the user.
+struct usage_error : std::invalid_argument {
+  using std::invalid_argument::invalid_argument;
+};
+
+/// Parses `chorus train` arguments (after "train"). A --config FILE is read
+/// first, wherever it appears, then the flags override it. Sets *help when
+/// --help was given. Throws usage_error.
+experiment_config parse_train_args(const std::vector<std::string>& args, bool* help);
+
+/// The text of `chorus train --help`.
+std::string train_help();
+
+/// Reads a config file: one `key = value` per line, keys are the long option
+/// names without dashes ("workers = 4"), '#' starts a comment. Returns the
+/// pairs in order; throws usage_error naming the file and line.
+std::vector<std::pair<std::string, std::string>> read_config_file(const std::string& path);
+
+} // namespace chorus
