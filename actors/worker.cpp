@@ -4,14 +4,25 @@
 #include "actors/worker.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <numeric>
 #include <random>
+#include <thread>
+
+#include <time.h>
 
 #include <caf/all.hpp>
 
 namespace chorus {
 
 namespace {
+
+// CPU time used by the calling thread.
+std::chrono::nanoseconds thread_cpu_time() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
+}
 
 struct worker_state {
   static inline const char* name = "chorus.worker";
@@ -49,6 +60,25 @@ struct worker_state {
     return caf::none;
   }
 
+  // Injected heterogeneity, after the real computation used `took` of CPU
+  // time: the slowdown stretches it, the step delay and both link directions
+  // add. CPU time, not wall time: on a busy machine the wall time includes
+  // being preempted, and stretching that would make "4x" mean much more.
+  void injected_wait(std::chrono::nanoseconds took) {
+    const auto& inj = cfg.inject;
+    if (!inj.active())
+      return;
+    auto extra = std::chrono::duration_cast<std::chrono::microseconds>(took * (inj.slowdown - 1));
+    extra += inj.step_delay.sample(rng);
+    extra += std::chrono::microseconds(static_cast<int64_t>(2000 * inj.link_delay_ms));
+    if (extra.count() > 0)
+      std::this_thread::sleep_for(extra);
+  }
+
+  bool crash_due(int64_t step) const {
+    return cfg.inject.crash_at_step >= 0 && step >= cfg.inject.crash_at_step;
+  }
+
   caf::error non_finite(const char* what, int64_t step) const {
     return make_error(errc::non_finite, "worker " + std::to_string(cfg.rank) + ": " + what
                                           + " at step " + std::to_string(step)
@@ -68,6 +98,15 @@ auto guarded(worker_pointer self, F&& f) -> decltype(f()) {
   }
 }
 
+// An injected crash: the worker terminates without answering, as a process
+// that died would. Whoever monitors it gets a down message with the reason.
+template <class Reply>
+caf::result<Reply> crash(worker_pointer self, int64_t step) {
+  self->quit(make_error(errc::worker_lost, "worker " + std::to_string(self->state.cfg.rank)
+                                             + ": injected crash at step " + std::to_string(step)));
+  return caf::delegated<Reply>{};
+}
+
 worker_actor::behavior_type worker_behavior(worker_pointer self, worker_config cfg,
                                             std::shared_ptr<model> prebuilt) {
   auto& st = self->state;
@@ -81,12 +120,16 @@ worker_actor::behavior_type worker_behavior(worker_pointer self, worker_config c
   return {
     [=](compute_atom, weights& w) -> caf::result<gradient> {
       auto& st = self->state;
+      if (st.crash_due(w.step))
+        return crash<gradient>(self, w.step);
       if (auto err = st.check_weights(w))
         return err;
       return guarded(self, [&]() -> caf::result<gradient> {
+        auto started = thread_cpu_time();
         auto [idx, n] = st.next_batch();
         mutable_buffer g(static_cast<size_t>(st.net->num_params()));
         double loss = st.net->loss_grad(w.values.data(), *st.cfg.data, idx, n, g.data());
+        st.injected_wait(thread_cpu_time() - started);
         if (!std::isfinite(loss) || !st.be->all_finite(g.span()))
           return st.non_finite("gradient", w.step);
         return gradient{st.cfg.rank, w.step, std::move(g).freeze(), static_cast<float>(loss),
@@ -95,11 +138,14 @@ worker_actor::behavior_type worker_behavior(worker_pointer self, worker_config c
     },
     [=](local_atom, weights& w, local_plan plan) -> caf::result<local_result> {
       auto& st = self->state;
+      if (st.crash_due(w.step))
+        return crash<local_result>(self, w.step);
       if (auto err = st.check_weights(w))
         return err;
       if (plan.steps < 0 || !(plan.lr >= 0) || !std::isfinite(plan.lr))
         return make_error(errc::bad_request, "local steps need steps >= 0 and a finite lr >= 0");
       return guarded(self, [&]() -> caf::result<local_result> {
+        auto started = thread_cpu_time();
         auto x = mutable_buffer::copy_of(w.values);
         mutable_buffer g(x.size());
         double loss_sum = 0;
@@ -110,6 +156,7 @@ worker_actor::behavior_type worker_behavior(worker_pointer self, worker_config c
           samples += static_cast<int32_t>(n);
           st.be->prox_step(plan.reg, plan.lr, g.span(), x.span());
         }
+        st.injected_wait(thread_cpu_time() - started);
         if (!std::isfinite(loss_sum) || !st.be->all_finite(x.span()))
           return st.non_finite("local model", w.step);
         float mean_loss = plan.steps > 0 ? static_cast<float>(loss_sum / plan.steps) : 0.0f;
@@ -155,6 +202,8 @@ worker_actor spawn_worker(caf::actor_system& sys, worker_config cfg) {
   // Build once here so a bad model spec is reported to the caller.
   std::shared_ptr<model> net =
     make_model(cfg.model, cfg.data->num_features, cfg.data->num_classes);
+  if (cfg.inject.active())
+    return sys.spawn<caf::detached>(worker_behavior, std::move(cfg), std::move(net));
   return sys.spawn(worker_behavior, std::move(cfg), std::move(net));
 }
 

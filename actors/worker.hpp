@@ -12,6 +12,7 @@
 
 #include <caf/actor_system.hpp>
 
+#include "actors/injection.hpp"
 #include "actors/interfaces.hpp"
 #include "data/dataset.hpp"
 #include "gpu/backend.hpp"
@@ -34,9 +35,11 @@ struct worker_config {
   int32_t batch = 64;
   uint64_t seed = 1;
   sampling order = sampling::shuffle;
+  injection inject;  ///< slowdown, delays, crash (none by default)
 };
 
-/// Spawns a worker. Throws std::invalid_argument for a bad config (unknown
+/// Spawns a worker (detached when something is injected, so its sleeps
+/// never hold a scheduler thread). Throws std::invalid_argument for a bad config (unknown
 /// model, batch <= 0, empty dataset, index out of range) before any actor
 /// exists, so callers get the error where they made the mistake.
 worker_actor spawn_worker(caf::actor_system& sys, worker_config cfg);

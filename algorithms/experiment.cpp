@@ -9,6 +9,7 @@
 
 #include <caf/all.hpp>
 
+#include "actors/injection.hpp"
 #include "actors/monitor.hpp"
 #include "actors/worker.hpp"
 #include "algorithms/registry.hpp"
@@ -25,18 +26,13 @@ void require(bool ok, const std::string& what) {
     throw std::invalid_argument(what);
 }
 
-int64_t steps_for(const experiment_config& cfg, int64_t train_size) {
+// With --steps the run is counted in protocol steps; otherwise in samples
+// (epochs * training set), which means the same for every protocol: a sync
+// round processes N batches, an async update one.
+int64_t max_samples_for(const experiment_config& cfg, int64_t train_size) {
   if (cfg.steps > 0)
-    return cfg.steps;
-  double per_step = static_cast<double>(cfg.workers) * cfg.batch;
-  return std::max<int64_t>(1, static_cast<int64_t>(std::ceil(cfg.epochs * train_size / per_step)));
-}
-
-int64_t eval_every_for(const experiment_config& cfg, int64_t train_size) {
-  if (cfg.eval_every > 0)
-    return cfg.eval_every;
-  double per_epoch = train_size / (static_cast<double>(cfg.workers) * cfg.batch);
-  return std::max<int64_t>(1, static_cast<int64_t>(per_epoch / 2));
+    return 0;
+  return std::max<int64_t>(1, static_cast<int64_t>(std::ceil(cfg.epochs * train_size)));
 }
 
 std::string layout_json(const std::vector<param_tensor>& layout) {
@@ -51,6 +47,10 @@ std::string layout_json(const std::vector<param_tensor>& layout) {
     out += (i ? "," : "") + o.str();
   }
   return out + "]";
+}
+
+void self_log(caf::actor_system&, const monitor_actor& monitor, std::string line) {
+  caf::anon_send(monitor, log_atom_v, std::move(line));
 }
 
 // Sends exit to every actor of the run when it goes out of scope, so the
@@ -83,6 +83,18 @@ void validate(const experiment_config& cfg) {
   require(cfg.target_acc < 0 || cfg.target_acc <= 1, "--target-acc must be in [0, 1]");
   require(cfg.timeout_ms > 0, "--timeout must be > 0");
   regularizer::parse(cfg.reg);  // throws with the valid forms
+  parse_injections(cfg.workers, cfg.slow, cfg.delay, cfg.link_delay, cfg.crash);
+  const auto& algo = find_algorithm(cfg.algorithm);
+  for (auto& [key, value] : cfg.options) {
+    bool known = key == "seed";
+    std::string valid;
+    for (auto& o : algo.options) {
+      known = known || o == key;
+      valid += (valid.empty() ? "" : ", ") + o;
+    }
+    require(known, "option " + key + " is not used by " + cfg.algorithm + " (its options: "
+                     + (valid.empty() ? "none" : valid) + ")");
+  }
   // Dataset names are checked here, before any file is read; the data
   // themselves are checked by their loader.
   bool known = false;
@@ -115,6 +127,10 @@ std::string to_json(const experiment_config& cfg) {
     .add("eval_every", cfg.eval_every)
     .add("target_acc", cfg.target_acc)
     .add("timeout_ms", cfg.timeout_ms)
+    .add("slow", cfg.slow)
+    .add("delay", cfg.delay)
+    .add("link_delay", cfg.link_delay)
+    .add("crash", cfg.crash)
     .add("out", cfg.out_dir);
   json_object opts;
   for (auto& [k, v] : cfg.options)
@@ -137,6 +153,7 @@ experiment_result run_experiment(const experiment_config& cfg, const train_test&
   require(data.train && data.test && data.train->size() > 0 && data.test->size() > 0,
           "the dataset has no training or no test samples");
   auto parts = make_partition(*data.train, cfg.workers, cfg.partition, cfg.seed);
+  auto injections = parse_injections(cfg.workers, cfg.slow, cfg.delay, cfg.link_delay, cfg.crash);
   // Built here once to validate the spec and to initialize w_0.
   auto net = make_model(cfg.model, data.train->num_features, data.train->num_classes);
 
@@ -144,8 +161,10 @@ experiment_result run_experiment(const experiment_config& cfg, const train_test&
   result.layout = net->layout();
   result.train_size = data.train->size();
   result.test_size = data.test->size();
-  result.steps_planned = steps_for(cfg, result.train_size);
-  result.eval_every = eval_every_for(cfg, result.train_size);
+  result.steps_planned = cfg.steps;
+  result.samples_planned = max_samples_for(cfg, result.train_size);
+  result.eval_every = cfg.eval_every;
+  result.eval_every_samples = cfg.eval_every > 0 ? 0 : std::max<int64_t>(1, result.train_size / 2);
 
   mutable_buffer w0(static_cast<size_t>(net->num_params()));
   std::mt19937_64 rng(cfg.seed);
@@ -161,7 +180,9 @@ experiment_result run_experiment(const experiment_config& cfg, const train_test&
       .add("train_size", result.train_size)
       .add("test_size", result.test_size)
       .add("steps_planned", result.steps_planned)
-      .add("eval_every_effective", result.eval_every)
+      .add("samples_planned", result.samples_planned)
+      .add("eval_every_steps", result.eval_every)
+      .add("eval_every_samples", result.eval_every_samples)
       .add("num_params", net->num_params())
       .raw("model_layout", layout_json(result.layout))
       .add("model_file", "model.npy: flat float32, tensors in model_layout order, "
@@ -185,6 +206,25 @@ experiment_result run_experiment(const experiment_config& cfg, const train_test&
 
     run_context ctx;
     ctx.monitor = monitor;
+    ctx.plan.algorithm = cfg.algorithm;
+    ctx.plan.steps = result.steps_planned;
+    ctx.plan.max_samples = result.samples_planned;
+    ctx.plan.eval_every = result.eval_every;
+    ctx.plan.eval_every_samples = result.eval_every_samples;
+    ctx.plan.target_acc = cfg.target_acc;
+    ctx.plan.lr = static_cast<float>(cfg.lr);
+    ctx.plan.reg = regularizer::parse(cfg.reg);
+    ctx.plan.train_size = result.train_size;
+    ctx.plan.timeout = std::chrono::milliseconds(cfg.timeout_ms);
+    ctx.plan.options = cfg.options;
+    ctx.plan.options.emplace("seed", std::to_string(cfg.seed));
+    if (algo.reshard)
+      parts = algo.reshard(parts, ctx.plan, ctx);
+    for (auto& p : parts)
+      ctx.shard_sizes.push_back(static_cast<int64_t>(p.size()));
+    for (int32_t i = 0; i < cfg.workers; ++i)
+      if (injections[i].active())
+        self_log(sys, monitor, "worker " + std::to_string(i) + " injected: " + injections[i].describe());
     for (int32_t i = 0; i < cfg.workers; ++i) {
       worker_config wc;
       wc.rank = i;
@@ -193,6 +233,7 @@ experiment_result run_experiment(const experiment_config& cfg, const train_test&
       wc.shard = parts[static_cast<size_t>(i)];
       wc.batch = cfg.batch;
       wc.seed = cfg.seed * 1000003 + static_cast<uint64_t>(i);
+      wc.inject = injections[static_cast<size_t>(i)];
       auto worker = spawn_worker(sys, wc);
       graph.add(worker);
       ctx.workers.push_back(worker);
@@ -205,15 +246,6 @@ experiment_result run_experiment(const experiment_config& cfg, const train_test&
     ctx.evaluator = spawn_worker(sys, ec);
     graph.add(ctx.evaluator);
 
-    ctx.plan.algorithm = cfg.algorithm;
-    ctx.plan.steps = result.steps_planned;
-    ctx.plan.eval_every = result.eval_every;
-    ctx.plan.target_acc = cfg.target_acc;
-    ctx.plan.lr = static_cast<float>(cfg.lr);
-    ctx.plan.reg = regularizer::parse(cfg.reg);
-    ctx.plan.train_size = result.train_size;
-    ctx.plan.timeout = std::chrono::milliseconds(cfg.timeout_ms);
-    ctx.plan.options = cfg.options;
     ctx.initial = std::move(w0).freeze();
 
     auto protocol = algo.spawn(sys, std::move(ctx));
@@ -223,7 +255,8 @@ experiment_result run_experiment(const experiment_config& cfg, const train_test&
                "starting " + cfg.algorithm + ": " + std::to_string(cfg.workers) + " workers, "
                  + cfg.model + " (" + std::to_string(net->num_params()) + " params) on "
                  + data.train->name + " [" + cfg.partition + "], "
-                 + std::to_string(result.steps_planned) + " steps");
+                 + (cfg.steps > 0 ? std::to_string(cfg.steps) + " steps"
+                                  : std::to_string(cfg.epochs) + " epochs"));
     self->request(protocol, caf::infinite, run_atom_v)
       .receive([&](run_summary& s) { summary = std::move(s); },
                [&](caf::error& err) { failure = describe(err); });
@@ -261,6 +294,8 @@ std::string summary_json(const experiment_config& cfg, const experiment_result& 
     .add("bytes_sent", s.bytes_sent)
     .add("workers_lost", s.workers_lost)
     .add("stop_reason", s.stop_reason);
+  for (auto& [key, value] : s.extra)
+    o.add(key, value);
   if (cfg.target_acc >= 0) {
     if (s.reached_target)
       o.add("time_to_target_s", s.time_to_target_s);

@@ -32,12 +32,17 @@ struct experiment_config {
   std::string reg = "none";
   uint64_t seed = 1;
   int32_t threads = 2;        ///< CAF scheduler threads
-  int64_t eval_every = 0;     ///< 0: twice per epoch
+  int64_t eval_every = 0;     ///< in steps; 0: twice per epoch
   double target_acc = -1;     ///< <0: none
   int64_t timeout_ms = 60000; ///< longest wait for one worker reply
   std::string out_dir;        ///< empty: write no files
   bool progress = true;
-  std::map<std::string, std::string> options;  ///< protocol-specific
+  std::map<std::string, std::string> options;  ///< protocol-specific (tau, staleness_bound, ...)
+  // Injected heterogeneity (actors/injection.hpp); empty: none.
+  std::string slow;        ///< "3:4": worker 3 four times slower
+  std::string delay;       ///< "exp:2ms", "fixed:1ms", "uniform:1ms,3ms" per step, every worker
+  std::string link_delay;  ///< "1ms" one way on every worker-server link
+  std::string crash;       ///< "2:500": worker 2 dies at step 500
 };
 
 /// Checks every value; throws std::invalid_argument with a clear message.
@@ -52,8 +57,10 @@ struct experiment_result {
   std::vector<param_tensor> layout;  ///< shapes inside final_weights
   int64_t train_size = 0;
   int64_t test_size = 0;
-  int64_t steps_planned = 0;
-  int64_t eval_every = 0;
+  int64_t steps_planned = 0;     ///< 0: counted in samples instead
+  int64_t samples_planned = 0;   ///< 0: counted in steps instead
+  int64_t eval_every = 0;        ///< in steps (0: by samples)
+  int64_t eval_every_samples = 0;
 };
 
 /// Runs the experiment. Throws std::invalid_argument (bad config),

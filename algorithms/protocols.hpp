@@ -13,8 +13,22 @@ protocol_actor spawn_sync_sgd(caf::actor_system& sys, run_context ctx);
 /// sync_sgd_avg: w+ = mean_i Prox(w - eta g_i) (sync_sgd.cpp).
 protocol_actor spawn_sync_sgd_avg(caf::actor_system& sys, run_context ctx);
 
+/// async_sgd: w <- Prox(w - eta_tau g_i(w_{t-tau})) as each gradient arrives (async_sgd.cpp).
+protocol_actor spawn_async_sgd(caf::actor_system& sys, run_context ctx);
+/// local_sgd: tau local steps, then a shard-weighted model average (local_sgd.cpp).
+protocol_actor spawn_local_sgd(caf::actor_system& sys, run_context ctx);
+/// lazy_sgd: sync SGD where a worker skips uploads that carry little news (lazy_sgd.cpp).
+protocol_actor spawn_lazy_sgd(caf::actor_system& sys, run_context ctx);
+/// ri_sgd: local SGD over redundantly held shards; survives crashes (ri_sgd.cpp).
+protocol_actor spawn_ri_sgd(caf::actor_system& sys, run_context ctx);
+
 /// The round rules behind them, for protocols that reuse or wrap them.
-round_rule sync_sgd_rule();
-round_rule sync_sgd_avg_rule();
+round_rule sync_sgd_rule(const run_plan& plan);
+round_rule sync_sgd_avg_rule(const run_plan& plan);
+/// Local SGD's rule (options tau, fraction, post_local); weights by shard size.
+round_rule local_sgd_rule(const run_plan& plan, std::vector<int64_t> shard_sizes);
+
+/// The plain mean of the replies' vectors (n floats each).
+buffer mean_of(backend& be, const std::vector<round_reply>& replies, size_t n);
 
 } // namespace chorus

@@ -6,12 +6,36 @@
 
 namespace chorus {
 
+namespace {
+
+// RI-SGD: every worker also holds copies of other workers' shards.
+partition redundant_shards(const partition& base, const run_plan& plan, run_context& ctx) {
+  double mu = plan.number("redundancy", 0.25);
+  auto held = std::make_shared<redundant_partition>(make_redundant(base, mu, plan.number("seed", 1)));
+  ctx.redundancy = held;
+  return held->held;
+}
+
+} // namespace
+
 const std::vector<algorithm_info>& algorithm_registry() {
   static const std::vector<algorithm_info> table = {
     {"sync_sgd", "synchronous parallel SGD, server-side prox: w+ = Prox(w - eta mean_i g_i)",
-     "one round: every worker computes one mini-batch gradient", spawn_sync_sgd},
+     "one round: every worker computes one mini-batch gradient", spawn_sync_sgd, {}, {}},
     {"sync_sgd_avg", "synchronous parallel SGD, averaged prox: w+ = mean_i Prox(w - eta g_i)",
-     "one round: every worker takes one proximal step", spawn_sync_sgd_avg},
+     "one round: every worker takes one proximal step", spawn_sync_sgd_avg, {}, {}},
+    {"async_sgd", "asynchronous delayed-gradient SGD: w <- Prox(w - eta_tau g_i(w_{t-tau})) per arrival",
+     "one applied gradient (one worker's mini-batch)", spawn_async_sgd, {},
+     {"staleness_bound", "staleness_lr"}},
+    {"local_sgd", "local SGD / FedAvg: tau local steps, then w+ = sum_i n_i/n x_i",
+     "one communication round (tau local steps per worker)", spawn_local_sgd, {},
+     {"tau", "fraction", "post_local"}},
+    {"lazy_sgd", "event-triggered sync SGD (LAG): upload g_i only if it changed enough",
+     "one round: every worker computes a gradient, some skip the upload", spawn_lazy_sgd, {},
+     {"lazy_threshold"}},
+    {"ri_sgd", "redundancy-infused local SGD: local_sgd over shards held with redundancy mu",
+     "one communication round (tau local steps per worker)", spawn_ri_sgd, redundant_shards,
+     {"tau", "redundancy", "fraction"}},
   };
   return table;
 }

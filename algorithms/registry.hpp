@@ -9,11 +9,18 @@
 #include <caf/actor_system.hpp>
 
 #include "actors/server.hpp"
+#include "data/dataset.hpp"
 
 namespace chorus {
 
 /// Builds a protocol actor wired to the given workers, evaluator and monitor.
 using algorithm_factory = std::function<protocol_actor(caf::actor_system&, run_context)>;
+
+/// Optional data preparation a protocol needs before its workers exist
+/// (RI-SGD's redundant copies): turns the base partition into what each
+/// worker holds, and may fill run_context fields that describe it.
+using reshard_hook =
+  std::function<partition(const partition& base, const run_plan& plan, run_context& ctx)>;
 
 /// One registry entry.
 struct algorithm_info {
@@ -21,6 +28,8 @@ struct algorithm_info {
   std::string summary;       ///< one line: the update rule
   std::string step_meaning;  ///< what one step of --steps is
   algorithm_factory spawn;
+  reshard_hook reshard;      ///< empty for most protocols
+  std::vector<std::string> options;  ///< the protocol options it reads (run_plan::options)
 };
 
 /// Every registered protocol, in the order `chorus list` prints them.

@@ -18,50 +18,48 @@
 
 namespace chorus {
 
-round_rule sync_sgd_rule() {
+buffer mean_of(backend& be, const std::vector<round_reply>& replies, size_t n) {
+  std::vector<cview> xs;
+  xs.reserve(replies.size());
+  for (auto& r : replies)
+    xs.push_back(r.values);
+  mutable_buffer out(n);
+  be.mean(xs, out.span());
+  return std::move(out).freeze();
+}
+
+round_rule sync_sgd_rule(const run_plan& plan) {
   round_rule rule;
-  rule.ask = [](round_asker& ask, size_t i, const weights& w, const run_plan&) {
-    ask.gradient(i, w);
-  };
-  rule.combine = [](backend& be, const buffer& w, const std::vector<round_reply>& replies,
-                    const run_plan& plan) {
-    std::vector<cview> grads;
-    grads.reserve(replies.size());
-    for (auto& r : replies)
-      grads.push_back(r.values);
-    auto g = be.zeros(w.size());
-    be.mean(grads, g.span());
+  rule.ask = [](round_asker& ask, size_t i, const weights& w, int64_t) { ask.gradient(i, w); };
+  rule.combine = [lr = plan.lr, reg = plan.reg](backend& be, const buffer& w,
+                                                const std::vector<round_reply>& replies, int64_t) {
+    auto g = mean_of(be, replies, w.size());
     auto next = mutable_buffer::copy_of(w);
-    be.prox_step(plan.reg, plan.lr, g.span(), next.span());
+    be.prox_step(reg, lr, g, next.span());
     return std::move(next).freeze();
   };
   return rule;
 }
 
-round_rule sync_sgd_avg_rule() {
+round_rule sync_sgd_avg_rule(const run_plan& plan) {
   round_rule rule;
-  rule.ask = [](round_asker& ask, size_t i, const weights& w, const run_plan& plan) {
-    ask.local(i, w, local_plan{1, plan.lr, plan.reg});
+  rule.ask = [step = local_plan{1, plan.lr, plan.reg}](round_asker& ask, size_t i,
+                                                       const weights& w, int64_t) {
+    ask.local(i, w, step);
   };
   rule.combine = [](backend& be, const buffer& w, const std::vector<round_reply>& replies,
-                    const run_plan&) {
-    std::vector<cview> models;
-    models.reserve(replies.size());
-    for (auto& r : replies)
-      models.push_back(r.values);
-    mutable_buffer next(w.size());
-    be.mean(models, next.span());
-    return std::move(next).freeze();
-  };
+                    int64_t) { return mean_of(be, replies, w.size()); };
   return rule;
 }
 
 protocol_actor spawn_sync_sgd(caf::actor_system& sys, run_context ctx) {
-  return spawn_round_server(sys, std::move(ctx), sync_sgd_rule());
+  auto rule = sync_sgd_rule(ctx.plan);
+  return spawn_round_server(sys, std::move(ctx), std::move(rule));
 }
 
 protocol_actor spawn_sync_sgd_avg(caf::actor_system& sys, run_context ctx) {
-  return spawn_round_server(sys, std::move(ctx), sync_sgd_avg_rule());
+  auto rule = sync_sgd_avg_rule(ctx.plan);
+  return spawn_round_server(sys, std::move(ctx), std::move(rule));
 }
 
 } // namespace chorus

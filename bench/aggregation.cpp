@@ -4,16 +4,19 @@
 // (k + 1) * n * 4 bytes; the ratio says how close mean() is to what a
 // hand-written loop gets from memory (target >= 0.7).
 //
-// Also shows that a broadcast of one buffer to 64 actors copies no floats:
+// Also times all_finite, the other pass the server makes per round, and
+// shows that a broadcast of one buffer to 64 actors copies no floats:
 // 64 workers keep the same weights (apply), and buffer_stats counts the
 // floats allocated meanwhile (expected: 0).
 //
 // Run: build/bench/aggregation      (CHORUS_BENCH_QUICK=1 for a smoke run)
-// Prints one JSON line per (k, n), then one "broadcast" line.
+// Prints one JSON line per (k, n) for mean, one per n for all_finite, then
+// one "broadcast" line.
 #include <caf/all.hpp>
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -121,6 +124,52 @@ void bench_mean(backend& be, size_t k, size_t n, int reps) {
   bench::print(o);
 }
 
+// The other pass the server makes over every new w (and each worker over
+// every gradient): all_finite, against a plain loop that reads the same
+// bytes (an integer OR over the exponent bits; vectorizes).
+bool streaming_all_finite(const float* x, size_t n) {
+  uint32_t bad = 0;
+  for (size_t j = 0; j < n; ++j) {
+    uint32_t bits;
+    std::memcpy(&bits, x + j, sizeof bits);
+    bad |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
+  }
+  return bad == 0;
+}
+
+void bench_all_finite(backend& be, size_t n, int reps) {
+  auto x = mutable_buffer::filled(n, 1.0f);
+  x[n - 1] = 2.0f;
+  std::vector<double> t_be, t_stream;
+  bool ok_be = true, ok_stream = true;
+  for (int r = 0; r < reps + 1; ++r) {
+    bench::timer t;
+    ok_be = be.all_finite(x.span()) && ok_be;
+    const double a = t.seconds();
+    t.reset();
+    ok_stream = streaming_all_finite(x.data(), n) && ok_stream;
+    const double b = t.seconds();
+    if (r > 0)
+      t_be.push_back(a), t_stream.push_back(b);
+  }
+  const double bytes = static_cast<double>(n) * sizeof(float);
+  const double be_gbps = bytes / bench::median(t_be) / 1e9;
+  const double stream_gbps = bytes / bench::median(t_stream) / 1e9;
+  auto o = bench::line("aggregation");
+  o.add("op", "all_finite")
+    .add("backend", be.name())
+    .add("n", static_cast<int64_t>(n))
+    .add("bytes", bytes)
+    .add("reps", reps)
+    .add("backend_ms", bench::median(t_be) * 1e3)
+    .add("backend_gbps", be_gbps)
+    .add("streaming_ms", bench::median(t_stream) * 1e3)
+    .add("streaming_gbps", stream_gbps)
+    .add("ratio", be_gbps / stream_gbps)
+    .add("correct", ok_be && ok_stream);
+  bench::print(o);
+}
+
 // One weights buffer sent to 64 workers, each keeping it as its replica:
 // inside one process that must share the block, not copy it.
 void bench_broadcast(size_t receivers, size_t n) {
@@ -193,6 +242,8 @@ int main() {
       bench::note("mean k=" + std::to_string(k) + " n=" + std::to_string(n));
       bench_mean(*be, k, n, reps);
     }
+  for (size_t n : ns)
+    bench_all_finite(*be, n, quick ? 3 : 20);
   bench_broadcast(64, quick ? size_t{1} << 16 : size_t{1} << 20);
   return 0;
 }

@@ -128,6 +128,41 @@ partition partition_shards(const dataset& d, int n, int k, uint64_t seed);
 /// the dataset is too small to give every worker a sample.
 partition make_partition(const dataset& d, int n, const std::string& spec, uint64_t seed);
 
+// -- redundancy (RI-SGD) ------------------------------------------------------
+
+/// What each worker holds under redundancy: its own shard plus copies.
+struct redundant_partition {
+  partition own;     ///< the disjoint base shards (every sample in exactly one)
+  partition held;    ///< what each worker trains on: own shard + copies of others' samples
+  double mu = 0;     ///< the redundancy asked for, in [0, 1]
+  int copies = 0;    ///< r = redundant_copies(n, mu): other workers holding each shard
+};
+
+/// r = round(mu * (n - 1)), halves rounded up: how many other workers hold a
+/// full copy of each shard. Throws std::invalid_argument unless n >= 1 and
+/// mu is in [0, 1].
+int redundant_copies(int n, double mu);
+
+/// RI-SGD's data assignment by cyclic replication (see data/redundant.cpp):
+/// shard j of `base` is copied in full to workers j+1, ..., j+r (mod n), so
+/// worker i holds own[i] plus own[i-1], ..., own[i-r], a fraction r/(n-1) of
+/// the other workers' data (the nearest to mu), and every sample lives on r+1
+/// workers. `seed` shuffles the order of each held list (own samples and copies
+/// interleaved); membership does not depend on it. Throws std::invalid_argument
+/// when mu is not in [0, 1], base is empty, or base's shards overlap.
+redundant_partition make_redundant(const partition& base, double mu, uint64_t seed);
+
+/// Fraction of the training set (samples 0..dataset_size-1) still held by the
+/// survivors when the workers in `crashed` are gone. Throws
+/// std::invalid_argument for an unknown or repeated worker, dataset_size <= 0,
+/// or a held index outside the dataset.
+double coverage(const redundant_partition& p, const std::vector<int>& crashed, int64_t dataset_size);
+
+/// The worst case of coverage() over all crash sets of `crashed_count`
+/// workers, for equal-sized shards: 1 while c <= r, (n - (c - r)) / n for
+/// r < c < n, 0 at c = n. Any c consecutive workers attain it.
+double expected_coverage(int n, double mu, int crashed_count);
+
 /// The partitioner forms make_partition accepts, with descriptions.
 std::vector<std::pair<std::string, std::string>> partition_names();
 

@@ -119,8 +119,9 @@ struct run_summary {
   double time_to_target_s = -1;  ///< -1: no target, or never reached
   bool reached_target = false;
   int32_t workers_lost = 0;
-  std::string stop_reason;  ///< "steps", "target", "stopped"
+  std::string stop_reason;  ///< "budget", "target", "stopped"
   buffer final_weights;
+  std::map<std::string, double> extra;  ///< protocol-specific totals (staleness, skipped uploads, ...)
 };
 
 template <class Inspector>
@@ -128,7 +129,7 @@ typename Inspector::result_type inspect(Inspector& f, run_summary& x) {
   return f(caf::meta::type_name("run_summary"), x.algorithm, x.steps, x.epochs, x.wall_s,
            x.eval_s, x.samples, x.bytes_sent, x.train_loss, x.test_loss, x.test_acc,
            x.time_to_target_s, x.reached_target, x.workers_lost, x.stop_reason,
-           x.final_weights);
+           x.final_weights, x.extra);
 }
 
 } // namespace chorus

@@ -34,9 +34,10 @@ constexpr int64_t eval_chunk = 1024;
 
 // A float buffer that only grows: alternating batch sizes (a short last batch,
 // evaluate's chunks) never reallocate once the largest has been seen.
+// at_least(n) returns room for n floats; what was there before is kept.
 class workspace {
 public:
-  float* reserve(int64_t n) {
+  float* at_least(int64_t n) {
     if (static_cast<size_t>(n) > data_.size())
       data_.resize(static_cast<size_t>(n));
     return data_.data();
@@ -110,6 +111,7 @@ public:
 
   double loss_grad(const float* w, const dataset& d, const int64_t* idx, int64_t n,
                    float* g) override {
+    // A null idx means samples 0..n-1, as in evaluate (no gather then).
     if (n <= 0)
       throw std::invalid_argument(spec_ + ": loss_grad needs at least one sample");
     check_dataset(d, idx, n);
@@ -118,29 +120,21 @@ public:
     forward(w, x, n);
 
     const layer& head = layers_.back();
-    mat_map logits(act_.back().reserve(head.out * n), head.out, n);
-    mat_map dlogits(delta_.back().reserve(head.out * n), head.out, n);
+    mat_map logits(act_.back().at_least(head.out * n), head.out, n);
+    mat_map dlogits(delta_.back().at_least(head.out * n), head.out, n);
     double loss = softmax_xent(logits, &dlogits, 1.0f / static_cast<float>(n), nullptr);
 
     // Backward, last layer first. delta_[i] holds dLoss/dZ_i (pre-activation).
     for (size_t i = layers_.size(); i-- > 0;) {
       const layer& l = layers_[i];
-      cmat_map dz(delta_[i].reserve(l.out * n), l.out, n);
-      mat_map gw(g + l.w_offset, l.out, l.in);
-      vec_map gb(g + l.b_offset, l.out);
-      if (i == 0) {
-        gw.noalias() = dz * x.transpose();
-      } else {
-        cmat_map a_in(act_[i - 1].reserve(l.in * n), l.in, n);
-        gw.noalias() = dz * a_in.transpose();
-      }
-      gb.noalias() = dz.rowwise().sum();
+      cmat_map dz(delta_[i].at_least(l.out * n), l.out, n);
+      cmat_map a_in = layer_input(i, x, n);
+      mat_map(g + l.w_offset, l.out, l.in).noalias() = dz * a_in.transpose();
+      vec_map(g + l.b_offset, l.out).noalias() = dz.rowwise().sum();
       if (i == 0)
         break;  // the data needs no gradient
-      cmat_map wl(w + l.w_offset, l.out, l.in);
-      mat_map dz_in(delta_[i - 1].reserve(l.in * n), l.in, n);
-      cmat_map a_in(act_[i - 1].reserve(l.in * n), l.in, n);
-      dz_in.noalias() = wl.transpose() * dz;
+      mat_map dz_in(delta_[i - 1].at_least(l.in * n), l.in, n);
+      dz_in.noalias() = cmat_map(w + l.w_offset, l.out, l.in).transpose() * dz;
       // ReLU backward: pass the gradient where the unit was active.
       dz_in.array() *= (a_in.array() > 0.0f).cast<float>();
     }
@@ -162,7 +156,7 @@ public:
       cmat_map x = load_inputs(d, idx, start, m);
       load_labels(d, idx, start, m);
       forward(w, x, m);
-      mat_map logits(act_.back().reserve(c_ * m), c_, m);
+      mat_map logits(act_.back().at_least(c_ * m), c_, m);
       loss += softmax_xent(logits, nullptr, 0.0f, &correct) * static_cast<double>(m);
     }
     r.loss = loss / static_cast<double>(n);
@@ -207,7 +201,7 @@ private:
   cmat_map load_inputs(const dataset& d, const int64_t* idx, int64_t start, int64_t m) {
     if (!idx)
       return cmat_map(d.sample(start), d_, m);
-    float* x = x_.reserve(d_ * m);
+    float* x = x_.at_least(d_ * m);
     const int64_t size = d.size();
     for (int64_t j = 0; j < m; ++j) {
       int64_t s = idx[start + j];
@@ -236,20 +230,22 @@ private:
   void forward(const float* w, const cmat_map& x, int64_t n) {
     for (size_t i = 0; i < layers_.size(); ++i) {
       const layer& l = layers_[i];
-      cmat_map wl(w + l.w_offset, l.out, l.in);
       cvec_map bl(w + l.b_offset, l.out);
-      mat_map z(act_[i].reserve(l.out * n), l.out, n);
-      if (i == 0) {
-        z.noalias() = wl * x;
-      } else {
-        cmat_map a_in(act_[i - 1].reserve(l.in * n), l.in, n);
-        z.noalias() = wl * a_in;
-      }
+      mat_map z(act_[i].at_least(l.out * n), l.out, n);
+      z.noalias() = cmat_map(w + l.w_offset, l.out, l.in) * layer_input(i, x, n);
       if (i + 1 < layers_.size())
         z = (z.array().colwise() + bl.array()).max(0.0f).matrix();  // bias + ReLU, one pass
       else
         z.colwise() += bl;
     }
+  }
+
+  // What layer i reads: the batch for the first layer, else the activations
+  // of the layer below (valid after forward()).
+  cmat_map layer_input(size_t i, const cmat_map& x, int64_t n) {
+    if (i == 0)
+      return x;
+    return cmat_map(act_[i - 1].at_least(layers_[i].in * n), layers_[i].in, n);
   }
 
   // Mean cross-entropy of the logits against labels_. With `dlogits`, writes

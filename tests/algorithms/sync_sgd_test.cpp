@@ -16,38 +16,13 @@
 #include "algorithms/experiment.hpp"
 #include "algorithms/protocols.hpp"
 #include "algorithms/registry.hpp"
-#include "tests/test_util.hpp"
+#include "tests/algorithms/harness.hpp"
 
 using namespace chorus;
+using chorus::test::graph;
+using chorus::test::run_shared_order;
 
 namespace {
-
-struct graph {
-  test::test_system ts;
-  test::actor_guard guard;
-  run_context ctx;
-
-  explicit graph(size_t threads = 2) : ts(threads) {
-    monitor_config mc;
-    mc.progress = false;
-    mc.quiet_log = true;
-    ctx.monitor = guard.add(spawn_monitor(ts.sys, mc));
-  }
-
-  void add_worker(worker_config cfg) { ctx.workers.push_back(guard.add(spawn_worker(ts.sys, cfg))); }
-
-  void set_evaluator(worker_config cfg) { ctx.evaluator = guard.add(spawn_worker(ts.sys, cfg)); }
-
-  caf::expected<run_summary> run(const std::string& algorithm) {
-    auto proto = guard.add(find_algorithm(algorithm).spawn(ts.sys, ctx));
-    caf::scoped_actor self{ts.sys};
-    caf::expected<run_summary> out{caf::error{}};
-    self->request(proto, std::chrono::seconds(120), run_atom_v)
-      .receive([&](run_summary& s) { out = std::move(s); },
-               [&](caf::error& e) { out = std::move(e); });
-    return out;
-  }
-};
 
 // Worker i holds samples x = (1, ..., 1), y = -i: the linear model's
 // gradient at w = 0 is exactly i in every coordinate.
@@ -93,40 +68,6 @@ TEST(sync_sgd, workers_whose_gradient_is_their_rank_average_to_exactly_half_n_mi
     EXPECT_EQ(s->samples, n);
   }
 }
-
-namespace {
-
-// Runs `steps` rounds with n workers that split each global batch of n*b
-// consecutive samples into n consecutive chunks (one shared data order).
-buffer run_shared_order(const train_test& data, const std::string& algorithm, int n, int b,
-                        int steps, const buffer& w0, const std::string& model) {
-  graph g;
-  const int64_t global = static_cast<int64_t>(n) * b;
-  for (int i = 0; i < n; ++i) {
-    worker_config wc;
-    wc.rank = i;
-    wc.model = model;
-    wc.data = data.train;
-    wc.batch = b;
-    wc.order = sampling::sequential;
-    for (int t = 0; t < steps; ++t)
-      for (int k = 0; k < b; ++k)
-        wc.shard.push_back((t * global + i * b + k) % data.train->size());
-    g.add_worker(wc);
-  }
-  worker_config ec;
-  ec.model = model;
-  ec.data = data.test;
-  g.set_evaluator(ec);
-  g.ctx.plan.steps = steps;
-  g.ctx.plan.lr = 0.05f;
-  g.ctx.initial = w0;
-  auto s = g.run(algorithm);
-  EXPECT_TRUE(s) << describe(s.error());
-  return s ? s->final_weights : buffer{};
-}
-
-} // namespace
 
 TEST(sync_sgd, n_workers_with_one_data_order_equal_one_worker_on_n_times_the_batch) {
   auto data = make_sparse_logistic(4096, 256, 20, 10, 3);
@@ -326,7 +267,7 @@ TEST(sync_sgd, a_worker_that_dies_mid_run_is_dropped_and_the_run_ends) {
     [&](run_summary& s) {
       EXPECT_EQ(s.workers_lost, 1);
       EXPECT_EQ(s.steps, 4000);
-      EXPECT_EQ(s.stop_reason, "steps");
+      EXPECT_EQ(s.stop_reason, "budget");
       EXPECT_LT(s.test_loss, 0.05);  // the survivors still solved it
     },
     [&](caf::error& e) { FAIL() << describe(e); });

@@ -1,0 +1,142 @@
+// What every protocol actor has in common, so a protocol file holds only its
+// message flow and update rule: the wiring (run_context), the run's
+// bookkeeping (run_tracker), the pending run_atom promise, and helpers to
+// log, evaluate, finish and fail. The helpers are templates over the actor's
+// self pointer; its state must derive from protocol_state.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <caf/all.hpp>
+
+#include "actors/interfaces.hpp"
+#include "actors/run_tracker.hpp"
+#include "data/dataset.hpp"
+#include "gpu/backend.hpp"
+
+namespace chorus {
+
+/// Everything a protocol actor is wired to.
+struct run_context {
+  std::vector<worker_actor> workers;
+  worker_actor evaluator;  ///< a worker holding the test set
+  monitor_actor monitor;
+  run_plan plan;
+  buffer initial;  ///< w_0
+  std::vector<int64_t> shard_sizes;  ///< samples each worker holds (for weighted averaging)
+  /// What each worker holds under RI-SGD's redundancy; null otherwise.
+  std::shared_ptr<const redundant_partition> redundancy;
+};
+
+/// The state every protocol actor starts from.
+struct protocol_state {
+  run_context ctx;
+  run_tracker tracker;
+  std::unique_ptr<backend> be = make_eigen_backend();
+  caf::typed_response_promise<run_summary> promise;
+  std::vector<bool> alive;  ///< per worker: still taking part
+
+  void init(run_context c) {
+    ctx = std::move(c);
+    tracker = run_tracker(ctx.plan);
+    alive.assign(ctx.workers.size(), true);
+  }
+  size_t live_workers() const {
+    size_t n = 0;
+    for (bool a : alive)
+      n += a ? 1 : 0;
+    return n;
+  }
+  /// Index of the worker with this address, or -1.
+  int index_of(const caf::actor_addr& addr) const {
+    for (size_t i = 0; i < ctx.workers.size(); ++i)
+      if (ctx.workers[i].address() == addr)
+        return static_cast<int>(i);
+    return -1;
+  }
+};
+
+/// Sends a line to the run's log.
+template <class Self>
+void log_line(Self self, std::string line) {
+  self->send(self->state.ctx.monitor, log_atom_v, std::move(line));
+}
+
+/// Delivers the summary to the run_atom requester and ends the actor.
+template <class Self>
+void finish_run(Self self, const buffer& w, std::string reason) {
+  auto& st = self->state;
+  if (!st.tracker.running())
+    return;
+  st.promise.deliver(st.tracker.finish(w, std::move(reason)));
+  self->quit();
+}
+
+/// Delivers an error to the run_atom requester and ends the actor.
+template <class Self>
+void fail_run(Self self, const caf::error& err) {
+  auto& st = self->state;
+  if (!st.tracker.running())
+    return;
+  log_line(self, "run failed at step " + std::to_string(st.tracker.step()) + ": " + describe(err));
+  st.tracker.finish({}, "failed");
+  st.promise.deliver(err);
+  self->quit(err);
+}
+
+/// Gives up on worker i (it died, timed out or became unreachable) and says
+/// so in the log. Returns false if it was already given up on.
+template <class Self>
+bool drop_worker(Self self, size_t i, const std::string& why) {
+  auto& st = self->state;
+  if (!st.alive[i])
+    return false;
+  st.alive[i] = false;
+  st.tracker.worker_lost();
+  log_line(self, "worker " + std::to_string(i) + " lost at step " + std::to_string(st.tracker.step())
+                   + " (" + why + "); going on with " + std::to_string(st.live_workers())
+                   + " worker(s)");
+  return true;
+}
+
+/// Starts a run: takes the promise and the clock. Returns the promise for
+/// the run_atom handler to return, or an error if a run is under way.
+template <class Self>
+caf::result<run_summary> begin_run(Self self) {
+  auto& st = self->state;
+  if (st.tracker.running())
+    return make_error(errc::bad_request, "this protocol actor is already running");
+  st.promise = self->template make_response_promise<run_summary>();
+  st.tracker.start();
+  return st.promise;
+}
+
+/// Scores `w` on the evaluator, sends the metrics row (with `extra`) to the
+/// monitor, then calls `next()` — unless the target was reached, in which
+/// case the run finishes with w. A failed evaluation fails the run.
+template <class Self, class Next>
+void evaluate(Self self, const buffer& w, std::map<std::string, double> extra, Next next) {
+  auto& st = self->state;
+  st.tracker.eval_started();
+  self
+    ->request(st.ctx.evaluator, st.ctx.plan.timeout, evaluate_atom_v,
+              weights{-1, st.tracker.step(), w})
+    .then(
+      [self, w, extra = std::move(extra), next](evaluation& ev) mutable {
+        auto& st = self->state;
+        auto row = st.tracker.eval_finished(ev, std::move(extra));
+        self->send(st.ctx.monitor, metrics_atom_v, std::move(row));
+        if (st.tracker.target_reached())
+          finish_run(self, w, "target");
+        else
+          next();
+      },
+      [self](caf::error& err) {
+        fail_run(self, make_error(errc::compute_failed, "evaluation failed: " + describe(err)));
+      });
+}
+
+} // namespace chorus

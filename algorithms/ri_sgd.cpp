@@ -1,0 +1,49 @@
+// RI-SGD: redundancy-infused local SGD (Haddadpour et al., ICML 2019).
+//
+// The update is local SGD's (tau local steps, then averaging); what differs
+// is the data: with redundancy mu every worker also holds copies of r =
+// round(mu (n - 1)) other workers' shards (data/redundant.cpp, cyclic
+// replication). Two things follow. The local models drift less, because
+// each one sees a larger, more representative share of the data. And when
+// workers crash, the survivors still hold every sample as long as no r + 1
+// cyclically consecutive workers are gone: the round server drops the dead
+// and goes on, and this file reports the survivors' coverage in every row.
+//
+// Options: tau (as local_sgd), redundancy (mu, default 0.25; the data side
+// is prepared by the registry entry's `reshard` hook).
+#include <algorithm>
+
+#include "algorithms/protocols.hpp"
+
+namespace chorus {
+
+protocol_actor spawn_ri_sgd(caf::actor_system& sys, run_context ctx) {
+  auto rule = local_sgd_rule(ctx.plan, ctx.shard_sizes);
+  // Coverage of the training set by the live workers, from the held shards.
+  if (ctx.redundancy) {
+    auto held = ctx.redundancy;
+    auto live_now = std::make_shared<std::vector<size_t>>();
+    auto select = rule.select;
+    rule.select = [select, live_now](const std::vector<size_t>& live, int64_t round) {
+      *live_now = live;
+      return select ? select(live, round) : live;
+    };
+    auto base_metrics = rule.metrics;
+    const auto n = ctx.workers.size();
+    const auto train = ctx.plan.train_size;
+    rule.metrics = [base_metrics, live_now, held, n, train] {
+      auto m = base_metrics ? base_metrics() : std::map<std::string, double>{};
+      std::vector<int> crashed;  // before the first round nobody has crashed
+      if (!live_now->empty())
+        for (size_t i = 0; i < n; ++i)
+          if (std::find(live_now->begin(), live_now->end(), i) == live_now->end())
+            crashed.push_back(static_cast<int>(i));
+      m["coverage"] = coverage(*held, crashed, train);
+      m["redundant_copies"] = held->copies;
+      return m;
+    };
+  }
+  return spawn_round_server(sys, std::move(ctx), std::move(rule));
+}
+
+} // namespace chorus

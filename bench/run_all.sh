@@ -1,0 +1,52 @@
+#!/bin/sh
+# Runs every Chorus benchmark and then the PyTorch comparison; all JSON lines
+# go to stdout (one object per line), progress to stderr. Used by `make bench`.
+#
+#   bench/run_all.sh [BUILD_DIR]        (default: build)
+#   bench/run_all.sh build > bench.jsonl
+#
+# A benchmark that fails leaves {"bench":NAME,"error":...} in the output; the
+# script runs the rest and exits 1 at the end. CHORUS_BENCH_QUICK=1 asks
+# every benchmark for a short smoke run. PYTHON overrides the interpreter for
+# the PyTorch script (default: Debian's /usr/bin/python3, which has
+# python3-torch; the python3 first on PATH may be a different one).
+set -u
+
+build=${1:-build}
+here=$(cd "$(dirname "$0")" && pwd)
+python=${PYTHON:-/usr/bin/python3}
+status=0
+
+if [ ! -d "$build/bench" ]; then
+  echo "run_all: no $build/bench; build first (cmake -S . -B $build && make -C $build -j2)" >&2
+  exit 1
+fi
+
+for exe in "$build"/bench/*; do
+  [ -f "$exe" ] && [ -x "$exe" ] || continue
+  name=$(basename "$exe")
+  echo "run_all: $name" >&2
+  "$exe"
+  rc=$?
+  if [ $rc -ne 0 ]; then
+    echo "run_all: $name failed with status $rc" >&2
+    printf '{"bench":"%s","error":"exit status %d"}\n' "$name" "$rc"
+    status=1
+  fi
+done
+
+echo "run_all: pytorch_mlp" >&2
+if [ -x "$python" ]; then
+  "$python" "$here/pytorch_mlp.py"
+  rc=$?
+  if [ $rc -ne 0 ]; then
+    echo "run_all: pytorch_mlp failed with status $rc" >&2
+    printf '{"bench":"pytorch_mlp","error":"exit status %d"}\n' "$rc"
+    status=1
+  fi
+else
+  echo "run_all: $python not found; PyTorch comparison skipped" >&2
+  printf '{"bench":"pytorch_mlp","error":"%s not found"}\n' "$python"
+fi
+
+exit $status

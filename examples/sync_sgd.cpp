@@ -1,0 +1,102 @@
+// sync_sgd: synchronous parallel SGD, composed by hand as an actor graph.
+//
+// What it shows: the graph every synchronous protocol is made of. Four
+// workers each own a shard of Fashion-MNIST and a replica of an MLP; a round
+// server sends them the same weights every step, waits for all four
+// gradients and applies w <- Prox(w - eta * mean_i g_i); an evaluator (a
+// worker holding the test set) scores the model; a monitor prints progress.
+// Nothing in the workers knows it is taking part in sync SGD.
+//
+// Run:    build/examples/sync_sgd [--workers N] [--epochs E] [--lr ETA] [--dataset SPEC]
+// Prints: step 117: loss 0.5213 acc 0.812 (1.2 s)   every half epoch, then a summary.
+#include <iostream>
+#include <random>
+#include <string>
+
+#include <caf/all.hpp>
+
+#include "actors/monitor.hpp"
+#include "actors/worker.hpp"
+#include "algorithms/protocols.hpp"
+#include "messages/type_ids.hpp"
+
+using namespace chorus;
+
+struct example_config : caf::actor_system_config {
+  int workers = 4;
+  double epochs = 2;
+  double lr = 0.2;
+  std::string dataset = "fashion-mnist";
+  std::string model = "mlp:256";
+  example_config() {
+    add_message_types<caf::id_block::chorus>();
+    opt_group{custom_options_, "global"}
+      .add(workers, "workers", "number of workers")
+      .add(epochs, "epochs", "passes over the training set")
+      .add(lr, "lr", "step size")
+      .add(dataset, "dataset", "fashion-mnist | synthetic-logistic | ...")
+      .add(model, "model", "model spec, e.g. mlp:256");
+  }
+};
+
+void caf_main(caf::actor_system& sys, const example_config& cfg) {
+  // 1. Data: one shared, immutable training set, split IID over the workers.
+  auto data = load_dataset(cfg.dataset, dataset_options{});
+  auto shards = partition_iid(*data.train, cfg.workers, /*seed=*/1);
+
+  // 2. Workers: a model replica and a shard each. The evaluator is a worker too.
+  run_context ctx;
+  for (int i = 0; i < cfg.workers; ++i) {
+    worker_config wc;
+    wc.rank = i;
+    wc.model = cfg.model;
+    wc.data = data.train;
+    wc.shard = shards[i];
+    wc.batch = 64;
+    wc.seed = 100 + i;
+    ctx.workers.push_back(spawn_worker(sys, wc));
+  }
+  worker_config ec;
+  ec.model = cfg.model;
+  ec.data = data.test;
+  ctx.evaluator = spawn_worker(sys, ec);
+  ctx.monitor = spawn_monitor(sys, monitor_config{});
+
+  // 3. The plan and w_0.
+  auto net = make_model(cfg.model, data.train->num_features, data.train->num_classes);
+  mutable_buffer w0(net->num_params());
+  std::mt19937_64 rng(1);
+  net->init(w0.data(), rng);
+  ctx.initial = std::move(w0).freeze();
+  const int64_t per_epoch = data.train->size() / (cfg.workers * 64);
+  ctx.plan.algorithm = "sync_sgd";
+  ctx.plan.steps = static_cast<int64_t>(cfg.epochs * per_epoch);
+  ctx.plan.eval_every = per_epoch / 2;
+  ctx.plan.lr = static_cast<float>(cfg.lr);
+  ctx.plan.train_size = data.train->size();
+
+  // 4. The protocol: a round server with sync SGD's rule. Run it to the end.
+  auto members = ctx.workers;
+  members.push_back(ctx.evaluator);
+  auto monitor = ctx.monitor;
+  auto server = spawn_sync_sgd(sys, std::move(ctx));
+  caf::scoped_actor self{sys};
+  self->request(server, caf::infinite, run_atom_v)
+    .receive(
+      [&](const run_summary& s) {
+        // Let the monitor print its last row before the summary.
+        self->request(monitor, caf::infinite, flush_atom_v).receive([](ok_atom) {},
+                                                                    [](caf::error&) {});
+        std::cout << "done: " << s.steps << " steps, test_acc " << s.test_acc << ", "
+                  << s.samples / (s.wall_s - s.eval_s) << " samples/s, "
+                  << s.bytes_sent / 1e6 << " MB sent\n";
+      },
+      [&](const caf::error& err) { std::cerr << "failed: " << describe(err) << "\n"; });
+
+  // 5. Shut the graph down: the actor system waits for every actor.
+  for (auto& w : members)
+    self->send_exit(w, caf::exit_reason::user_shutdown);
+  self->send_exit(monitor, caf::exit_reason::user_shutdown);
+}
+
+CAF_MAIN()

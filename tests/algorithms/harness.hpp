@@ -1,0 +1,77 @@
+// A test harness for protocol tests: builds an actor graph (monitor,
+// workers, evaluator) by hand and runs a protocol from the registry on it.
+#pragma once
+
+#include <string>
+
+#include "actors/monitor.hpp"
+#include "actors/worker.hpp"
+#include "algorithms/experiment.hpp"
+#include "algorithms/protocols.hpp"
+#include "algorithms/registry.hpp"
+#include "tests/test_util.hpp"
+
+namespace chorus::test {
+
+struct graph {
+  test_system ts;
+  actor_guard guard;
+  run_context ctx;
+
+  explicit graph(size_t threads = 2) : ts(threads) {
+    monitor_config mc;
+    mc.progress = false;
+    mc.quiet_log = true;
+    ctx.monitor = guard.add(spawn_monitor(ts.sys, mc));
+  }
+
+  void add_worker(worker_config cfg) { ctx.workers.push_back(guard.add(spawn_worker(ts.sys, cfg))); }
+
+  void set_evaluator(worker_config cfg) { ctx.evaluator = guard.add(spawn_worker(ts.sys, cfg)); }
+
+  caf::expected<run_summary> run(const std::string& algorithm) {
+    auto proto = guard.add(find_algorithm(algorithm).spawn(ts.sys, ctx));
+    caf::scoped_actor self{ts.sys};
+    caf::expected<run_summary> out{caf::error{}};
+    self->request(proto, std::chrono::seconds(120), run_atom_v)
+      .receive([&](run_summary& s) { out = std::move(s); },
+               [&](caf::error& e) { out = std::move(e); });
+    return out;
+  }
+};
+
+// Runs `steps` rounds with n workers that split each global batch of n*b
+// consecutive samples into n consecutive chunks (one shared data order).
+inline buffer run_shared_order(const train_test& data, const std::string& algorithm, int n,
+                               int b, int steps, const buffer& w0, const std::string& model,
+                               std::map<std::string, std::string> options = {}) {
+  graph g;
+  const int64_t global = static_cast<int64_t>(n) * b;
+  for (int i = 0; i < n; ++i) {
+    worker_config wc;
+    wc.rank = i;
+    wc.model = model;
+    wc.data = data.train;
+    wc.batch = b;
+    wc.order = sampling::sequential;
+    for (int t = 0; t < steps; ++t)
+      for (int k = 0; k < b; ++k)
+        wc.shard.push_back((t * global + i * b + k) % data.train->size());
+    g.add_worker(wc);
+  }
+  worker_config ec;
+  ec.model = model;
+  ec.data = data.test;
+  g.set_evaluator(ec);
+  g.ctx.plan.steps = steps;
+  g.ctx.plan.lr = 0.05f;
+  g.ctx.plan.options = options;
+  g.ctx.initial = w0;
+  g.ctx.shard_sizes.assign(static_cast<size_t>(n), 1);
+  auto s = g.run(algorithm);
+  EXPECT_TRUE(s) << describe(s.error());
+  return s ? s->final_weights : buffer{};
+}
+
+
+} // namespace chorus::test
