@@ -49,6 +49,12 @@ std::string layout_json(const std::vector<param_tensor>& layout) {
   return out + "]";
 }
 
+std::string short_number(double x) {
+  char text[32];
+  std::snprintf(text, sizeof(text), "%g", x);
+  return text;
+}
+
 void self_log(caf::actor_system&, const monitor_actor& monitor, std::string line) {
   caf::anon_send(monitor, log_atom_v, std::move(line));
 }
@@ -256,7 +262,7 @@ experiment_result run_experiment(const experiment_config& cfg, const train_test&
                  + cfg.model + " (" + std::to_string(net->num_params()) + " params) on "
                  + data.train->name + " [" + cfg.partition + "], "
                  + (cfg.steps > 0 ? std::to_string(cfg.steps) + " steps"
-                                  : std::to_string(cfg.epochs) + " epochs"));
+                                  : short_number(cfg.epochs) + " epochs"));
     self->request(protocol, caf::infinite, run_atom_v)
       .receive([&](run_summary& s) { summary = std::move(s); },
                [&](caf::error& err) { failure = describe(err); });

@@ -33,9 +33,14 @@ round_rule sync_sgd_rule(const run_plan& plan) {
   rule.ask = [](round_asker& ask, size_t i, const weights& w, int64_t) { ask.gradient(i, w); };
   rule.combine = [lr = plan.lr, reg = plan.reg](backend& be, const buffer& w,
                                                 const std::vector<round_reply>& replies, int64_t) {
-    auto g = mean_of(be, replies, w.size());
-    auto next = mutable_buffer::copy_of(w);
-    be.prox_step(reg, lr, g, next.span());
+    // w - eta * mean_i g_i in one pass over memory, then the prox in place.
+    std::vector<cview> grads;
+    grads.reserve(replies.size());
+    for (auto& r : replies)
+      grads.push_back(r.values);
+    mutable_buffer next(w.size());
+    be.mean_axpy(w, grads, -lr, next.span());
+    be.prox(reg, lr, next.span());
     return std::move(next).freeze();
   };
   return rule;

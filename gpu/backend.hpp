@@ -36,6 +36,10 @@ public:
                             const std::vector<float>& coeffs, view out) = 0;
   /// out <- (1/k) sum_i xs_i
   void mean(const std::vector<cview>& xs, view out) { weighted_sum(xs, {}, out); }
+  /// out <- base + a * (1/k) sum_i xs_i, in one pass: a server's gradient
+  /// step on the mean of k gradients (the sum is divided by k before it is
+  /// scaled, so a mean of exactly representable values stays exact).
+  virtual void mean_axpy(cview base, const std::vector<cview>& xs, float a, view out) = 0;
   /// <x, y> (accumulated in double)
   virtual double dot(cview x, cview y) = 0;
   /// ||x||_2^2 (accumulated in double)

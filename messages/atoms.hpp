@@ -26,6 +26,15 @@ using metrics_atom = caf::atom_constant<caf::atom("metrics")>;
 using log_atom = caf::atom_constant<caf::atom("log")>;
 /// Monitor: flush every file, reply when done.
 using flush_atom = caf::atom_constant<caf::atom("flush")>;
+/// Peer: a neighbour's model (or tracking variable) for a gossip round.
+using gossip_atom = caf::atom_constant<caf::atom("gossip")>;
+/// Peer/agent -> coordinator: my state at a reporting point.
+using report_atom = caf::atom_constant<caf::atom("report")>;
+/// Leader protocols: the current leader's weights.
+using leader_atom = caf::atom_constant<caf::atom("leader")>;
+/// Push to / pull from a centre variable (EASGD) or a parameter server.
+using push_atom = caf::atom_constant<caf::atom("push")>;
+using pull_atom = caf::atom_constant<caf::atom("pull")>;
 /// Generic acknowledgement.
 using ok_atom = caf::atom_constant<caf::atom("ok")>;
 
@@ -40,5 +49,10 @@ constexpr metrics_atom metrics_atom_v{};
 constexpr log_atom log_atom_v{};
 constexpr flush_atom flush_atom_v{};
 constexpr ok_atom ok_atom_v{};
+constexpr gossip_atom gossip_atom_v{};
+constexpr report_atom report_atom_v{};
+constexpr leader_atom leader_atom_v{};
+constexpr push_atom push_atom_v{};
+constexpr pull_atom pull_atom_v{};
 
 } // namespace chorus

@@ -104,6 +104,22 @@ typename Inspector::result_type inspect(Inspector& f, metrics_row& x) {
            x.test_loss, x.test_acc, x.bytes_sent, x.extra);
 }
 
+/// A decentralized node's state at a round: its model x and, for gradient
+/// tracking, its tracking variable y (empty otherwise).
+struct peer_state {
+  int32_t sender = -1;
+  int64_t step = 0;  ///< the round
+  buffer x;
+  buffer y;
+  double loss = 0;      ///< mean mini-batch loss of the sender's recent steps
+  int64_t samples = 0;  ///< samples the sender processed so far
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, peer_state& x) {
+  return f(caf::meta::type_name("peer_state"), x.sender, x.step, x.x, x.y, x.loss, x.samples);
+}
+
 /// What a protocol reports when its run ends.
 struct run_summary {
   std::string algorithm;

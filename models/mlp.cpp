@@ -18,6 +18,12 @@
 
 #include "models/model.hpp"
 
+#ifdef CHORUS_USE_BLAS
+// OpenBLAS's own threads would fight the actor system's: every worker is
+// already one thread, so each GEMM runs on the thread that calls it.
+extern "C" void openblas_set_num_threads(int);
+#endif
+
 namespace chorus {
 
 namespace {
@@ -295,6 +301,13 @@ namespace detail {
 /// Builds "softmax" (no hidden sizes) or "mlp:..." for registry.cpp.
 std::unique_ptr<model> make_mlp(const std::string& spec, int64_t num_features,
                                 const std::vector<int64_t>& hidden, int64_t num_classes) {
+#ifdef CHORUS_USE_BLAS
+  static const bool single_threaded = [] {
+    openblas_set_num_threads(1);
+    return true;
+  }();
+  (void)single_threaded;
+#endif
   if (num_features <= 0)
     throw std::invalid_argument(spec + ": needs at least one input feature, got " +
                                 std::to_string(num_features));

@@ -188,3 +188,28 @@ TEST(regularizer, bad_specs_name_the_valid_forms) {
     }
   }
 }
+
+TEST_P(backend_sizes, mean_axpy_is_base_plus_scaled_mean) {
+  auto be = make_eigen_backend();
+  const size_t n = GetParam();
+  auto base = random_vector(n, 7);
+  std::vector<std::vector<float>> xs = {random_vector(n, 8), random_vector(n, 9), random_vector(n, 10)};
+  auto out = be->zeros(n);
+  be->mean_axpy(as_view(base), {as_view(xs[0]), as_view(xs[1]), as_view(xs[2])}, -0.5f, out.span());
+  for (size_t j = 0; j < n; ++j)
+    ASSERT_NEAR(out[j], base[j] - 0.5 * (xs[0][j] + xs[1][j] + xs[2][j]) / 3, 1e-5);
+}
+
+TEST(eigen_backend, all_finite_finds_a_single_bad_value_anywhere) {
+  auto be = make_eigen_backend();
+  std::vector<float> v(10000, 1.5f);
+  for (size_t pos : {0u, 4095u, 4096u, 9999u})
+    for (float bad : {std::nanf(""), INFINITY, -INFINITY}) {
+      auto w = v;
+      w[pos] = bad;
+      EXPECT_FALSE(be->all_finite(as_view(w))) << pos;
+    }
+  std::vector<float> edge = {std::numeric_limits<float>::max(), -std::numeric_limits<float>::max(),
+                             std::numeric_limits<float>::denorm_min(), 0.0f, -0.0f};
+  EXPECT_TRUE(be->all_finite(as_view(edge)));
+}

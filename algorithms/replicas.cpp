@@ -1,0 +1,415 @@
+// The engine behind leader SGD and EASGD (see leader.hpp), and the pure
+// update pieces both use.
+//
+// The protocol actor holds x_i for every worker i and asks worker i for the
+// gradient at x_i. The rule turns that gradient into the new x_i, then the
+// proximal step for plan.reg is applied. Two ways to loop:
+//   synchronous:  every live worker computes at its x_i, each reply updates
+//                 its x_i at once, and when the round is complete (the
+//                 barrier) the rule communicates; one step = one round.
+//   asynchronous: each worker loops request -> update -> request on its
+//                 own; the rule communicates after every update; one step
+//                 = one applied update (one worker's mini-batch).
+// A worker that dies (down message, timeout, unreachable) is dropped, the
+// rule is told, and the others go on. Evaluations score rule.output(), a
+// snapshot (buffers are immutable); synchronous runs wait for them,
+// asynchronous runs do not.
+#include <cmath>
+#include <limits>
+
+#include "algorithms/leader.hpp"
+#include "gpu/assert.hpp"
+
+namespace chorus {
+
+// -- the pure pieces ------------------------------------------------------------------
+
+int select_leader(const std::vector<double>& recent_losses, const std::vector<bool>& alive) {
+  CHORUS_ASSERT(recent_losses.size() == alive.size(), "select_leader: one loss per worker");
+  auto key = [&](size_t i) {
+    double l = recent_losses[i];
+    return std::isnan(l) ? std::numeric_limits<double>::infinity() : l;
+  };
+  int best = -1;
+  for (size_t i = 0; i < alive.size(); ++i)
+    if (alive[i] && (best < 0 || key(i) < key(static_cast<size_t>(best))))
+      best = static_cast<int>(i);
+  return best;
+}
+
+int group_of(int rank, int workers, int groups) {
+  CHORUS_ASSERT(workers >= 1 && groups >= 1 && rank >= 0 && rank < workers,
+                "group_of: needs 0 <= rank < workers and groups >= 1");
+  return static_cast<int>(static_cast<int64_t>(rank) * groups / workers);
+}
+
+std::vector<int> select_group_leaders(const std::vector<double>& recent_losses,
+                                      const std::vector<bool>& alive, int groups) {
+  const int n = static_cast<int>(alive.size());
+  std::vector<int> leaders;
+  for (int g = 0; g < groups; ++g) {
+    std::vector<bool> member(alive.size(), false);
+    for (int i = 0; i < n; ++i)
+      member[static_cast<size_t>(i)] = alive[static_cast<size_t>(i)] && group_of(i, n, groups) == g;
+    leaders.push_back(select_leader(recent_losses, member));
+  }
+  return leaders;
+}
+
+void pulled_sgd_step(backend& be, float eta, cview g, cview x,
+                     const std::vector<std::pair<float, cview>>& pulls, view out) {
+  // x - eta g - eta sum_k lambda_k (x - y_k)
+  //   = (1 - eta sum_k lambda_k) x - eta g + sum_k eta lambda_k y_k:
+  // one weighted sum, one pass over memory.
+  std::vector<cview> xs{x, g};
+  std::vector<float> coeffs{1.0f, -eta};
+  for (auto& [lambda, y] : pulls) {
+    if (lambda == 0)
+      continue;
+    coeffs[0] -= eta * lambda;
+    xs.push_back(y);
+    coeffs.push_back(eta * lambda);
+  }
+  be.weighted_sum(xs, coeffs, out);
+}
+
+void multi_leader_step(backend& be, float eta, float lambda_local, float lambda_global, cview g,
+                       cview x_local_leader, cview x_global_leader, cview x, view out) {
+  pulled_sgd_step(be, eta, g, x, {{lambda_local, x_local_leader}, {lambda_global, x_global_leader}},
+                  out);
+}
+
+void elastic_move(backend& be, float alpha, cview x, cview target, view out) {
+  be.weighted_sum({x, target}, {1.0f - alpha, alpha}, out);
+}
+
+void elastic_center(backend& be, float alpha, cview centre, const std::vector<cview>& xs,
+                    view out) {
+  std::vector<cview> all{centre};
+  std::vector<float> coeffs{1.0f - alpha * static_cast<float>(xs.size())};
+  for (auto& x : xs) {
+    all.push_back(x);
+    coeffs.push_back(alpha);
+  }
+  be.weighted_sum(all, coeffs, out);
+}
+
+bool option_flag(const run_plan& plan, const std::string& key) {
+  double v = plan.number(key, 0);
+  if (v != 0 && v != 1)
+    throw std::invalid_argument("option " + key + " must be 0 or 1 (got "
+                                + plan.options.at(key) + ")");
+  return v == 1;
+}
+
+int64_t option_count(const run_plan& plan, const std::string& key, int64_t fallback,
+                     int64_t lowest) {
+  double v = plan.number(key, static_cast<double>(fallback));
+  if (v != std::floor(v) || v < static_cast<double>(lowest) || v > 1e15)
+    throw std::invalid_argument("option " + key + " must be a whole number >= "
+                                + std::to_string(lowest) + " (got " + plan.options.at(key) + ")");
+  return static_cast<int64_t>(v);
+}
+
+float option_weight(const run_plan& plan, const std::string& key, double fallback) {
+  double v = plan.number(key, fallback);
+  if (v < 0)
+    throw std::invalid_argument("option " + key + " must be >= 0 (got " + plan.options.at(key) + ")");
+  return static_cast<float>(v);
+}
+
+// -- replica_state --------------------------------------------------------------------
+
+std::vector<double> replica_state::recent_losses() const {
+  std::vector<double> out;
+  for (auto& window_i : losses) {
+    double sum = 0;
+    for (double l : window_i)
+      sum += l;
+    out.push_back(window_i.empty() ? std::numeric_limits<double>::infinity()
+                                   : sum / static_cast<double>(window_i.size()));
+  }
+  return out;
+}
+
+double replica_state::mean_distance_to(cview y) const {
+  double sum = 0;
+  size_t n = 0;
+  for (size_t i = 0; i < x.size(); ++i)
+    if (alive[i]) {
+      sum += be->squared_distance(x[i], y);
+      ++n;
+    }
+  return n > 0 ? sum / static_cast<double>(n) : 0.0;
+}
+
+// -- the engine -----------------------------------------------------------------------
+
+namespace {
+
+using replica_pointer = protocol_actor::stateful_pointer<replica_state>;
+
+void ask(replica_pointer self, size_t i);
+void start_round(replica_pointer self);
+void maybe_finish(replica_pointer self);
+
+std::map<std::string, double> metrics_of(replica_state& st) {
+  auto m = st.rule->metrics(st);
+  m["workers_alive"] = static_cast<double>(st.live_workers());
+  return m;
+}
+
+// Marks worker i's request as answered (or never to be); false if it was
+// already settled (a down message and an error reply can both arrive).
+bool settle(replica_state& st, size_t i) {
+  if (!st.in_flight[i])
+    return false;
+  st.in_flight[i] = false;
+  return true;
+}
+
+// Worker i's gradient becomes its new x_i. False if the run failed.
+bool apply(replica_pointer self, size_t i, const gradient& g) {
+  auto& st = self->state;
+  st.tracker.add_work(g.samples, g.loss, 1);
+  auto& window = st.losses[i];
+  window.push_back(g.loss);
+  while (window.size() > st.window)
+    window.pop_front();
+  if (g.values.size() != st.x[i].size()) {
+    fail_run(self, make_error(errc::dimension_mismatch,
+                              "worker " + std::to_string(i) + " sent " + std::to_string(g.values.size())
+                                + " gradient values for " + std::to_string(st.x[i].size())
+                                + " weights"));
+    return false;
+  }
+  mutable_buffer next(st.x[i].size());
+  try {
+    st.rule->local_step(st, i, g, next.span());
+    st.be->prox(st.ctx.plan.reg, st.ctx.plan.lr, next.span());
+  } catch (const std::exception& e) {
+    fail_run(self, make_error(errc::compute_failed, e.what()));
+    return false;
+  }
+  if (!st.be->all_finite(next.span())) {
+    fail_run(self, make_error(errc::non_finite, "worker " + std::to_string(i) + "'s model after step "
+                                                  + std::to_string(st.tracker.step())
+                                                  + " contains NaN or Inf (learning rate too large?)"));
+    return false;
+  }
+  st.x[i] = std::move(next).freeze();
+  ++st.updates[i];
+  return true;
+}
+
+// Calls the rule's communication point; false if it threw (the run failed).
+bool communicate(replica_pointer self, int i) {
+  try {
+    self->state.rule->communicate(self->state, i);
+    return true;
+  } catch (const std::exception& e) {
+    fail_run(self, make_error(errc::compute_failed, e.what()));
+    return false;
+  }
+}
+
+// Goes on after a step: worker i's next request (asynchronous) or the next
+// round (synchronous), an evaluation when one is due, or the end.
+void after_step(replica_pointer self, size_t i) {
+  auto& st = self->state;
+  if (st.tracker.budget_spent())
+    st.stopping = true;
+  auto go_on = [self, i] {
+    auto& st = self->state;
+    if (st.stopping)
+      return;
+    if (st.async)
+      ask(self, i);
+    else
+      start_round(self);
+  };
+  if (!st.stopping && !st.eval_in_flight && st.tracker.eval_due()) {
+    st.eval_in_flight = true;
+    if (st.async)
+      go_on();  // the workers keep going while the snapshot is scored
+    evaluate(self, st.rule->output(st), metrics_of(st), [self, go_on] {
+      self->state.eval_in_flight = false;
+      if (!self->state.async)
+        go_on();
+      maybe_finish(self);
+    });
+    return;
+  }
+  go_on();
+  maybe_finish(self);
+}
+
+void round_done(replica_pointer self) {
+  auto& st = self->state;
+  st.tracker.step_done();
+  if (communicate(self, -1))
+    after_step(self, 0);
+}
+
+void on_gradient(replica_pointer self, size_t i, gradient& g) {
+  auto& st = self->state;
+  if (!settle(st, i) || !st.tracker.running())
+    return;
+  if (st.async && st.stopping) {
+    // A late reply after the end was decided: not applied.
+    maybe_finish(self);
+    return;
+  }
+  if (!apply(self, i, g))
+    return;
+  if (st.async) {
+    st.tracker.step_done();
+    if (communicate(self, static_cast<int>(i)))
+      after_step(self, i);
+  } else if (--st.pending == 0) {
+    round_done(self);
+  }
+}
+
+// Gives up on worker i; the run goes on with the others.
+void lose(replica_pointer self, size_t i, const std::string& why) {
+  auto& st = self->state;
+  if (!st.tracker.running() || !drop_worker(self, i, why))
+    return;
+  const bool was_asked = settle(st, i);
+  if (st.live_workers() == 0) {
+    fail_run(self, make_error(errc::no_workers_left, "every worker is gone"));
+    return;
+  }
+  st.rule->lost(st, i);
+  if (!st.async && was_asked && --st.pending == 0)
+    round_done(self);
+  else
+    maybe_finish(self);
+}
+
+void ask(replica_pointer self, size_t i) {
+  auto& st = self->state;
+  if (!st.alive[i] || st.in_flight[i])
+    return;
+  st.in_flight[i] = true;
+  if (!st.async)
+    ++st.pending;
+  self
+    ->request(st.ctx.workers[i], st.ctx.plan.timeout, compute_atom_v,
+              weights{-1, st.tracker.step(), st.x[i]})
+    .then([self, i](gradient& g) { on_gradient(self, i, g); },
+          [self, i](caf::error& err) {
+            auto& st = self->state;
+            // A worker's own failure (non-finite gradient, bad request) is a
+            // bug to report; a worker that is gone is dropped.
+            if (err.category() == errc_category
+                && static_cast<errc>(err.code()) != errc::worker_lost) {
+              if (settle(st, i))
+                fail_run(self, err);
+              return;
+            }
+            lose(self, i, describe(err));
+          });
+}
+
+void start_round(replica_pointer self) {
+  auto& st = self->state;
+  st.pending = 0;
+  for (size_t i = 0; i < st.ctx.workers.size(); ++i)
+    ask(self, i);
+}
+
+// Ends the run once the end was decided and nothing it needs is pending
+// (the evaluation; in a synchronous run, the current round). Asynchronous
+// requests still out are not waited for: a straggler must not hold the end
+// of the run hostage.
+void maybe_finish(replica_pointer self) {
+  auto& st = self->state;
+  if (!st.stopping || st.eval_in_flight || !st.tracker.running())
+    return;
+  if (!st.async && st.pending > 0)
+    return;
+  if (st.tracker.eval_due()) {
+    st.eval_in_flight = true;
+    evaluate(self, st.rule->output(st), metrics_of(st), [self] {
+      self->state.eval_in_flight = false;
+      maybe_finish(self);
+    });
+    return;
+  }
+  for (auto& [key, value] : metrics_of(st))
+    st.tracker.summary_extra()[key] = value;
+  finish_run(self, st.rule->output(st), st.tracker.budget_spent() ? "budget" : "stopped");
+}
+
+void start(replica_pointer self) {
+  auto& st = self->state;
+  if (st.async)
+    for (size_t i = 0; i < st.ctx.workers.size(); ++i)
+      ask(self, i);
+  else
+    start_round(self);
+}
+
+protocol_actor::behavior_type replica_behavior(replica_pointer self, run_context ctx,
+                                               std::shared_ptr<replica_rule> rule, bool async,
+                                               size_t window) {
+  auto& st = self->state;
+  st.init(std::move(ctx));
+  st.rule = std::move(rule);
+  st.async = async;
+  st.window = std::max<size_t>(1, window);
+  const size_t n = st.ctx.workers.size();
+  st.x.assign(n, st.ctx.initial);  // shared handles: no copy until a worker moves
+  st.updates.assign(n, 0);
+  st.losses.assign(n, {});
+  st.in_flight.assign(n, false);
+  st.log = [self](std::string line) { log_line(self, std::move(line)); };
+  for (auto& worker : st.ctx.workers)
+    self->monitor(worker);
+  self->set_down_handler([self](caf::down_msg& dm) {
+    int i = self->state.index_of(dm.source);
+    if (i >= 0)
+      lose(self, static_cast<size_t>(i), "terminated: " + describe(dm.reason));
+  });
+  return {
+    [self](run_atom) -> caf::result<run_summary> {
+      if (self->state.tracker.running())
+        return begin_run(self);  // the "already running" error
+      auto result = begin_run(self);
+      auto& st = self->state;
+      st.rule->start(st);
+      if (st.ctx.plan.eval_every > 0 || st.ctx.plan.eval_every_samples > 0) {
+        st.eval_in_flight = true;
+        evaluate(self, st.rule->output(st), metrics_of(st), [self] {
+          self->state.eval_in_flight = false;
+          if (self->state.stopping)
+            maybe_finish(self);
+          else
+            start(self);
+        });
+      } else {
+        start(self);
+      }
+      return result;
+    },
+    [self](stop_atom) {
+      self->state.stopping = true;
+      maybe_finish(self);
+    },
+  };
+}
+
+} // namespace
+
+protocol_actor spawn_replica_protocol(caf::actor_system& sys, run_context ctx,
+                                      std::shared_ptr<replica_rule> rule, bool async,
+                                      size_t window) {
+  CHORUS_ASSERT(rule != nullptr, "a replica protocol needs a rule");
+  if (ctx.workers.empty())
+    throw std::invalid_argument("a replica protocol needs at least one worker");
+  return sys.spawn(replica_behavior, std::move(ctx), std::move(rule), async, window);
+}
+
+} // namespace chorus
