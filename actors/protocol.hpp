@@ -117,10 +117,12 @@ caf::result<run_summary> begin_run(Self self) {
 /// Scores `w` on the evaluator, sends the metrics row (with `extra`) to the
 /// monitor, then calls `next()` — unless the target was reached, in which
 /// case the run finishes with w. A failed evaluation fails the run.
+/// `pauses_training`: false for protocols that keep training meanwhile.
 template <class Self, class Next>
-void evaluate(Self self, const buffer& w, std::map<std::string, double> extra, Next next) {
+void evaluate(Self self, const buffer& w, std::map<std::string, double> extra, Next next,
+              bool pauses_training = true) {
   auto& st = self->state;
-  st.tracker.eval_started();
+  st.tracker.eval_started(pauses_training);
   self
     ->request(st.ctx.evaluator, st.ctx.plan.timeout, evaluate_atom_v,
               weights{-1, st.tracker.step(), w})

@@ -41,14 +41,16 @@ bool run_tracker::eval_due() const {
   return false;
 }
 
-void run_tracker::eval_started() {
+void run_tracker::eval_started(bool pauses_training) {
   eval_t0_ = clock_type::now();
+  eval_pauses_ = pauses_training;
   last_eval_step_ = step_;
   last_eval_samples_ = samples_;
 }
 
 metrics_row run_tracker::eval_finished(const evaluation& ev, std::map<std::string, double> extra) {
-  eval_s_ += std::chrono::duration<double>(clock_type::now() - eval_t0_).count();
+  if (eval_pauses_)
+    eval_s_ += std::chrono::duration<double>(clock_type::now() - eval_t0_).count();
   metrics_row row;
   row.step = step_;
   row.epoch = epoch();
@@ -58,6 +60,10 @@ metrics_row run_tracker::eval_finished(const evaluation& ev, std::map<std::strin
   row.test_loss = ev.loss;
   row.test_acc = ev.accuracy;
   row.bytes_sent = bytes_;
+  // The latest protocol metrics also go into the final summary, whichever
+  // way the run ends (budget, target, stop).
+  for (auto& [key, value] : extra)
+    summary_extra_[key] = value;
   row.extra = std::move(extra);
   if (loss_count_ > 0)
     summary_.train_loss = row.train_loss;

@@ -67,7 +67,9 @@ public:
   bool eval_due() const;
 
   /// Marks the start of an evaluation (resets the train-loss window).
-  void eval_started();
+  /// `pauses_training`: whether training waits for it (sync protocols); only
+  /// such evaluations count as eval_s, which train time excludes.
+  void eval_started(bool pauses_training = true);
   /// Turns an evaluation into a metrics row (the extra map is the
   /// protocol's) and records it in the summary. Returns the row.
   metrics_row eval_finished(const evaluation& ev, std::map<std::string, double> extra = {});
@@ -84,6 +86,7 @@ private:
   run_plan plan_;
   clock_type::time_point t0_;
   clock_type::time_point eval_t0_;
+  bool eval_pauses_ = true;
   bool running_ = false;
   int64_t step_ = 0;
   int64_t samples_ = 0;

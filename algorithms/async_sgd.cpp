@@ -129,10 +129,13 @@ void on_gradient(async_pointer self, size_t i, gradient& g) {
     // The evaluator scores a snapshot (buffers are immutable) while the
     // workers go on: evaluation costs the protocol no barrier.
     st.eval_in_flight = true;
-    evaluate(self, st.w, st.metrics(), [self] {
-      self->state.eval_in_flight = false;
-      maybe_finish(self);
-    });
+    evaluate(
+      self, st.w, st.metrics(),
+      [self] {
+        self->state.eval_in_flight = false;
+        maybe_finish(self);
+      },
+      /*pauses_training=*/false);
   }
   maybe_finish(self);
 }

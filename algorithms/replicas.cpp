@@ -14,8 +14,10 @@
 // rule is told, and the others go on. Evaluations score rule.output(), a
 // snapshot (buffers are immutable); synchronous runs wait for them,
 // asynchronous runs do not.
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <stdexcept>
 
 #include "algorithms/leader.hpp"
 #include "gpu/assert.hpp"
@@ -232,12 +234,15 @@ void after_step(replica_pointer self, size_t i) {
     st.eval_in_flight = true;
     if (st.async)
       go_on();  // the workers keep going while the snapshot is scored
-    evaluate(self, st.rule->output(st), metrics_of(st), [self, go_on] {
-      self->state.eval_in_flight = false;
-      if (!self->state.async)
-        go_on();
-      maybe_finish(self);
-    });
+    evaluate(
+      self, st.rule->output(st), metrics_of(st),
+      [self, go_on] {
+        self->state.eval_in_flight = false;
+        if (!self->state.async)
+          go_on();
+        maybe_finish(self);
+      },
+      /*pauses_training=*/!st.async);
     return;
   }
   go_on();

@@ -1,0 +1,444 @@
+// Leader SGD (single leader, groups, sync and async) and its baseline EASGD:
+// the pure election and update pieces on hand-made numbers, elections on
+// scripted losses through the whole actor graph, convergence on a seeded
+// least-squares problem, byte counts in closed form, and lost workers.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <sstream>
+#include <thread>
+
+#include <unistd.h>
+
+#include "algorithms/leader.hpp"
+#include "tests/algorithms/harness.hpp"
+
+using namespace chorus;
+using chorus::test::graph;
+
+namespace {
+
+using spawn_fn = protocol_actor (*)(caf::actor_system&, run_context);
+
+// Runs a protocol spawned directly (not through the registry) on g.
+caf::expected<run_summary> run_on(graph& g, spawn_fn spawn) {
+  auto proto = g.guard.add(spawn(g.ts.sys, g.ctx));
+  caf::scoped_actor self{g.ts.sys};
+  caf::expected<run_summary> out{caf::error{}};
+  self->request(proto, std::chrono::seconds(120), run_atom_v)
+    .receive([&](run_summary& s) { out = std::move(s); },
+             [&](caf::error& e) { out = std::move(e); });
+  return out;
+}
+
+const double inf = std::numeric_limits<double>::infinity();
+
+buffer floats(const std::vector<float>& xs) { return buffer::from(xs); }
+
+// -- the seeded least-squares problem ------------------------------------------------
+
+struct lsq_run {
+  int workers = 4;
+  int64_t steps = 300;
+  std::map<std::string, std::string> options;
+  int crash_rank = -1;  // this worker dies at crash_step
+  int64_t crash_step = -1;
+};
+
+// d = 16, w* ~ N(0, I): from w_0 = 0 the test loss starts near 0.5 ||w*||^2
+// ~ 8; the noise floor is 0.5 * 0.1^2 = 0.005.
+run_summary train_lsq(spawn_fn spawn, const lsq_run& r) {
+  static const auto data = make_least_squares(4096, 512, 16, 0.1, 21);
+  auto parts = partition_iid(*data.train, r.workers, 3);
+  graph g;
+  for (int i = 0; i < r.workers; ++i) {
+    worker_config wc;
+    wc.rank = i;
+    wc.model = "linear";
+    wc.data = data.train;
+    wc.shard = parts[static_cast<size_t>(i)];
+    wc.batch = 16;
+    wc.seed = 100 + static_cast<uint64_t>(i);
+    if (i == r.crash_rank)
+      wc.inject.crash_at_step = r.crash_step;
+    g.add_worker(wc);
+    g.ctx.shard_sizes.push_back(static_cast<int64_t>(wc.shard.size()));
+  }
+  worker_config ec;
+  ec.model = "linear";
+  ec.data = data.test;
+  g.set_evaluator(ec);
+  g.ctx.plan.steps = r.steps;
+  g.ctx.plan.eval_every = r.steps / 4;
+  g.ctx.plan.lr = 0.02f;
+  g.ctx.plan.train_size = data.train->size();
+  g.ctx.plan.options = r.options;
+  g.ctx.initial = buffer::from(std::vector<float>(16, 0.0f));
+  auto s = run_on(g, spawn);
+  EXPECT_TRUE(s) << describe(s.error());
+  return s ? *s : run_summary{};
+}
+
+// -- scripted losses ----------------------------------------------------------------
+
+// Worker i's mini-batch loss at round t is 0.5 y[i][t]^2: its samples have
+// the feature 0 (so the gradient is 0 and the models never move) and the
+// scripted target y. Elections every 2 rounds average the last 2 losses:
+//   rounds 0-1: means 2, 4.5, 0.5, 8       -> leader 2 (0 -> 2 at step 2)
+//   rounds 2-3: means 2, 4.5, 1.25, 1.25   -> tie, lowest rank: 2 (no change)
+//   rounds 4-5: means 2, 1.25, 2.5, 2.5    -> leader 1 (2 -> 1 at step 6);
+//               worker 2's latest loss alone (0.5) would be the lowest
+//   rounds 6-7: means 1.25, 2, 4.5, 1.25   -> tie, lowest rank: 0 (1 -> 0 at step 8)
+const std::vector<std::vector<float>> script_y = {
+  {2, 2, 2, 2, 2, 2, 1, 2},
+  {3, 3, 3, 3, 1, 2, 2, 2},
+  {1, 1, 1, 2, 3, 1, 3, 3},
+  {4, 4, 2, 1, 1, 3, 2, 1},
+};
+
+struct scripted_result {
+  run_summary summary;
+  std::vector<std::string> leader_lines;  // the log's "leader a -> b" lines
+  std::string metrics;                     // metrics.jsonl
+};
+
+scripted_result run_scripted(int crash_rank, int64_t crash_step) {
+  const size_t n = script_y.size();
+  const size_t rounds = script_y[0].size();
+  auto d = std::make_shared<dataset>();
+  d->name = "scripted";
+  d->task = task_kind::regression;
+  d->num_features = 1;
+  for (auto& ys : script_y)
+    for (float y : ys) {
+      d->x.push_back(0.0f);
+      d->y.push_back(y);
+    }
+  auto dir = std::filesystem::temp_directory_path()
+             / ("chorus_leader_test_" + std::to_string(::getpid()) + "_" + std::to_string(crash_rank));
+  std::filesystem::remove_all(dir);
+  graph g;
+  monitor_config mc;
+  mc.out_dir = dir.string();
+  mc.progress = false;
+  mc.quiet_log = true;
+  g.ctx.monitor = g.guard.add(spawn_monitor(g.ts.sys, mc));
+  for (size_t i = 0; i < n; ++i) {
+    worker_config wc;
+    wc.rank = static_cast<int32_t>(i);
+    wc.model = "linear";
+    wc.data = d;
+    wc.batch = 1;
+    wc.order = sampling::sequential;
+    for (size_t t = 0; t < rounds; ++t)
+      wc.shard.push_back(static_cast<int64_t>(i * rounds + t));
+    if (static_cast<int>(i) == crash_rank)
+      wc.inject.crash_at_step = crash_step;
+    g.add_worker(wc);
+  }
+  worker_config ec;
+  ec.model = "linear";
+  ec.data = d;
+  g.set_evaluator(ec);
+  g.ctx.plan.steps = static_cast<int64_t>(rounds);
+  g.ctx.plan.lr = 0.1f;
+  g.ctx.plan.options = {{"tau", "2"}, {"lambda", "0.5"}};
+  g.ctx.initial = floats({0.25f});
+  scripted_result out;
+  auto s = run_on(g, spawn_leader_sgd);
+  EXPECT_TRUE(s) << describe(s.error());
+  if (s)
+    out.summary = *s;
+  caf::scoped_actor self{g.ts.sys};
+  self->request(g.ctx.monitor, std::chrono::seconds(30), flush_atom_v)
+    .receive([](ok_atom) {}, [](caf::error& e) { ADD_FAILURE() << describe(e); });
+  std::ifstream log(dir / "log.txt");
+  for (std::string line; std::getline(log, line);)
+    if (line.find(": leader ") != std::string::npos && line.find(" -> ") != std::string::npos)
+      out.leader_lines.push_back(line.substr(0, line.find(" (")));
+  std::ifstream metrics(dir / "metrics.jsonl");
+  std::stringstream all;
+  all << metrics.rdbuf();
+  out.metrics = all.str();
+  std::filesystem::remove_all(dir);
+  return out;
+}
+
+} // namespace
+
+// -- the pure pieces ----------------------------------------------------------------
+
+TEST(leader, select_leader_follows_a_scripted_loss_sequence) {
+  struct turn {
+    std::vector<double> losses;
+    std::vector<bool> alive;
+    int expected;
+  };
+  const std::vector<turn> script = {
+    {{0.9, 0.5, 0.7, 0.6}, {true, true, true, true}, 1},
+    {{0.4, 0.5, 0.3, 0.6}, {true, true, true, true}, 2},
+    {{0.4, 0.5, 0.3, 0.6}, {true, true, false, true}, 0},    // the best is dead
+    {{0.2, 0.1, 0.1, 0.1}, {true, true, true, true}, 1},     // tie: lowest rank
+    {{0.2, 0.1, 0.1, 0.1}, {true, false, true, true}, 2},
+    {{inf, inf, 0.8, inf}, {true, true, true, true}, 2},     // no loss yet counts as +inf
+    {{inf, inf, inf, inf}, {false, true, true, true}, 1},    // nobody has one: lowest live rank
+    {{std::nan(""), 3.0, 2.0, 1.0}, {true, true, true, true}, 3},  // NaN never leads
+    {{0.1, 0.1, 0.1, 0.1}, {false, false, false, false}, -1},
+  };
+  for (size_t k = 0; k < script.size(); ++k)
+    EXPECT_EQ(select_leader(script[k].losses, script[k].alive), script[k].expected) << "turn " << k;
+}
+
+TEST(leader, groups_are_contiguous_blocks_of_near_equal_size) {
+  EXPECT_EQ((std::vector<int>{group_of(0, 4, 2), group_of(1, 4, 2), group_of(2, 4, 2),
+                              group_of(3, 4, 2)}),
+            (std::vector<int>{0, 0, 1, 1}));
+  EXPECT_EQ((std::vector<int>{group_of(0, 5, 2), group_of(1, 5, 2), group_of(2, 5, 2),
+                              group_of(3, 5, 2), group_of(4, 5, 2)}),
+            (std::vector<int>{0, 0, 0, 1, 1}));
+  for (int n : {1, 2, 3, 5, 8, 13})
+    for (int groups = 1; groups <= n; ++groups) {
+      std::vector<int> size(static_cast<size_t>(groups), 0);
+      int last = 0;
+      for (int i = 0; i < n; ++i) {
+        int gi = group_of(i, n, groups);
+        ASSERT_GE(gi, last) << "groups are contiguous";
+        ASSERT_LT(gi, groups);
+        last = gi;
+        ++size[static_cast<size_t>(gi)];
+      }
+      auto [lo, hi] = std::minmax_element(size.begin(), size.end());
+      EXPECT_GE(*lo, 1) << n << " workers, " << groups << " groups";
+      EXPECT_LE(*hi - *lo, 1) << n << " workers, " << groups << " groups";
+    }
+  // Group leaders: the best of each block; a group with nobody alive has none.
+  std::vector<double> losses{0.5, 0.4, 0.9, 0.3, 0.2, 0.2};
+  EXPECT_EQ(select_group_leaders(losses, std::vector<bool>(6, true), 3),
+            (std::vector<int>{1, 3, 4}));
+  EXPECT_EQ(select_group_leaders(losses, {true, false, false, false, true, true}, 3),
+            (std::vector<int>{0, -1, 4}));
+}
+
+TEST(leader, one_multi_leader_step_equals_the_hand_computed_result) {
+  auto be = make_eigen_backend();
+  auto x = floats({1, 2, 3, 4});
+  auto g = floats({1, 0, -1, 2});
+  auto local = floats({0, 2, 4, 4});
+  auto global = floats({2, 2, 2, 0});
+  mutable_buffer out(4);
+  // eta 0.5, lambda_local 0.5, lambda_global 0.25:
+  //   x - 0.5 ([1,0,-1,2] + 0.5 [1,0,-1,0] + 0.25 [-1,0,1,4])
+  //   = x - 0.5 [1.25, 0, -1.25, 3] = [0.375, 2, 3.625, 2.5]
+  multi_leader_step(*be, 0.5f, 0.5f, 0.25f, g, local, global, x, out.span());
+  EXPECT_EQ(std::vector<float>(out.data(), out.data() + 4),
+            (std::vector<float>{0.375f, 2.0f, 3.625f, 2.5f}));
+  // With no pull it is a plain SGD step.
+  pulled_sgd_step(*be, 0.5f, g, x, {}, out.span());
+  EXPECT_EQ(std::vector<float>(out.data(), out.data() + 4),
+            (std::vector<float>{0.5f, 2.0f, 3.5f, 3.0f}));
+  // Elastic moves: x - 0.25 (x - c), and c + 0.25 sum_k (x_k - c).
+  auto a = floats({4, 0});
+  auto b = floats({0, 4});
+  auto c = floats({0, 8});
+  mutable_buffer two(2);
+  elastic_move(*be, 0.25f, a, c, two.span());
+  EXPECT_EQ(std::vector<float>(two.data(), two.data() + 2), (std::vector<float>{3.0f, 2.0f}));
+  elastic_center(*be, 0.25f, c, {a, b}, two.span());
+  EXPECT_EQ(std::vector<float>(two.data(), two.data() + 2), (std::vector<float>{1.0f, 5.0f}));
+}
+
+TEST(leader, bad_option_values_are_refused_before_any_actor_exists) {
+  graph g;
+  for (int i = 0; i < 4; ++i) {
+    worker_config wc;
+    wc.model = "linear";
+    wc.data = make_least_squares(64, 8, 4, 0.1, 1).train;
+    g.add_worker(wc);
+  }
+  g.ctx.initial = buffer::from(std::vector<float>(4, 0.0f));
+  for (auto opts : std::vector<std::map<std::string, std::string>>{
+         {{"groups", "5"}}, {{"groups", "0"}}, {{"tau", "0"}}, {{"tau", "2.5"}},
+         {{"lambda", "-1"}}, {{"async", "2"}}, {{"lambda_global", "x"}}}) {
+    g.ctx.plan.options = opts;
+    EXPECT_THROW(spawn_leader_sgd(g.ts.sys, g.ctx), std::invalid_argument) << opts.begin()->first;
+  }
+  for (auto opts : std::vector<std::map<std::string, std::string>>{
+         {{"alpha", "0"}}, {{"alpha", "1"}}, {{"tau", "0"}}, {{"async", "yes"}}}) {
+    g.ctx.plan.options = opts;
+    EXPECT_THROW(spawn_easgd(g.ts.sys, g.ctx), std::invalid_argument) << opts.begin()->first;
+  }
+}
+
+// -- elections through the actor graph ---------------------------------------------------
+
+TEST(leader_sgd, elects_the_scripted_leaders_by_mean_recent_loss) {
+  auto r = run_scripted(-1, -1);
+  EXPECT_EQ(r.leader_lines, (std::vector<std::string>{"step 2: leader 0 -> 2",
+                                                      "step 6: leader 2 -> 1",
+                                                      "step 8: leader 1 -> 0"}));
+  EXPECT_EQ(r.summary.extra["leader_changes"], 3);
+  EXPECT_EQ(r.summary.extra["leader"], 0);
+  EXPECT_EQ(r.summary.steps, 8);
+  EXPECT_NE(r.metrics.find("\"leader\""), std::string::npos) << r.metrics;
+  // 4 elections, each a broadcast of the leader's model to 3 workers.
+  EXPECT_EQ(r.summary.bytes_sent, 4 * 3 * static_cast<int64_t>(floats({0.0f}).wire_bytes()));
+}
+
+TEST(leader_sgd, a_dead_leader_is_replaced_at_once_by_the_best_survivor) {
+  // Worker 2 leads from step 2 and dies on its request for step 4. Among
+  // the others worker 3 has the lowest mean, whichever of their round-4
+  // losses are in by then (1.25 or 0.5 against 2 and 4.5 or 2.5).
+  auto r = run_scripted(2, 4);
+  EXPECT_EQ(r.summary.workers_lost, 1);
+  EXPECT_EQ(r.summary.stop_reason, "budget");
+  EXPECT_EQ(r.leader_lines, (std::vector<std::string>{"step 2: leader 0 -> 2",
+                                                      "step 4: leader 2 -> 3",
+                                                      "step 6: leader 3 -> 1",
+                                                      "step 8: leader 1 -> 0"}));
+  EXPECT_EQ(r.summary.extra["leader_changes"], 4);
+}
+
+// -- convergence ------------------------------------------------------------------------
+
+TEST(leader_sgd, synchronous_converges_on_least_squares) {
+  lsq_run r;
+  auto s = train_lsq(spawn_leader_sgd, r);
+  EXPECT_EQ(s.stop_reason, "budget");
+  EXPECT_EQ(s.steps, 300);
+  EXPECT_EQ(s.samples, 300 * 4 * 16);
+  EXPECT_LT(s.test_loss, 0.05);
+  EXPECT_GE(s.extra["leader"], 0);
+  EXPECT_LT(s.extra["leader"], 4);
+  // 300 / 8 = 37 elections, each broadcasting 16 floats (+ length) to 3 workers.
+  EXPECT_EQ(s.bytes_sent, 37 * 3 * (8 + 16 * 4));
+}
+
+TEST(leader_sgd, asynchronous_converges_on_least_squares) {
+  lsq_run r;
+  r.steps = 1200;  // one step = one worker's update
+  r.options = {{"async", "1"}};
+  auto s = train_lsq(spawn_leader_sgd, r);
+  EXPECT_EQ(s.stop_reason, "budget");
+  EXPECT_EQ(s.steps, 1200);
+  EXPECT_EQ(s.samples, 1200 * 16);
+  EXPECT_LT(s.test_loss, 0.05);
+  EXPECT_GT(s.bytes_sent, 0);
+}
+
+TEST(leader_sgd, multi_leader_with_two_groups_converges_sync_and_async) {
+  lsq_run sync;
+  sync.options = {{"groups", "2"}, {"lambda_global", "0.05"}};
+  auto s = train_lsq(spawn_leader_sgd, sync);
+  EXPECT_EQ(s.stop_reason, "budget");
+  EXPECT_LT(s.test_loss, 0.05);
+  // Each election: two local broadcasts (to 1 worker each) and one global (to 3).
+  EXPECT_EQ(s.bytes_sent, 37 * (1 + 1 + 3) * (8 + 16 * 4));
+
+  lsq_run async;
+  async.workers = 8;
+  async.steps = 2400;
+  async.options = {{"groups", "2"}, {"async", "1"}};
+  auto a = train_lsq(spawn_leader_sgd, async);
+  EXPECT_EQ(a.stop_reason, "budget");
+  EXPECT_EQ(a.steps, 2400);
+  EXPECT_LT(a.test_loss, 0.05);
+  EXPECT_LT(a.extra["leader"], 8);
+}
+
+TEST(easgd, synchronous_converges_on_least_squares) {
+  lsq_run r;
+  auto s = train_lsq(spawn_easgd, r);
+  EXPECT_EQ(s.stop_reason, "budget");
+  EXPECT_EQ(s.steps, 300);
+  EXPECT_LT(s.test_loss, 0.05);
+  // 300 / 4 = 75 exchanges of every worker: x_i up and x~ down.
+  EXPECT_EQ(s.extra["exchanges"], 75 * 4);
+  EXPECT_EQ(s.bytes_sent, 75 * 4 * 2 * (8 + 16 * 4));
+}
+
+TEST(easgd, asynchronous_converges_on_least_squares) {
+  lsq_run r;
+  r.steps = 1200;
+  r.options = {{"async", "1"}};
+  auto s = train_lsq(spawn_easgd, r);
+  EXPECT_EQ(s.stop_reason, "budget");
+  EXPECT_EQ(s.steps, 1200);
+  EXPECT_LT(s.test_loss, 0.05);
+  // Each worker exchanges after every 4 of its updates: at most 1200 / 4 in all.
+  EXPECT_LE(s.extra["exchanges"], 300);
+  EXPECT_GE(s.extra["exchanges"], 300 - 4);
+}
+
+// -- lost workers and stops ---------------------------------------------------------------
+
+TEST(leader_sgd, a_worker_that_dies_is_dropped_and_the_run_ends) {
+  for (auto async : {"0", "1"})
+    for (auto groups : {"1", "2"}) {
+      lsq_run r;
+      r.steps = async == std::string("1") ? 1200 : 300;
+      r.options = {{"async", async}, {"groups", groups}};
+      r.crash_rank = 1;
+      r.crash_step = r.steps / 5;
+      auto s = train_lsq(spawn_leader_sgd, r);
+      EXPECT_EQ(s.workers_lost, 1) << "async " << async << " groups " << groups;
+      EXPECT_EQ(s.stop_reason, "budget") << "async " << async << " groups " << groups;
+      EXPECT_EQ(s.extra["workers_alive"], 3);
+      EXPECT_NE(s.extra["leader"], 1);
+      EXPECT_LT(s.test_loss, 0.05) << "async " << async << " groups " << groups;
+    }
+}
+
+TEST(easgd, a_worker_that_dies_is_dropped_and_the_run_ends) {
+  for (auto async : {"0", "1"}) {
+    lsq_run r;
+    r.steps = async == std::string("1") ? 1200 : 300;
+    r.options = {{"async", async}};
+    r.crash_rank = 1;
+    r.crash_step = r.steps / 5;
+    auto s = train_lsq(spawn_easgd, r);
+    EXPECT_EQ(s.workers_lost, 1) << "async " << async;
+    EXPECT_EQ(s.stop_reason, "budget") << "async " << async;
+    EXPECT_EQ(s.extra["workers_alive"], 3);
+    EXPECT_LT(s.test_loss, 0.05) << "async " << async;
+  }
+}
+
+TEST(leader_sgd, a_run_without_budget_ends_on_stop) {
+  for (spawn_fn spawn : {spawn_leader_sgd, spawn_easgd})
+    for (auto async : {"0", "1"}) {
+      auto data = make_least_squares(512, 64, 8, 0.1, 4);
+      graph g;
+      for (int i = 0; i < 3; ++i) {
+        worker_config wc;
+        wc.rank = i;
+        wc.model = "linear";
+        wc.data = data.train;
+        wc.batch = 8;
+        g.add_worker(wc);
+      }
+      worker_config ec;
+      ec.model = "linear";
+      ec.data = data.test;
+      g.set_evaluator(ec);
+      g.ctx.plan.options = {{"async", async}};
+      g.ctx.initial = buffer::from(std::vector<float>(8, 0.0f));
+      auto proto = g.guard.add(spawn(g.ts.sys, g.ctx));  // no step or sample limit
+      caf::scoped_actor self{g.ts.sys};
+      auto pending = self->request(proto, std::chrono::seconds(30), run_atom_v);
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      self->send(proto, stop_atom_v);
+      bool ended = false;
+      pending.receive(
+        [&](run_summary& s) {
+          ended = true;
+          EXPECT_EQ(s.stop_reason, "stopped");
+          EXPECT_GT(s.steps, 0);
+          EXPECT_EQ(s.final_weights.size(), 8u);
+        },
+        [&](caf::error& e) { ADD_FAILURE() << describe(e); });
+      EXPECT_TRUE(ended) << "async " << async;
+    }
+}
