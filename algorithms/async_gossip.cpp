@@ -21,6 +21,7 @@
 //
 // Options: topology (default ring), weights (unused: only the graph's edges
 //          matter), seed (neighbour choice; random graphs).
+#include <algorithm>
 #include <random>
 
 #include "algorithms/gossip.hpp"
@@ -141,17 +142,9 @@ protocol_actor spawn_async_gossip(caf::actor_system& sys, run_context ctx, std::
   cp.topo = read_topology(ctx.plan, n);
   cp.initial = initial_models(ctx, std::move(initial));
   cp.message_bytes = 2 * static_cast<int64_t>(cp.initial[0].wire_bytes());
-  std::vector<std::vector<int32_t>> neighbours(static_cast<size_t>(n));
-  for (int i = 0; i < n; ++i) {
-    std::vector<bool> seen(static_cast<size_t>(n), false);
-    for (const auto& w : cp.topo.phases)
-      for (auto nb : {w.in_neighbours(i), w.out_neighbours(i)})
-        for (int j : nb)
-          if (!seen[static_cast<size_t>(j)]) {
-            seen[static_cast<size_t>(j)] = true;
-            neighbours[static_cast<size_t>(i)].push_back(j);
-          }
-  }
+  std::vector<std::vector<int32_t>> neighbours;
+  for (int i = 0; i < n; ++i)
+    neighbours.push_back(all_neighbours(cp.topo, i));
   auto shared_ctx = std::make_shared<const run_context>(ctx);
   cp.spawn_peer = [shared_ctx, neighbours, xs = cp.initial](caf::actor_system& sys, int32_t rank,
                                                             const gossip_coordinator_actor& c) {

@@ -76,6 +76,10 @@ double consensus_distance(backend& be, const std::vector<buffer>& xs, buffer* me
 /// and "seed" (for random graphs, default 1). Throws std::invalid_argument.
 topology read_topology(const run_plan& plan, int n);
 
+/// Every node peer i ever exchanges with: its in- and out-neighbours over
+/// all phases of `t`, sorted.
+std::vector<int32_t> all_neighbours(const topology& t, int i);
+
 /// Peer i's x_i^0: `given` when not empty (it must hold one vector of
 /// ctx.initial's length per worker), else ctx.initial for every peer.
 /// Throws std::invalid_argument on a length mismatch.

@@ -26,6 +26,7 @@
 #include <deque>
 #include <limits>
 #include <map>
+#include <set>
 #include <stdexcept>
 
 namespace chorus {
@@ -54,6 +55,17 @@ topology read_topology(const run_plan& plan, int n) {
   auto rule = parse_weight_rule(option("weights", "uniform"));
   auto seed = static_cast<uint64_t>(plan.number("seed", 1));
   return make_topology(option("topology", "ring"), n, rule, seed);
+}
+
+std::vector<int32_t> all_neighbours(const topology& t, int i) {
+  std::set<int32_t> out;
+  for (const auto& w : t.phases) {
+    for (int j : w.in_neighbours(i))
+      out.insert(j);
+    for (int j : w.out_neighbours(i))
+      out.insert(j);
+  }
+  return {out.begin(), out.end()};
 }
 
 std::vector<buffer> initial_models(const run_context& ctx, std::vector<buffer> given) {
@@ -309,7 +321,7 @@ gossip_coordinator_actor::behavior_type coordinator(coordinator_pointer self, ru
       log_line(self, "gossip on topology " + st.cp.topo.name + " (n=" + std::to_string(st.peers.size())
                        + ", spectral gap " + std::to_string(st.gap) + ")");
       for (auto& peer : st.peers)
-        self->send(peer, run_atom_v, st.peers);
+        caf::anon_send(peer, run_atom_v, st.peers);  // peers are typed per protocol
       return result;
     },
     [self](stop_atom) {
@@ -503,14 +515,8 @@ round_peer_actor::behavior_type round_peer(round_peer_pointer self, int32_t rank
       st.dead.assign(all.size(), false);
       st.dropped.assign(all.size(), false);
       self->monitor(st.worker);
-      std::vector<bool> watched(all.size(), false);
-      for (const auto& w : st.topo->phases)
-        for (auto nb : {w.in_neighbours(st.rank), w.out_neighbours(st.rank)})
-          for (int j : nb)
-            if (!watched[static_cast<size_t>(j)]) {
-              watched[static_cast<size_t>(j)] = true;
-              self->monitor(st.peers[static_cast<size_t>(j)]);
-            }
+      for (int32_t j : all_neighbours(*st.topo, st.rank))
+        self->monitor(st.peers[static_cast<size_t>(j)]);
       begin_round(self);
     },
     [self](gossip_atom, peer_state& m) {
