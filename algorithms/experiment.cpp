@@ -308,6 +308,14 @@ std::string summary_json(const experiment_config& cfg, const experiment_result& 
     else
       o.add_null("time_to_target_s");
   }
+  std::string injected;
+  auto injections = parse_injections(cfg.workers, cfg.slow, cfg.delay, cfg.link_delay, cfg.crash);
+  for (size_t i = 0; i < injections.size(); ++i)
+    if (injections[i].active())
+      injected += (injected.empty() ? "" : "; ") + ("worker " + std::to_string(i) + ": ")
+                  + injections[i].describe();
+  if (!injected.empty())
+    o.add("injected", injected);
   if (!cfg.out_dir.empty())
     o.add("out", cfg.out_dir);
   return o.str();

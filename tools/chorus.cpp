@@ -10,6 +10,7 @@
 
 #include "algorithms/experiment.hpp"
 #include "algorithms/registry.hpp"
+#include "algorithms/topology.hpp"
 #include "data/dataset.hpp"
 #include "gpu/regularizer.hpp"
 #include "models/model.hpp"
@@ -46,6 +47,23 @@ int list() {
   print_table("models", chorus::model_names());
   print_table("datasets", chorus::dataset_names());
   print_table("partitioners", chorus::partition_names());
+  // Topologies with their degree and spectral gap at a sample size.
+  std::vector<std::pair<std::string, std::string>> topos;
+  for (auto& [name, text] : chorus::topology_names()) {
+    std::string facts;
+    if (name.find(':') == std::string::npos) {
+      try {
+        auto t = chorus::make_topology(name, 16, chorus::weight_rule::uniform, 1);
+        char line[96];
+        std::snprintf(line, sizeof(line), " [n=16: degree %d, spectral gap %.3f]",
+                      t.phases[0].max_degree(), chorus::spectral_gap(t));
+        facts = line;
+      } catch (const std::exception&) {
+      }
+    }
+    topos.emplace_back(name, text + facts);
+  }
+  print_table("topologies (--topology, with --weights uniform|metropolis)", topos);
   print_table("regularizers", {{"none", "r = 0"},
                                {"l1:LAMBDA", "LAMBDA ||w||_1 (soft-thresholding)"},
                                {"l2:LAMBDA", "LAMBDA/2 ||w||^2"},
