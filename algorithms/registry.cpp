@@ -2,6 +2,7 @@
 
 #include <stdexcept>
 
+#include "algorithms/leader.hpp"
 #include "algorithms/protocols.hpp"
 
 namespace chorus {
@@ -36,6 +37,16 @@ const std::vector<algorithm_info>& algorithm_registry() {
     {"ri_sgd", "redundancy-infused local SGD: local_sgd over shards held with redundancy mu",
      "one communication round (tau local steps per worker)", spawn_ri_sgd, redundant_shards,
      {"tau", "redundancy", "fraction"}},
+    {"leader_sgd",
+     "leader SGD (LSGD): x_i <- Prox(x_i - eta (g_i + lambda (x_i - x_leader))), leader = lowest "
+     "recent loss; groups > 1: also pulled to the global leader (lambda_global)",
+     "sync: one round (every live worker takes one step); async: one applied update",
+     spawn_leader_sgd, {}, {"lambda", "tau", "groups", "lambda_global", "async"}},
+    {"easgd",
+     "elastic averaging SGD: local steps; every tau steps x_i <- x_i - alpha (x_i - x~), "
+     "x~ <- x~ + alpha sum_i (x_i - x~)",
+     "sync: one round (every live worker takes one step); async: one applied update", spawn_easgd,
+     {}, {"alpha", "tau", "async"}},
   };
   return table;
 }

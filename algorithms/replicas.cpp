@@ -13,7 +13,8 @@
 // A worker that dies (down message, timeout, unreachable) is dropped, the
 // rule is told, and the others go on. Evaluations score rule.output(), a
 // snapshot (buffers are immutable); synchronous runs wait for them,
-// asynchronous runs do not.
+// asynchronous runs do not. Every row also gets workers_alive and, when
+// asynchronous, updates_min / updates_max over the live workers.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -158,6 +159,17 @@ void maybe_finish(replica_pointer self);
 std::map<std::string, double> metrics_of(replica_state& st) {
   auto m = st.rule->metrics(st);
   m["workers_alive"] = static_cast<double>(st.live_workers());
+  if (st.async) {
+    // How evenly the live workers share the updates (stragglers show here).
+    int64_t lo = -1, hi = 0;
+    for (size_t i = 0; i < st.updates.size(); ++i)
+      if (st.alive[i]) {
+        lo = lo < 0 ? st.updates[i] : std::min(lo, st.updates[i]);
+        hi = std::max(hi, st.updates[i]);
+      }
+    m["updates_min"] = static_cast<double>(std::max<int64_t>(lo, 0));
+    m["updates_max"] = static_cast<double>(hi);
+  }
   return m;
 }
 
