@@ -16,6 +16,7 @@
 //
 // A step is one applied update (one worker's mini-batch). With one worker
 // and no delay tau is always 0 and this is plain SGD, step for step.
+#include <algorithm>
 #include <cmath>
 #include <map>
 
@@ -37,6 +38,7 @@ struct async_state : protocol_state {
   int64_t max_staleness = 0;
   std::map<int64_t, int64_t> histogram;
   std::vector<bool> in_flight;  // per worker: a request is out
+  std::vector<int64_t> applied;  // per worker: updates applied from it
 
   // Marks worker i's request as answered (or never to be); false if it was
   // already settled (a down message and an error reply can both arrive).
@@ -49,13 +51,19 @@ struct async_state : protocol_state {
 
   std::map<std::string, double> metrics() const {
     std::map<std::string, double> m;
-    int64_t applied = tracker.step();
-    m["staleness_mean"] = applied > 0 ? staleness_sum / applied : 0.0;
+    const int64_t updates = tracker.step();
+    m["staleness_mean"] = updates > 0 ? staleness_sum / updates : 0.0;
     m["staleness_max"] = static_cast<double>(max_staleness);
     m["dropped_stale"] = static_cast<double>(dropped);
     m["workers_alive"] = static_cast<double>(live_workers());
     for (auto& [tau, count] : histogram)
       m["staleness_hist_" + std::to_string(tau)] = static_cast<double>(count);
+    // How evenly the workers got their gradients in: a slow worker shows
+    // up as updates_min, a starved one too.
+    if (!applied.empty()) {
+      m["updates_min"] = static_cast<double>(*std::min_element(applied.begin(), applied.end()));
+      m["updates_max"] = static_cast<double>(*std::max_element(applied.begin(), applied.end()));
+    }
     return m;
   }
 };
@@ -120,6 +128,7 @@ void on_gradient(async_pointer self, size_t i, gradient& g) {
     ++st.histogram[tau];
     st.staleness_sum += static_cast<double>(tau);
     st.max_staleness = std::max(st.max_staleness, tau);
+    ++st.applied[i];
   }
   if (st.tracker.budget_spent())
     st.stopping = true;
@@ -170,6 +179,7 @@ protocol_actor::behavior_type async_sgd_behavior(async_pointer self, run_context
   st.init(std::move(ctx));
   st.w = st.ctx.initial;
   st.in_flight.assign(st.ctx.workers.size(), false);
+  st.applied.assign(st.ctx.workers.size(), 0);
   st.bound = static_cast<int64_t>(st.ctx.plan.number("staleness_bound", -1));
   st.staleness_lr = st.ctx.plan.number("staleness_lr", 0) != 0;
   for (auto& worker : st.ctx.workers)
