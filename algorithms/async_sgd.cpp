@@ -115,8 +115,11 @@ void on_gradient(async_pointer self, size_t i, gradient& g) {
   } else {
     const float eta = st.staleness_lr ? st.ctx.plan.lr / (1.0f + static_cast<float>(tau))
                                       : st.ctx.plan.lr;
-    auto next = mutable_buffer::copy_of(st.w);
-    st.be->prox_step(st.ctx.plan.reg, eta, g.values, next.span());
+    // w - eta g written straight into the new block (no copy pass), then
+    // the prox in place (a no-op without a regularizer).
+    mutable_buffer next(st.w.size());
+    st.be->mean_axpy(st.w, {g.values}, -eta, next.span());
+    st.be->prox(st.ctx.plan.reg, eta, next.span());
     if (!st.be->all_finite(next.span())) {
       fail_run(self, make_error(errc::non_finite, "weights after step "
                                                     + std::to_string(st.tracker.step())
