@@ -13,6 +13,11 @@
 #include <string>
 #include <vector>
 
+#include <cmath>
+#include <memory>
+#include <random>
+
+#include "data/dataset.hpp"
 #include "messages/json.hpp"
 
 namespace chorus::bench {
@@ -75,6 +80,25 @@ inline void note(const std::string& text) {
 inline bool quick() {
   const char* v = std::getenv("CHORUS_BENCH_QUICK");
   return v && *v && std::string(v) != "0";
+}
+
+/// A regression dataset for protocol benchmarks: `samples` samples of
+/// `features` features, y = 0.5. Features are scaled by 1/sqrt(features) so
+/// ||x||^2 < 1 and plain SGD with lr < 2 never diverges, whatever the width.
+inline dataset_ptr make_regression_data(int64_t features, int64_t samples) {
+  auto d = std::make_shared<dataset>();
+  d->name = "bench-" + std::to_string(features);
+  d->task = task_kind::regression;
+  d->num_features = features;
+  d->num_classes = 0;
+  std::mt19937_64 rng(7);
+  const float a = 1.0f / std::sqrt(static_cast<float>(features));
+  std::uniform_real_distribution<float> u(-a, a);
+  d->x.resize(static_cast<size_t>(features * samples));
+  for (auto& v : d->x)
+    v = u(rng);
+  d->y.assign(static_cast<size_t>(samples), 0.5f);
+  return d;
 }
 
 /// Keeps the compiler from discarding a computed value.

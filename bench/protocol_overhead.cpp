@@ -34,24 +34,6 @@ namespace {
 
 constexpr size_t threads = 2;
 
-// `samples` samples of `features` features, y = 0.5. Features are scaled by
-// 1/sqrt(features) so ||x||^2 < 1 and plain SGD with lr < 2 never diverges,
-// whatever the width.
-dataset_ptr make_data(int64_t features, int64_t samples) {
-  auto d = std::make_shared<dataset>();
-  d->name = "bench-" + std::to_string(features);
-  d->task = task_kind::regression;
-  d->num_features = features;
-  d->num_classes = 0;
-  std::mt19937_64 rng(7);
-  const float a = 1.0f / std::sqrt(static_cast<float>(features));
-  std::uniform_real_distribution<float> u(-a, a);
-  d->x.resize(static_cast<size_t>(features * samples));
-  for (auto& v : d->x)
-    v = u(rng);
-  d->y.assign(static_cast<size_t>(samples), 0.5f);
-  return d;
-}
 
 struct run_result {
   double seconds = 0;  // the run_atom request, end to end
@@ -192,7 +174,7 @@ void run_all() {
   caf::actor_system sys{cfg};
 
   // Part 1: no compute. One round = N requests + N replies + a barrier.
-  auto tiny = make_data(1, 4);
+  auto tiny = bench::make_regression_data(1, 4);
   for (int32_t n : {1, 4, 16, 64}) {
     const int64_t steps = quick ? 100 : (n >= 64 ? 1000 : 2000);
     bench::note("no-op model, " + std::to_string(n) + " workers");
@@ -202,7 +184,7 @@ void run_all() {
   // Part 2: 1M parameters. Adds per worker a 4 MB gradient (allocated,
   // written, read by the mean) and the server's pass over N of them.
   const int64_t d = quick ? (int64_t{1} << 16) : (int64_t{1} << 20);
-  auto wide = make_data(d, 1);
+  auto wide = bench::make_regression_data(d, 1);
   const double grad_us = loss_grad_us(wide, quick ? 3 : 20);
   for (int32_t n : {1, 4, 16}) {
     const int64_t steps = quick ? 10 : (n >= 16 ? 50 : 100);

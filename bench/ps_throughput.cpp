@@ -198,23 +198,6 @@ worker_actor::behavior_type fake_worker(worker_actor::pointer, int32_t rank, buf
   };
 }
 
-// `samples` samples of `features` features, y = 0.5, features scaled by
-// 1/sqrt(features) so plain SGD with lr < 2 never diverges.
-dataset_ptr make_data(int64_t features, int64_t samples) {
-  auto d = std::make_shared<dataset>();
-  d->name = "bench-" + std::to_string(features);
-  d->task = task_kind::regression;
-  d->num_features = features;
-  d->num_classes = 0;
-  std::mt19937_64 rng(7);
-  const float a = 1.0f / std::sqrt(static_cast<float>(features));
-  std::uniform_real_distribution<float> u(-a, a);
-  d->x.resize(static_cast<size_t>(features * samples));
-  for (auto& v : d->x)
-    v = u(rng);
-  d->y.assign(static_cast<size_t>(samples), 0.5f);
-  return d;
-}
 
 struct run_result {
   double seconds = 0;  // the run_atom request, end to end
@@ -361,7 +344,7 @@ void run_all() {
     bench::note("fake workers: " + std::to_string(n));
     measure(sys, "fake", true, d, nullptr, n, quick ? 100 : 2000, reps, b);
   }
-  auto data = make_data(static_cast<int64_t>(d), 2);
+  auto data = bench::make_regression_data(static_cast<int64_t>(d), 2);
   for (int32_t n : {1, 4, 16}) {
     bench::note("real workers (linear, 1M features, batch 1): " + std::to_string(n));
     measure(sys, "real", false, d, data, n, quick ? 30 : 200, reps, b);
