@@ -61,6 +61,7 @@ public:
 ///   "logistic"         binary logistic log(1 + exp(-s <w,x>)), s = 2y - 1, w in R^d
 ///   "softmax"          multinomial logistic regression, W[C x d], b[C]
 ///   "mlp:H1[,H2...]"   ReLU hidden layers, softmax cross-entropy head
+///   "cnn[:C1,C2]"      conv3x3(C1)-pool-conv3x3(C2)-pool-dense on square images (CPU: im2col)
 /// Throws std::invalid_argument listing the valid specs, or naming the
 /// mismatch (e.g. "logistic" needs 2 classes).
 std::unique_ptr<model> make_model(const std::string& spec, int64_t num_features,

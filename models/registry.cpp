@@ -1,7 +1,7 @@
 // The model registry: one explicit table from spec name to factory. It parses
 // specs ("mlp:256,128") and reports unknown or malformed ones; each factory
 // checks that the data fits its model (classes, features). Models themselves
-// live in linear.cpp and mlp.cpp.
+// live in linear.cpp, mlp.cpp and cnn.cpp.
 #include <cstdint>
 #include <memory>
 #include <stdexcept>
@@ -19,6 +19,8 @@ std::unique_ptr<model> make_linear(int64_t num_features, int64_t num_classes);
 std::unique_ptr<model> make_logistic(int64_t num_features, int64_t num_classes);
 std::unique_ptr<model> make_mlp(const std::string& spec, int64_t num_features,
                                 const std::vector<int64_t>& hidden, int64_t num_classes);
+std::unique_ptr<model> make_cnn(const std::string& spec, const std::string& args,
+                                int64_t num_features, int64_t num_classes);
 } // namespace detail
 
 namespace {
@@ -67,6 +69,7 @@ struct entry {
   bool takes_args;    // whether the spec has a ":..." part
   std::unique_ptr<model> (*make)(const std::string& spec, const std::string& args,
                                  int64_t num_features, int64_t num_classes);
+  bool args_optional = false;  // takes_args, but the bare name is valid too
 };
 
 const entry registry[] = {
@@ -95,6 +98,10 @@ const entry registry[] = {
          canonical += (i ? "," : "") + std::to_string(hidden[i]);
        return detail::make_mlp(canonical, d, hidden, c);
      }},
+    {"cnn", "cnn[:C1,C2]",
+     "square 1-channel images: conv3x3(C1)+ReLU, maxpool 2x2, conv3x3(C2)+ReLU, maxpool 2x2, "
+     "dense softmax cross-entropy head (C >= 2 classes; default cnn:8,16)",
+     true, detail::make_cnn, true},
 };
 
 std::string valid_specs() {
@@ -114,7 +121,7 @@ std::unique_ptr<model> make_model(const std::string& spec, int64_t num_features,
     if (name != e.name)
       continue;
     bool has_args = colon != std::string::npos;
-    if (e.takes_args && !has_args)
+    if (e.takes_args && !has_args && !e.args_optional)
       throw std::invalid_argument("model spec \"" + spec + "\" needs arguments: " + e.form);
     if (!e.takes_args && has_args)
       throw std::invalid_argument("model spec \"" + spec + "\" takes no arguments: use \"" +

@@ -71,7 +71,7 @@ const std::vector<option_spec>& option_table() {
      [](auto& c, auto& v) { c.algorithm = v; }},
     {"workers", "N", "number of workers, each with its own shard [4]",
      [](auto& c, auto& v) { c.workers = to_int32("workers", v); }},
-    {"model", "SPEC", "linear | logistic | softmax | mlp:H1[,H2...] [mlp:256]",
+    {"model", "SPEC", "linear | logistic | softmax | mlp:H1[,H2...] | cnn[:C1,C2] [mlp:256]",
      [](auto& c, auto& v) { c.model = v; }},
     {"dataset", "SPEC", "fashion-mnist | libsvm:PATH | synthetic-lsq | synthetic-logistic [fashion-mnist]",
      [](auto& c, auto& v) { c.dataset = v; }},

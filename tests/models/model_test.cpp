@@ -496,7 +496,8 @@ TEST(model_registry, names_list_every_spec) {
     names.push_back(form);
     EXPECT_FALSE(help.empty()) << form;
   }
-  EXPECT_EQ(names, (std::vector<std::string>{"linear", "logistic", "softmax", "mlp:H1[,H2...]"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"linear", "logistic", "softmax", "mlp:H1[,H2...]",
+                                             "cnn[:C1,C2]"}));
 }
 
 TEST(model_registry, unknown_spec_lists_valid_ones) {
