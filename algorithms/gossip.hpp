@@ -11,6 +11,14 @@
 // ends the run. It never sends weights to anyone, and it takes no part in
 // the peers' rounds: reports carry buffer handles, so they cost no copy.
 //
+// Flow control: a report is a request, and the coordinator answers it once
+// it has counted the report (for a round: once every live peer has reported
+// that round). A peer with `window` reports unanswered waits before its next
+// round or step. The window is wider than the rounds neighbours can drift
+// apart, so in steady state nobody waits; it bounds the models the
+// coordinator holds (n * window) while it evaluates or lags, and keeps a
+// coordinator starved by the scheduler from falling ever further behind.
+//
 // Lifetime: the coordinator monitors every peer and every worker; when it
 // terminates, for whatever reason, it sends every peer an exit, so a run
 // always ends with all its peers. A peer whose worker dies (or stops
@@ -20,6 +28,7 @@
 // Not here: the mixing matrices (topology.hpp), compression, robust mixing.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -42,26 +51,26 @@ protocol_actor spawn_gossip_sgd(caf::actor_system& sys, run_context ctx);
 
 /// gossip_sgd with peer i starting from initial[i] instead of ctx.initial
 /// (consensus studies and tests; empty: every peer starts at ctx.initial).
-protocol_actor spawn_gossip_sgd(caf::actor_system& sys, run_context ctx,
-                                std::vector<buffer> initial);
+protocol_actor spawn_gossip_sgd_from(caf::actor_system& sys, run_context ctx,
+                                     std::vector<buffer> initial);
 
 /// async_gossip: after each local step a peer averages its model with one
 /// random neighbour, x_i, x_j <- (x_i + x_j) / 2. Options: topology,
 /// weights (only the graph's edges matter), seed.
 protocol_actor spawn_async_gossip(caf::actor_system& sys, run_context ctx);
 
-/// async_gossip with per-peer initial models (see spawn_gossip_sgd).
-protocol_actor spawn_async_gossip(caf::actor_system& sys, run_context ctx,
-                                  std::vector<buffer> initial);
+/// async_gossip with per-peer initial models (see spawn_gossip_sgd_from).
+protocol_actor spawn_async_gossip_from(caf::actor_system& sys, run_context ctx,
+                                       std::vector<buffer> initial);
 
 /// gradient_tracking (DIGing): x_i <- sum_j w_ij x_j - eta y_i, with y_i
 /// tracking the network's mean gradient. Options: topology, weights, seed.
 /// Throws std::invalid_argument for a regularizer (no prox step here).
 protocol_actor spawn_gradient_tracking(caf::actor_system& sys, run_context ctx);
 
-/// gradient_tracking with per-peer initial models (see spawn_gossip_sgd).
-protocol_actor spawn_gradient_tracking(caf::actor_system& sys, run_context ctx,
-                                       std::vector<buffer> initial);
+/// gradient_tracking with per-peer initial models (see spawn_gossip_sgd_from).
+protocol_actor spawn_gradient_tracking_from(caf::actor_system& sys, run_context ctx,
+                                            std::vector<buffer> initial);
 
 // -- measures -------------------------------------------------------------------
 
@@ -87,8 +96,9 @@ std::vector<buffer> initial_models(const run_context& ctx, std::vector<buffer> g
 
 /// The coordinator's handle as its peers see it.
 using gossip_coordinator_actor = protocol_actor::extend<
-  // A peer's state after one of its rounds (or local steps).
-  caf::reacts_to<report_atom, peer_state>>;
+  // A peer's state after one of its rounds (or local steps); answered once
+  // the coordinator has counted it.
+  caf::replies_to<report_atom, peer_state>::with<ok_atom>>;
 
 /// What a coordinator needs to know about its protocol.
 struct coordinator_plan {
@@ -96,12 +106,14 @@ struct coordinator_plan {
   /// round that every live peer has reported; false: peer_state::step counts
   /// the peer's local steps, and every local step of every peer is a step.
   bool rounds = true;
-  topology topo;
+  std::shared_ptr<const topology> topo;  ///< shared with the peers (a phase is n x n)
   /// rounds: bytes of one gossip message to one neighbour; steps: bytes
   /// exchanged by one local step (its pairwise average).
   int64_t message_bytes = 0;
   /// x_i^0 for every peer (initial_models).
   std::vector<buffer> initial;
+  /// Reports a peer may have unanswered before it waits (see above).
+  int32_t window = 4;
   /// Spawns peer `rank`, reporting to `coordinator`. The coordinator then
   /// starts every peer with (run_atom, every peer's handle by rank).
   std::function<caf::actor(caf::actor_system&, int32_t rank, const gossip_coordinator_actor&)>
@@ -158,9 +170,13 @@ struct peer_base {
   regularizer reg;
   std::unique_ptr<backend> be = make_eigen_backend();
   int64_t samples = 0;  ///< samples its worker processed so far
+  int32_t window = 4;   ///< reports it may have unanswered
+  int32_t unanswered = 0;
+  bool held = false;    ///< waiting for the coordinator to catch up
 
-  void init(int32_t r, const run_context& ctx, gossip_coordinator_actor c) {
+  void init(int32_t r, const run_context& ctx, gossip_coordinator_actor c, int32_t w) {
     rank = r;
+    window = std::max(1, w);
     worker = ctx.workers[static_cast<size_t>(r)];
     coordinator = std::move(c);
     monitor = ctx.monitor;
@@ -169,6 +185,13 @@ struct peer_base {
     reg = ctx.plan.reg;
   }
 };
+
+/// True if `err` fails the whole run (a Chorus error such as NaN or a
+/// dimension mismatch); false if it only loses one node (worker_lost, a
+/// timeout, a terminated actor).
+inline bool is_run_failure(const caf::error& err) {
+  return err.category() == errc_category && err.code() != static_cast<uint8_t>(errc::worker_lost);
+}
 
 /// Sends a line to the run's log, prefixed with the peer's rank.
 template <class Self>
@@ -208,8 +231,7 @@ void ask_gradient(Self self, const buffer& x, int64_t step, Next next) {
         next(g);
       },
       [self](caf::error& err) {
-        if (err.category() == errc_category
-            && err.code() != static_cast<uint8_t>(errc::worker_lost))
+        if (is_run_failure(err))
           peer_leave(self, err);
         else
           peer_leave(self, make_error(errc::worker_lost, "no gradient from its worker: " + describe(err)));
@@ -217,11 +239,29 @@ void ask_gradient(Self self, const buffer& x, int64_t step, Next next) {
 }
 
 /// Tells the coordinator where the peer stands after `step`: its model x
-/// and the loss of its last mini-batch.
-template <class Self>
-void report(Self self, int64_t step, const buffer& x, double loss) {
+/// and the loss of its last mini-batch. Returns true if the peer may go on;
+/// false if `window` reports are unanswered, and then `go_on()` is called
+/// once the coordinator has answered enough of them.
+template <class Self, class GoOn>
+bool report(Self self, int64_t step, const buffer& x, double loss, GoOn go_on) {
   auto& st = self->state;
-  self->send(st.coordinator, report_atom_v, peer_state{st.rank, step, x, {}, loss, st.samples});
+  ++st.unanswered;
+  self->request(st.coordinator, caf::infinite, report_atom_v,
+                peer_state{st.rank, step, x, {}, loss, st.samples})
+    .then(
+      [self, go_on](ok_atom) mutable {
+        auto& st = self->state;
+        --st.unanswered;
+        if (st.held && st.unanswered < st.window) {
+          st.held = false;
+          go_on();
+        }
+      },
+      [](caf::error&) {
+        // The coordinator ended the run; this peer's exit is on its way.
+      });
+  st.held = st.unanswered >= st.window;
+  return !st.held;
 }
 
 } // namespace chorus

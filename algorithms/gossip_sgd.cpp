@@ -13,6 +13,8 @@
 // A step is one round. There is no global barrier: a peer waits only for its
 // in-neighbours' messages of its own round, so neighbours may be a round or
 // more apart (a message of a future round is kept until its round comes).
+// Bytes: each message to each out-neighbour, wire_bytes of x (of x and y
+// for gradient tracking); reports to the coordinator are not counted.
 //
 // This file also holds the machinery every gossip protocol shares (see
 // gossip.hpp): the coordinator, the synchronous round peer, and the
@@ -22,6 +24,7 @@
 //          mix_order (atc | cta), seed (random graphs).
 #include "algorithms/gossip.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <deque>
 #include <limits>
@@ -88,28 +91,32 @@ namespace {
 //
 // It counts a round once every live peer has reported it (or, for
 // asynchronous protocols, each local step as it is reported), and evaluates
-// x_bar when the schedule says so. While an evaluation is out it counts
-// nothing, so every metrics row belongs to exactly the round it names; the
-// peers do not wait for it, their reports just queue here. That queue holds
-// buffer handles of models the peers have moved on from: its size is the
-// number of rounds the peers run during one evaluation.
+// x_bar when the schedule says so. While an evaluation is out it counts no
+// round, so every metrics row belongs to exactly the round it names; the
+// peers go on meanwhile until their report windows fill (gossip.hpp), so the
+// reports queued here are at most n * window buffer handles. Once the budget
+// is spent it answers no report: the peers stop at their windows and leave
+// the CPU to the final evaluations, then get their exits.
 
-bool is_failure(const caf::error& reason) {
-  return reason.category() == errc_category
-         && reason.code() != static_cast<uint8_t>(errc::worker_lost);
-}
+// A report of a round not yet counted, and the answer its peer waits for.
+struct pending_report {
+  peer_state state;
+  caf::typed_response_promise<ok_atom> answer;
+};
 
 struct coordinator_state : protocol_state {
   static inline const char* name = "chorus.gossip_coordinator";
   coordinator_plan cp;
   std::vector<caf::actor> peers;
   std::vector<peer_state> latest;  // per peer: its last counted report
-  std::map<int64_t, std::map<int32_t, peer_state>> by_round;  // rounds: reports not yet counted
-  std::deque<peer_state> queue;                              // steps: reports not yet counted
+  std::map<int64_t, std::map<int32_t, pending_report>> by_round;  // rounds: not yet counted
+  std::deque<peer_state> queue;  // steps: reports not yet counted (counted as they come)
+  std::vector<caf::typed_response_promise<ok_atom>> parked;  // reports after the end, never answered
   int64_t next_round = 0;
   bool eval_in_flight = false;
   bool stopping = false;  // budget spent or stop asked: count nothing more
   double gap = 0;
+  std::vector<std::vector<std::pair<int32_t, int32_t>>> edges;  // per phase: i -> j, i != j
 
   std::vector<buffer> live_models() const {
     std::vector<buffer> xs;
@@ -130,23 +137,32 @@ struct coordinator_state : protocol_state {
   // live out-neighbours. Reports to the coordinator and the peer <-> own
   // worker traffic (one node) are not gossip and are not counted.
   int64_t round_bytes(int64_t r) const {
-    const auto& w = cp.topo.at(r);
     int64_t messages = 0;
-    for (int i = 0; i < w.n; ++i)
-      if (alive[static_cast<size_t>(i)])
-        for (int j : w.out_neighbours(i))
-          messages += alive[static_cast<size_t>(j)] ? 1 : 0;
+    for (auto [i, j] : edges[static_cast<size_t>(r % static_cast<int64_t>(edges.size()))])
+      messages += alive[static_cast<size_t>(i)] && alive[static_cast<size_t>(j)] ? 1 : 0;
     return messages * cp.message_bytes;
   }
 
   std::map<std::string, double> metrics(double consensus) const {
     const double live = static_cast<double>(std::max<size_t>(1, live_workers()));
     const double units = static_cast<double>(std::max<int64_t>(1, tracker.step()));
-    return {{"consensus_distance", consensus},
-            {"bytes_per_worker_per_round",
-             static_cast<double>(tracker.bytes()) / (cp.rounds ? units * live : units)},
-            {"spectral_gap", gap},
-            {"workers_alive", static_cast<double>(live_workers())}};
+    std::map<std::string, double> m{
+      {"consensus_distance", consensus},
+      {"bytes_per_worker_per_round",
+       static_cast<double>(tracker.bytes()) / (cp.rounds ? units * live : units)},
+      {"spectral_gap", gap},
+      {"workers_alive", static_cast<double>(live_workers())}};
+    if (!cp.rounds) {
+      // Local steps of the slowest and the fastest live peer: how unevenly
+      // the asynchronous peers progress.
+      int64_t lo = std::numeric_limits<int64_t>::max(), hi = 0;
+      for (size_t i = 0; i < latest.size(); ++i)
+        if (alive[i])
+          lo = std::min(lo, latest[i].step), hi = std::max(hi, latest[i].step);
+      m["peer_steps_min"] = static_cast<double>(live > 0 && hi >= lo ? lo : 0);
+      m["peer_steps_max"] = static_cast<double>(hi);
+    }
+    return m;
   }
 };
 
@@ -169,9 +185,11 @@ bool count_next(coordinator_pointer self) {
     for (size_t i = 0; i < st.alive.size(); ++i)
       if (st.alive[i] && it->second.count(static_cast<int32_t>(i)) == 0)
         return false;
-    for (auto& [i, p] : it->second)
+    for (auto& [i, p] : it->second) {
       if (st.alive[static_cast<size_t>(i)])
-        count(p);
+        count(p.state);
+      p.answer.deliver(ok_atom_v);
+    }
     st.tracker.add_bytes(st.round_bytes(st.next_round));
     st.tracker.step_done();
     st.by_round.erase(it);
@@ -249,20 +267,29 @@ void wrap_up(coordinator_pointer self) {
 
 void advance(coordinator_pointer self) {
   auto& st = self->state;
-  while (st.tracker.running() && !st.eval_in_flight && !st.stopping && count_next(self)) {
+  // Rounds wait while an evaluation is out (see above); asynchronous steps
+  // do not: their reports are counted as they come, so the coordinator
+  // holds one model per peer, and a row names the step its evaluation ended
+  // at (as in async_sgd).
+  while (st.tracker.running() && !(st.cp.rounds && st.eval_in_flight) && !st.stopping
+         && count_next(self)) {
     if (st.tracker.budget_spent()) {
       st.stopping = true;
-    } else if (st.tracker.eval_due()) {
+    } else if (!st.eval_in_flight && st.tracker.eval_due()) {
       buffer mean;
       double consensus = consensus_distance(*st.be, st.live_models(), &mean);
       auto extra = st.metrics(consensus);
       for (auto& [k, v] : extra)
         st.tracker.summary_extra()[k] = v;
       st.eval_in_flight = true;
-      evaluate(self, mean, std::move(extra), [self] {
-        self->state.eval_in_flight = false;
-        advance(self);
-      });
+      // The peers go on meanwhile (until their report windows fill).
+      evaluate(
+        self, mean, std::move(extra),
+        [self] {
+          self->state.eval_in_flight = false;
+          advance(self);
+        },
+        /*pauses_training=*/false);
     }
   }
   if (st.stopping && !st.eval_in_flight)
@@ -273,14 +300,14 @@ void advance(coordinator_pointer self) {
 // is a failure of the whole run (NaN, dimension mismatch).
 void lose(coordinator_pointer self, size_t i, const caf::error& reason) {
   auto& st = self->state;
-  if (is_failure(reason)) {
+  if (is_run_failure(reason)) {
     fail_run(self, reason);
     return;
   }
   if (!drop_worker(self, i, describe(reason)))
     return;
-  if (i < st.peers.size())
-    self->send_exit(st.peers[i], caf::exit_reason::user_shutdown);
+  if (i < st.peers.size())  // its worker died first: the peer goes with it
+    self->send_exit(st.peers[i], make_error(errc::worker_lost, "worker " + std::to_string(i) + " is gone"));
   if (st.live_workers() == 0)
     fail_run(self, make_error(errc::no_workers_left, "every peer is gone"));
   else
@@ -292,7 +319,14 @@ gossip_coordinator_actor::behavior_type coordinator(coordinator_pointer self, ru
   auto& st = self->state;
   st.init(std::move(ctx));
   st.cp = std::move(cp);
-  st.gap = spectral_gap(st.cp.topo);
+  st.gap = spectral_gap(*st.cp.topo);
+  for (const auto& w : st.cp.topo->phases) {
+    st.edges.emplace_back();
+    for (int i = 0; i < w.n; ++i)
+      for (int j = 0; j < w.n; ++j)
+        if (i != j && w.at(j, i) > 0)
+          st.edges.back().emplace_back(i, j);
+  }
   for (size_t i = 0; i < st.cp.initial.size(); ++i)
     st.latest.push_back(peer_state{static_cast<int32_t>(i), 0, st.cp.initial[i], {}, 0, 0});
   self->set_down_handler([self](caf::down_msg& dm) {
@@ -318,7 +352,7 @@ gossip_coordinator_actor::behavior_type coordinator(coordinator_pointer self, ru
         self->monitor(st.ctx.workers[i]);
         st.peers.push_back(std::move(peer));
       }
-      log_line(self, "gossip on topology " + st.cp.topo.name + " (n=" + std::to_string(st.peers.size())
+      log_line(self, "gossip on topology " + st.cp.topo->name + " (n=" + std::to_string(st.peers.size())
                        + ", spectral gap " + std::to_string(st.gap) + ")");
       for (auto& peer : st.peers)
         caf::anon_send(peer, run_atom_v, st.peers);  // peers are typed per protocol
@@ -328,18 +362,29 @@ gossip_coordinator_actor::behavior_type coordinator(coordinator_pointer self, ru
       self->state.stopping = true;
       advance(self);
     },
-    [self](report_atom, peer_state& p) {
+    [self](report_atom, peer_state& p) -> caf::result<ok_atom> {
       auto& st = self->state;
       if (!st.tracker.running() || p.sender < 0 || static_cast<size_t>(p.sender) >= st.alive.size()
-          || !st.alive[static_cast<size_t>(p.sender)])
-        return;
-      if (st.cp.rounds) {
-        if (p.step >= st.next_round)
-          st.by_round[p.step][p.sender] = std::move(p);
-      } else {
+          || !st.alive[static_cast<size_t>(p.sender)] || (st.cp.rounds && p.step < st.next_round))
+        return ok_atom_v;
+      if (!st.cp.rounds && !st.stopping) {
         st.queue.push_back(std::move(p));
+        advance(self);
+        return ok_atom_v;
       }
+      if (st.stopping) {
+        // The budget is spent: hold the peers (each stops at its window),
+        // so the final evaluations get the CPU; the exits come after them.
+        st.parked.push_back(self->make_response_promise<ok_atom>());
+        return st.parked.back();
+      }
+      // Answered when the round is counted (flow control, see gossip.hpp).
+      auto answer = self->make_response_promise<ok_atom>();
+      auto round = p.step;
+      auto sender = p.sender;
+      st.by_round[round][sender] = pending_report{std::move(p), answer};
       advance(self);
+      return answer;
     },
   };
 }
@@ -354,7 +399,9 @@ gossip_coordinator_actor::behavior_type coordinator(coordinator_pointer self, ru
 // that sends nothing for twice plan.timeout is dropped too. Twice: a node
 // whose worker hangs leaves after one timeout (and its neighbours learn it
 // from its down message), so a second one keeps a chain of nodes that only
-// wait for that node from dropping each other. A dropped neighbour's weight
+// wait for that node from dropping each other (a peer held by its report
+// window waits at most one evaluation, itself bounded by plan.timeout, so it
+// is never taken for dead either). A dropped neighbour's weight
 // goes to the peer's self weight: rows of W stay stochastic, columns do not
 // (the average drifts a little after a loss).
 
@@ -366,9 +413,34 @@ using round_peer_actor = caf::typed_actor<
   // Self: the wait for the neighbours may have lasted too long.
   caf::reacts_to<caf::tick_atom>>;
 
+// Node i's row and column of one phase of W, read once (rows are n long).
+struct phase_view {
+  double self_weight = 1;        // w_ii
+  std::vector<int32_t> in;       // j != i with w_ij > 0
+  std::vector<double> in_weight; // w_ij, in the order of `in`
+  std::vector<int32_t> out;      // j != i with w_ji > 0
+};
+
+std::vector<phase_view> views_of(const topology& t, int32_t i) {
+  std::vector<phase_view> views;
+  for (const auto& w : t.phases) {
+    phase_view v;
+    v.self_weight = w.at(i, i);
+    for (int j : w.in_neighbours(i)) {
+      v.in.push_back(j);
+      v.in_weight.push_back(w.at(i, j));
+    }
+    for (int j : w.out_neighbours(i))
+      v.out.push_back(j);
+    views.push_back(std::move(v));
+  }
+  return views;
+}
+
 struct round_peer_state : peer_base {
   static inline const char* name = "chorus.gossip_peer";
-  std::shared_ptr<const topology> topo;
+  std::vector<phase_view> phases;
+  std::vector<int32_t> neighbours;  // over all phases
   std::shared_ptr<const gossip_rule> rule;
   int64_t max_rounds = 0;  // <= 0: until the coordinator ends the run
   gossip_vars vars;
@@ -384,6 +456,9 @@ struct round_peer_state : peer_base {
   bool timer_armed = false;  // at most one tick in flight
 
   std::chrono::milliseconds neighbour_timeout() const { return 2 * timeout; }
+  const phase_view& at(int64_t r) const {
+    return phases[static_cast<size_t>(r % static_cast<int64_t>(phases.size()))];
+  }
 };
 
 using round_peer_pointer = round_peer_actor::stateful_pointer<round_peer_state>;
@@ -404,21 +479,22 @@ void try_mix(round_peer_pointer self) {
   auto& st = self->state;
   if (!st.waiting)
     return;
-  const auto& w = st.topo->at(st.round);
+  const auto& w = st.at(st.round);
   auto& box = st.inbox[st.round];
   std::vector<const peer_state*> in{&st.own};
   std::vector<float> coeffs{0};
-  double self_weight = w.at(st.rank, st.rank);
-  for (int j : w.in_neighbours(st.rank)) {
+  double self_weight = w.self_weight;
+  for (size_t k = 0; k < w.in.size(); ++k) {
+    const int32_t j = w.in[k];
     if (st.dropped[static_cast<size_t>(j)]) {
-      self_weight += w.at(st.rank, j);
+      self_weight += w.in_weight[k];
       continue;
     }
     auto it = box.find(j);
     if (it == box.end())
       return;
     in.push_back(&it->second);
-    coeffs.push_back(static_cast<float>(w.at(st.rank, j)));
+    coeffs.push_back(static_cast<float>(w.in_weight[k]));
   }
   coeffs[0] = static_cast<float>(self_weight);
   st.rule->mix(st.vars, *st.be, in, coeffs, st.g);
@@ -430,9 +506,9 @@ void try_mix(round_peer_pointer self) {
   }
   st.waiting = false;
   st.inbox.erase(st.round);
-  report(self, st.round, st.vars.x, st.g.loss);
-  ++st.round;
-  begin_round(self);
+  const int64_t done = st.round++;
+  if (report(self, done, st.vars.x, st.g.loss, [self] { begin_round(self); }))
+    begin_round(self);
 }
 
 void arm_timer(round_peer_pointer self, std::chrono::milliseconds after) {
@@ -451,7 +527,7 @@ void on_gradient(round_peer_pointer self, gradient& g) {
   st.own.step = st.round;
   st.own.loss = st.g.loss;
   st.own.samples = st.samples;
-  for (int j : st.topo->at(st.round).out_neighbours(st.rank))
+  for (int32_t j : st.at(st.round).out)
     if (!st.dead[static_cast<size_t>(j)])
       self->send(st.peers[static_cast<size_t>(j)], gossip_atom_v, st.own);
   st.waiting = true;
@@ -479,7 +555,7 @@ void on_tick(round_peer_pointer self) {
     return;
   }
   const auto& box = st.inbox[st.round];
-  for (int j : st.topo->at(st.round).in_neighbours(st.rank))
+  for (int32_t j : st.at(st.round).in)
     if (!st.dropped[static_cast<size_t>(j)] && box.count(j) == 0)
       drop_neighbour(self, j, "no message for " + std::to_string(st.neighbour_timeout().count()) + " ms");
   try_mix(self);
@@ -487,15 +563,20 @@ void on_tick(round_peer_pointer self) {
 
 round_peer_actor::behavior_type round_peer(round_peer_pointer self, int32_t rank,
                                            std::shared_ptr<const run_context> ctx,
-                                           gossip_coordinator_actor coordinator, buffer x0,
-                                           std::shared_ptr<const topology> topo,
+                                           gossip_coordinator_actor coordinator, int32_t window,
+                                           buffer x0, std::shared_ptr<const topology> topo,
                                            std::shared_ptr<const gossip_rule> rule) {
   auto& st = self->state;
-  st.init(rank, *ctx, std::move(coordinator));
+  st.init(rank, *ctx, std::move(coordinator), window);
   st.vars.x = std::move(x0);
-  st.topo = std::move(topo);
+  st.phases = views_of(*topo, rank);
+  st.neighbours = all_neighbours(*topo, rank);
   st.rule = std::move(rule);
   st.max_rounds = ctx->plan.steps > 0 ? ctx->plan.steps : 0;
+  // Sized now, not at the start message: a neighbour that started first may
+  // send its round-0 message before this peer's start arrives.
+  st.dead.assign(ctx->workers.size(), false);
+  st.dropped.assign(ctx->workers.size(), false);
   self->set_down_handler([self](caf::down_msg& dm) {
     if (on_worker_down(self, dm))
       return;
@@ -503,7 +584,12 @@ round_peer_actor::behavior_type round_peer(round_peer_pointer self, int32_t rank
     for (size_t j = 0; j < st.peers.size(); ++j)
       if (st.peers[j].address() == dm.source && !st.dead[j]) {
         st.dead[j] = true;
-        drop_neighbour(self, static_cast<int32_t>(j), "terminated");
+        // user_shutdown: the coordinator is ending the run (this peer's exit
+        // is on its way too); nothing worth a log line.
+        if (dm.reason == caf::exit_reason::user_shutdown)
+          st.dropped[j] = true;
+        else
+          drop_neighbour(self, static_cast<int32_t>(j), "terminated: " + describe(dm.reason));
         try_mix(self);
       }
   });
@@ -512,10 +598,8 @@ round_peer_actor::behavior_type round_peer(round_peer_pointer self, int32_t rank
       auto& st = self->state;
       for (auto& a : all)
         st.peers.push_back(caf::actor_cast<round_peer_actor>(a));
-      st.dead.assign(all.size(), false);
-      st.dropped.assign(all.size(), false);
       self->monitor(st.worker);
-      for (int32_t j : all_neighbours(*st.topo, st.rank))
+      for (int32_t j : st.neighbours)
         self->monitor(st.peers[static_cast<size_t>(j)]);
       begin_round(self);
     },
@@ -531,6 +615,41 @@ round_peer_actor::behavior_type round_peer(round_peer_pointer self, int32_t rank
     },
     [self](caf::tick_atom) { on_tick(self); },
   };
+}
+
+// How many uncounted rounds a round peer may have. Peer i can finish round
+// r only after each in-neighbour j sent its round-r message, so i runs
+// ahead of j by at most the length of the path j -> i; with P phases a hop
+// may wait up to P rounds for its phase. The window is that bound, the
+// directed diameter of the union graph times P, plus slack: in steady state
+// no peer waits for it.
+int32_t round_window(const topology& t) {
+  const int n = t.phases[0].n;
+  std::vector<std::vector<int32_t>> out(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i)
+    for (int32_t j : all_neighbours(t, i))
+      for (const auto& w : t.phases)
+        if (w.at(j, i) > 0) {  // j receives from i
+          out[static_cast<size_t>(i)].push_back(j);
+          break;
+        }
+  int diameter = 0;
+  for (int s = 0; s < n; ++s) {
+    std::vector<int> dist(static_cast<size_t>(n), -1);
+    std::deque<int> todo{s};
+    dist[static_cast<size_t>(s)] = 0;
+    while (!todo.empty()) {
+      int a = todo.front();
+      todo.pop_front();
+      diameter = std::max(diameter, dist[static_cast<size_t>(a)]);
+      for (int32_t b : out[static_cast<size_t>(a)])
+        if (dist[static_cast<size_t>(b)] < 0) {
+          dist[static_cast<size_t>(b)] = dist[static_cast<size_t>(a)] + 1;
+          todo.push_back(b);
+        }
+    }
+  }
+  return 4 + diameter * static_cast<int32_t>(t.phases.size());
 }
 
 // -- DSGD's rule -------------------------------------------------------------------
@@ -591,8 +710,10 @@ protocol_actor spawn_gossip_coordinator(caf::actor_system& sys, run_context ctx,
                                         coordinator_plan plan) {
   if (ctx.workers.empty())
     throw std::invalid_argument("gossip: no workers");
-  if (plan.initial.size() != ctx.workers.size() || !plan.spawn_peer)
-    throw std::invalid_argument("gossip: the coordinator needs one initial model per worker and a peer factory");
+  if (plan.initial.size() != ctx.workers.size() || !plan.spawn_peer || !plan.topo
+      || plan.topo->phases.empty() || plan.topo->phases[0].n != static_cast<int>(ctx.workers.size()))
+    throw std::invalid_argument("gossip: the coordinator needs a topology on n nodes, one initial "
+                                "model per worker and a peer factory");
   return caf::actor_cast<protocol_actor>(sys.spawn(coordinator, std::move(ctx), std::move(plan)));
 }
 
@@ -602,27 +723,29 @@ protocol_actor spawn_synchronous_gossip(caf::actor_system& sys, run_context ctx,
     throw std::invalid_argument("gossip: no workers");
   coordinator_plan cp;
   cp.rounds = true;
-  cp.topo = read_topology(ctx.plan, static_cast<int>(ctx.workers.size()));
+  cp.topo = std::make_shared<const topology>(read_topology(ctx.plan, static_cast<int>(ctx.workers.size())));
   cp.initial = initial_models(ctx, std::move(initial));
   cp.message_bytes = static_cast<int64_t>(cp.initial[0].wire_bytes()) * (rule.sends_y ? 2 : 1);
+  cp.window = round_window(*cp.topo);
   auto shared_ctx = std::make_shared<const run_context>(ctx);
-  auto topo = std::make_shared<const topology>(cp.topo);
+  auto topo = cp.topo;
   auto shared_rule = std::make_shared<const gossip_rule>(std::move(rule));
-  cp.spawn_peer = [shared_ctx, topo, shared_rule, xs = cp.initial](
+  cp.spawn_peer = [shared_ctx, topo, shared_rule, xs = cp.initial, window = cp.window](
                     caf::actor_system& sys, int32_t rank, const gossip_coordinator_actor& c) {
-    return caf::actor_cast<caf::actor>(
-      sys.spawn(round_peer, rank, shared_ctx, c, xs[static_cast<size_t>(rank)], topo, shared_rule));
+    return caf::actor_cast<caf::actor>(sys.spawn(round_peer, rank, shared_ctx, c, window,
+                                                 xs[static_cast<size_t>(rank)], topo, shared_rule));
   };
   return spawn_gossip_coordinator(sys, std::move(ctx), std::move(cp));
 }
 
-protocol_actor spawn_gossip_sgd(caf::actor_system& sys, run_context ctx, std::vector<buffer> initial) {
+protocol_actor spawn_gossip_sgd_from(caf::actor_system& sys, run_context ctx,
+                                     std::vector<buffer> initial) {
   auto rule = dsgd_rule(ctx.plan);
   return spawn_synchronous_gossip(sys, std::move(ctx), std::move(rule), std::move(initial));
 }
 
 protocol_actor spawn_gossip_sgd(caf::actor_system& sys, run_context ctx) {
-  return spawn_gossip_sgd(sys, std::move(ctx), {});
+  return spawn_gossip_sgd_from(sys, std::move(ctx), {});
 }
 
 } // namespace chorus

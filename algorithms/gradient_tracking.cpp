@@ -69,14 +69,14 @@ gossip_rule tracking_rule(const run_plan& plan) {
 
 } // namespace
 
-protocol_actor spawn_gradient_tracking(caf::actor_system& sys, run_context ctx,
-                                       std::vector<buffer> initial) {
+protocol_actor spawn_gradient_tracking_from(caf::actor_system& sys, run_context ctx,
+                                            std::vector<buffer> initial) {
   auto rule = tracking_rule(ctx.plan);
   return spawn_synchronous_gossip(sys, std::move(ctx), std::move(rule), std::move(initial));
 }
 
 protocol_actor spawn_gradient_tracking(caf::actor_system& sys, run_context ctx) {
-  return spawn_gradient_tracking(sys, std::move(ctx), {});
+  return spawn_gradient_tracking_from(sys, std::move(ctx), {});
 }
 
 } // namespace chorus

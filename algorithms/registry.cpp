@@ -2,6 +2,7 @@
 
 #include <stdexcept>
 
+#include "algorithms/gossip.hpp"
 #include "algorithms/leader.hpp"
 #include "algorithms/protocols.hpp"
 
@@ -37,6 +38,19 @@ const std::vector<algorithm_info>& algorithm_registry() {
     {"ri_sgd", "redundancy-infused local SGD: local_sgd over shards held with redundancy mu",
      "one communication round (tau local steps per worker)", spawn_ri_sgd, redundant_shards,
      {"tau", "redundancy", "fraction"}},
+    {"gossip_sgd",
+     "decentralized SGD (DSGD): local step and x_i <- sum_j w_ij x_j over graph neighbours "
+     "(--mix-order atc | cta)",
+     "one round: every node takes one gradient step and mixes with its in-neighbours",
+     spawn_gossip_sgd, {}, {"topology", "weights", "mix_order"}},
+    {"async_gossip",
+     "asynchronous gossip SGD (AD-PSGD): after each local step, average with one random neighbour",
+     "one local step of one node (with its pairwise average)", spawn_async_gossip, {},
+     {"topology", "weights"}},
+    {"gradient_tracking",
+     "gradient tracking (DIGing): x_i <- sum_j w_ij x_j - eta y_i, y_i tracks the mean gradient",
+     "one round: every node takes one tracked step and mixes x and y with its in-neighbours",
+     spawn_gradient_tracking, {}, {"topology", "weights"}},
     {"leader_sgd",
      "leader SGD (LSGD): x_i <- Prox(x_i - eta (g_i + lambda (x_i - x_leader))), leader = lowest "
      "recent loss; groups > 1: also pulled to the global leader (lambda_global)",
