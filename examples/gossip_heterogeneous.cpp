@@ -19,7 +19,7 @@ using namespace chorus;
 using namespace chorus::examples;
 
 void caf_main(caf::actor_system&, const experiment_knobs& knobs) {
-  print_row({"protocol", "rounds", "MB_sent", "test_loss", "test_acc", "worst_acc", "consensus"});
+  print_row({"protocol", "rounds", "MB_sent", "test_loss", "test_acc", "worst_acc", "consensus"}, 20);
   for (std::string algo : {"gossip_sgd", "gradient_tracking", "sync_sgd"}) {
     auto cfg = knobs.base(3, 8);
     cfg.algorithm = algo;
@@ -31,7 +31,8 @@ void caf_main(caf::actor_system&, const experiment_knobs& knobs) {
     auto r = run_experiment(cfg).summary;
     auto get = [&](const char* k) { return r.extra.count(k) ? fmt(r.extra.at(k)) : "-"; };
     print_row({algo, std::to_string(r.steps), fmt(r.bytes_sent / 1e6, "%.1f"), fmt(r.test_loss),
-               fmt(r.test_acc), get("worst_worker_acc"), get("consensus_distance")});
+               fmt(r.test_acc), get("worst_worker_acc"), get("consensus_distance")},
+              20);
   }
 }
 
