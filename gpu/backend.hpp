@@ -1,8 +1,9 @@
 // The compute backend: the vector operations protocols need, behind one
 // interface so a worker or an aggregator never cares where its floats live.
 // The Eigen backend (eigen_backend.cpp) is the reference every other backend
-// is tested against. Operations take views, never std::vector copies, so a
-// device backend can keep its data resident.
+// is tested against; the CUDA backend (gpu/cuda/cuda_backend.cu) is its twin
+// on a GPU. Operations take views, never std::vector copies, so a device
+// backend keeps its data resident.
 #pragma once
 
 #include <memory>
@@ -22,8 +23,13 @@ public:
   virtual std::string name() const = 0;
   /// Where this backend's blocks live.
   virtual memory_kind kind() const = 0;
-  /// A block of n floats set to zero.
+  /// A block of n floats set to zero, in this backend's memory.
   virtual mutable_buffer zeros(size_t n) = 0;
+  /// A block of n uninitialized floats, in this backend's memory.
+  virtual mutable_buffer allocate(size_t n) = 0;
+  /// `x` in this backend's memory: the same block if it is already there
+  /// (no copy), else a copy.
+  virtual buffer adopt(const buffer& x) = 0;
   /// y <- y + a x
   virtual void axpy(float a, cview x, view y) = 0;
   /// y <- a y
@@ -56,5 +62,16 @@ public:
 
 /// The Eigen (CPU) reference backend.
 std::unique_ptr<backend> make_eigen_backend();
+
+/// The CUDA backend on device `dev`, with a stream of its own (one backend
+/// per worker: several workers share a GPU through their own streams).
+/// Every call returns with its device work finished, so a buffer it wrote
+/// can be handed to another actor at once. Throws device_error in a build
+/// without CUDA or when device `dev` does not exist.
+std::unique_ptr<backend> make_cuda_backend(int dev);
+
+/// "eigen" -> make_eigen_backend(), "cuda" -> make_cuda_backend(dev);
+/// std::invalid_argument naming the valid ones otherwise.
+std::unique_ptr<backend> make_backend(const std::string& name, int dev = 0);
 
 } // namespace chorus

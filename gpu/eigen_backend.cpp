@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <stdexcept>
 
 #include "gpu/assert.hpp"
 #include "gpu/backend.hpp"
@@ -40,6 +41,8 @@ public:
   memory_kind kind() const override { return memory_kind::host; }
 
   mutable_buffer zeros(size_t n) override { return mutable_buffer::filled(n, 0.0f); }
+  mutable_buffer allocate(size_t n) override { return mutable_buffer(n); }
+  buffer adopt(const buffer& x) override { return x.to_host(); }
 
   void axpy(float a, cview x, view y) override {
     require_host(x), require_host(y), require_same_size(x.size, y.size);
@@ -164,5 +167,13 @@ public:
 } // namespace
 
 std::unique_ptr<backend> make_eigen_backend() { return std::make_unique<eigen_backend>(); }
+
+std::unique_ptr<backend> make_backend(const std::string& name, int dev) {
+  if (name == "eigen")
+    return make_eigen_backend();
+  if (name == "cuda")
+    return make_cuda_backend(dev);
+  throw std::invalid_argument("unknown backend '" + name + "' (valid: eigen, cuda)");
+}
 
 } // namespace chorus

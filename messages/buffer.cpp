@@ -1,5 +1,7 @@
 #include "messages/buffer.hpp"
 
+#include "gpu/device.hpp"
+
 #include <algorithm>
 #include <cstdlib>
 #include <mutex>
@@ -18,7 +20,9 @@ constexpr size_t alignment = 64;
 // blocks of the same few sizes (weights, gradients) every round, and handing
 // them back to the OS each time (glibc mmaps large blocks) costs page faults
 // that showed up as a third of the run time. The pool keeps at most
-// `max_cached_bytes` of idle blocks; beyond that they are freed.
+// `max_cached_bytes` of idle blocks; beyond that they are freed. Device blocks
+// are pooled the same way, keyed by device as well as size: a device
+// allocation or free can stall every stream on the device.
 class block_pool {
 public:
   static block_pool& instance() {
@@ -26,10 +30,11 @@ public:
     return *pool;
   }
 
-  float* take(size_t bytes) {
+  // `where` is -1 for host memory, else the device index.
+  float* take(size_t bytes, int where = -1) {
     {
       std::lock_guard<std::mutex> guard(mtx_);
-      auto i = idle_.find(bytes);
+      auto i = idle_.find(key(bytes, where));
       if (i != idle_.end() && !i->second.empty()) {
         float* p = i->second.back();
         i->second.pop_back();
@@ -37,25 +42,34 @@ public:
         return p;
       }
     }
+    if (where >= 0)
+      return static_cast<float*>(device::allocate(bytes, where));
     auto* p = static_cast<float*>(std::aligned_alloc(alignment, bytes));
     if (p == nullptr)
       throw std::bad_alloc();
     return p;
   }
 
-  void give(float* p, size_t bytes) {
+  void give(float* p, size_t bytes, int where = -1) {
     {
       std::lock_guard<std::mutex> guard(mtx_);
       if (cached_ + bytes <= max_cached_bytes) {
-        idle_[bytes].push_back(p);
+        idle_[key(bytes, where)].push_back(p);
         cached_ += bytes;
         return;
       }
     }
-    std::free(p);
+    if (where >= 0)
+      device::release(p, where);
+    else
+      std::free(p);
   }
 
 private:
+  // Sizes are multiples of 64 bytes: the low bits hold the device (+1).
+  static size_t key(size_t bytes, int where) {
+    return bytes * 64 + static_cast<size_t>(where + 1);
+  }
   static constexpr size_t max_cached_bytes = size_t{512} << 20;
   std::mutex mtx_;
   std::unordered_map<size_t, std::vector<float*>> idle_;
@@ -81,9 +95,17 @@ block::block(size_t n) : size(n) {
   g_floats.fetch_add(n, std::memory_order_relaxed);
 }
 
+block::block(size_t n, int dev) : size(n), kind(memory_kind::device), device(dev) {
+  if (n == 0)
+    return;
+  data = block_pool::instance().take(padded_bytes(n), dev);
+  g_allocations.fetch_add(1, std::memory_order_relaxed);
+  g_floats.fetch_add(n, std::memory_order_relaxed);
+}
+
 block::~block() {
   if (data != nullptr)
-    block_pool::instance().give(data, padded_bytes(size));
+    block_pool::instance().give(data, padded_bytes(size), device);
 }
 
 } // namespace detail
@@ -98,8 +120,18 @@ mutable_buffer mutable_buffer::filled(size_t n, float value) {
 
 mutable_buffer mutable_buffer::copy_of(cview x) {
   mutable_buffer out(x.size);
-  if (x.size > 0)
+  if (x.size == 0)
+    return out;
+  if (x.kind == memory_kind::host)
     std::memcpy(out.data(), x.data, x.size * sizeof(float));
+  else
+    device::copy(out.data(), memory_kind::host, x.data, x.kind, x.size * sizeof(float));
+  return out;
+}
+
+mutable_buffer mutable_buffer::on_device(size_t n, int dev) {
+  mutable_buffer out;
+  out.block_ = std::make_shared<detail::block>(n, dev);
   return out;
 }
 
@@ -113,12 +145,39 @@ buffer buffer::from(const std::vector<float>& xs) {
 
 buffer buffer::from(cview xs) { return mutable_buffer::copy_of(xs).freeze(); }
 
+std::vector<float> buffer::to_vector() const {
+  if (kind() == memory_kind::host)
+    return {begin(), end()};
+  std::vector<float> out(size());
+  device::copy(out.data(), memory_kind::host, data(), kind(), size() * sizeof(float));
+  return out;
+}
+
+buffer buffer::to_host() const {
+  if (kind() == memory_kind::host)
+    return *this;
+  return mutable_buffer::copy_of(span()).freeze();
+}
+
+buffer buffer::to_device(int dev) const {
+  if (kind() == memory_kind::device && device() == dev)
+    return *this;
+  auto out = mutable_buffer::on_device(size(), dev);
+  device::copy(out.data(), memory_kind::device, data(), kind(), size() * sizeof(float));
+  return std::move(out).freeze();
+}
+
 caf::error buffer::save(caf::serializer& sink) const {
   uint64_t n = size();
   if (auto err = sink(n))
     return err;
   if (n == 0)
     return caf::none;
+  if (kind() != memory_kind::host) {
+    // Leaving the process: the floats go through host memory once.
+    auto host = to_vector();
+    return sink.apply_raw(n * sizeof(float), host.data());
+  }
   return sink.apply_raw(n * sizeof(float), const_cast<float*>(data()));
 }
 

@@ -10,8 +10,12 @@
 // (CAF 0.17 serializes a std::vector<float> element by element, ~0.08 GB/s;
 // raw bytes reach ~1 GB/s). Host byte order is assumed on both ends.
 //
-// Not here: device memory. The storage carries a `memory_kind` so a CUDA
-// backend can add device blocks behind the same handle.
+// A block lives in host memory or on a CUDA device (`memory_kind`, with the
+// device's index). Device blocks travel between actors of one process like
+// host blocks, by handle; when one must leave the process it is copied to
+// the host as it is serialized, and arrives as a host block. Element access
+// (operator[], begin/end, data() dereferenced) is for host blocks only;
+// to_vector() and to_host() work for both.
 #pragma once
 
 #include <atomic>
@@ -49,7 +53,9 @@ struct block {
   float* data = nullptr;
   size_t size = 0;
   memory_kind kind = memory_kind::host;
+  int device = -1;           // CUDA device index for device blocks
   explicit block(size_t n);  // uninitialized host block
+  block(size_t n, int device);  // uninitialized block on a CUDA device
   block(const block&) = delete;
   block& operator=(const block&) = delete;
   ~block();
@@ -87,8 +93,12 @@ public:
   explicit mutable_buffer(size_t n);
   /// Allocates `n` floats, all set to `value`.
   static mutable_buffer filled(size_t n, float value);
-  /// Allocates a copy of `x` (the one explicit copy in this API).
+  /// Allocates a copy of `x` on the host (the one explicit copy in this
+  /// API; x may be device memory).
   static mutable_buffer copy_of(cview x);
+  /// Allocates `n` uninitialized floats on CUDA device `dev` (throws
+  /// device_error in a build without CUDA or when there is no such device).
+  static mutable_buffer on_device(size_t n, int dev);
 
   mutable_buffer(mutable_buffer&&) noexcept = default;
   mutable_buffer& operator=(mutable_buffer&&) noexcept = default;
@@ -104,6 +114,8 @@ public:
   view span() { return {data(), size(), kind()}; }
   cview span() const { return {data(), size(), kind()}; }
   memory_kind kind() const { return block_ ? block_->kind : memory_kind::host; }
+  /// CUDA device index of a device block, -1 for host memory.
+  int device() const { return block_ ? block_->device : -1; }
 
   /// Publishes the block; this object is left empty. No copy.
   buffer freeze() &&;
@@ -116,6 +128,10 @@ private:
 /// A shared, immutable block of floats. Cheap to copy; never changes.
 class buffer {
 public:
+  /// The element type. CAF 0.17 takes any type with begin()/end() for a
+  /// container and asks for it when a buffer is a message element itself.
+  using value_type = float;
+
   buffer() = default;
   /// Copies `xs` into a new block (convenience for tests and small inputs).
   static buffer from(const std::vector<float>& xs);
@@ -128,9 +144,19 @@ public:
   cview span() const { return {data(), size(), kind()}; }
   operator cview() const { return span(); }
   memory_kind kind() const { return block_ ? block_->kind : memory_kind::host; }
+  /// CUDA device index of a device block, -1 for host memory.
+  int device() const { return block_ ? block_->device : -1; }
   const float* begin() const { return data(); }
   const float* end() const { return data() + size(); }
-  std::vector<float> to_vector() const { return {begin(), end()}; }
+  /// The floats, copied to the host (from either kind of block).
+  std::vector<float> to_vector() const;
+
+  /// This buffer if it is in host memory (same block, no copy), else a host
+  /// copy of it.
+  buffer to_host() const;
+  /// This buffer if it is already on device `dev` (same block), else a copy
+  /// of it there.
+  buffer to_device(int dev) const;
 
   /// True if both handles point at the same block (no copy was made).
   bool same_storage(const buffer& other) const { return block_ == other.block_; }
@@ -140,7 +166,7 @@ public:
   /// Bytes this buffer occupies on the wire.
   size_t wire_bytes() const { return sizeof(uint64_t) + size() * sizeof(float); }
 
-  // -- serialization (raw bytes) ---------------------------------------------
+  // -- serialization (raw bytes; a device block is copied to the host) -------
 
   caf::error save(caf::serializer& sink) const;
   caf::error load(caf::deserializer& source);

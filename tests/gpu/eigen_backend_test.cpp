@@ -7,19 +7,12 @@
 
 #include "gpu/assert.hpp"
 #include "gpu/backend.hpp"
+#include "tests/gpu/gpu_test_util.hpp"
 
 using namespace chorus;
+using chorus::test::random_vector;
 
 namespace {
-
-std::vector<float> random_vector(size_t n, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> dist(0.0f, 1.0f);
-  std::vector<float> v(n);
-  for (auto& x : v)
-    x = dist(rng);
-  return v;
-}
 
 cview as_view(const std::vector<float>& v) { return {v.data(), v.size()}; }
 
