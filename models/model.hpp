@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "data/dataset.hpp"
+#include "messages/buffer.hpp"
 
 namespace chorus {
 
@@ -53,6 +54,11 @@ public:
   /// Floating point operations of one loss_grad per sample (for throughput
   /// bounds in benchmarks).
   virtual double flops_per_sample() const = 0;
+  /// Where the w and g that loss_grad and evaluate take live. A device model
+  /// (make_device_model) reads w and writes g in memory of its CUDA device;
+  /// init always writes host memory (the same values as the CPU model, so a
+  /// CPU and a GPU run start from the same point).
+  virtual memory_kind memory() const { return memory_kind::host; }
 };
 
 /// Builds a model from its spec for inputs of `num_features` and
@@ -66,6 +72,15 @@ public:
 /// mismatch (e.g. "logistic" needs 2 classes).
 std::unique_ptr<model> make_model(const std::string& spec, int64_t num_features,
                                   int64_t num_classes);
+
+/// The same models on CUDA device `dev`, for "softmax", "mlp:H1[,H2...]"
+/// and "cnn[:C1,C2]": identical parameter layout, init and loss as
+/// make_model's (cuBLAS GEMMs and fused kernels; cuDNN for the CNN), with w
+/// and g in device memory. Throws device_error in a build without CUDA or
+/// when device `dev` does not exist, std::invalid_argument for a spec with
+/// no device version.
+std::unique_ptr<model> make_device_model(const std::string& spec, int64_t num_features,
+                                         int64_t num_classes, int dev);
 
 /// The model specs make_model accepts, with descriptions.
 std::vector<std::pair<std::string, std::string>> model_names();
