@@ -38,4 +38,35 @@ using monitor_actor = caf::typed_actor<
   // Flush everything; replies when it is on disk.
   caf::replies_to<flush_atom>::with<ok_atom>>;
 
+/// A REDUCER averages buffers where they live, asynchronously (the round
+/// server's all-reduce step; the NCCL group is one, see nccl_group.hpp).
+using reducer_actor = caf::typed_actor<
+  // Replies once it can serve, or with why it cannot (in bounded time).
+  caf::replies_to<ready_atom>::with<ok_atom>,
+  // The element-wise mean of the buffers (all of one length).
+  caf::replies_to<reduce_atom, std::vector<buffer>>::with<buffer>>;
+
+/// An NCCL RANK owns one rank of a communicator on one GPU; detached, since
+/// it blocks in NCCL and in stream waits. Every rank of a group must get the
+/// same sequence of all-reduce requests (the group's front sends them).
+using nccl_rank_actor = caf::typed_actor<
+  // The mean over ranks of one buffer per rank, as a new buffer on this
+  // rank's device; the input is not modified.
+  caf::replies_to<all_reduce_atom, buffer>::with<buffer>,
+  // The mean over ranks of each rank's weight * mean(parts) (reduce_share).
+  caf::replies_to<all_reduce_atom, reduce_share>::with<buffer>,
+  // Replies once this rank has joined the communicator, or with why not.
+  caf::replies_to<ready_atom>::with<ok_atom>,
+  // Rank 0, once, at start: make the unique id, send it to the others, join.
+  caf::reacts_to<join_atom>,
+  // Join the communicator with this id (sent by rank 0).
+  caf::reacts_to<join_atom, nccl_unique_id>>;
+
+/// An NCCL GROUP's front: a reducer over one rank per GPU, which also runs
+/// plain per-rank all-reduces (see actors/nccl_group.hpp).
+using nccl_group_actor = reducer_actor::extend<
+  // One buffer per rank in, the N per-rank results (each on its rank's
+  // device) out.
+  caf::replies_to<all_reduce_atom, std::vector<buffer>>::with<std::vector<buffer>>>;
+
 } // namespace chorus

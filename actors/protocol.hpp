@@ -29,6 +29,14 @@ struct run_context {
   std::vector<int64_t> shard_sizes;  ///< samples each worker holds (for weighted averaging)
   /// What each worker holds under RI-SGD's redundancy; null otherwise.
   std::shared_ptr<const redundant_partition> redundancy;
+  /// The protocol actor's own backend ("eigen" or "cuda" on `device`): where
+  /// it keeps w and combines replies. Replies in other memory are adopted.
+  std::string backend = "eigen";
+  int device = 0;
+  /// The GPU each worker computes on (-1: the host), when the builder of
+  /// the graph knows it; empty otherwise. Protocols that move data between
+  /// GPUs themselves (sync_sgd with allreduce=nccl) place their ranks by it.
+  std::vector<int> worker_devices;
 };
 
 /// The state every protocol actor starts from.
@@ -41,6 +49,8 @@ struct protocol_state {
 
   void init(run_context c) {
     ctx = std::move(c);
+    be = make_backend(ctx.backend, ctx.device);
+    ctx.initial = be->adopt(ctx.initial);
     tracker = run_tracker(ctx.plan);
     alive.assign(ctx.workers.size(), true);
   }
@@ -71,7 +81,8 @@ void finish_run(Self self, const buffer& w, std::string reason) {
   auto& st = self->state;
   if (!st.tracker.running())
     return;
-  st.promise.deliver(st.tracker.finish(w, std::move(reason)));
+  // The final weights leave as host memory (they go to files and callers).
+  st.promise.deliver(st.tracker.finish(w.to_host(), std::move(reason)));
   self->quit();
 }
 

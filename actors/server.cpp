@@ -1,8 +1,9 @@
 // The synchronous round server (see server.hpp for what it does and why).
 //
 // Round lifecycle:  start_round -> (ask each selected worker) -> settle() per
-// reply or loss, until nothing is pending -> end_round (rule.combine) ->
-// maybe evaluate -> start_round ... -> finish. A round id tags every request
+// reply or loss, until nothing is pending -> end_round -> [reduce_round: the
+// rule's reducer, asynchronously] -> combine_round (rule.combine) -> maybe
+// evaluate -> start_round ... -> finish. A round id tags every request
 // so a reply from a round already closed, or from a worker already given up
 // on, is ignored rather than miscounted.
 #include "actors/server.hpp"
@@ -52,18 +53,14 @@ void next_or_finish(server_pointer self) {
     start_round(self);
 }
 
-void end_round(server_pointer self) {
+// rule.combine over the round's replies, then the checks and what follows.
+void combine_round(server_pointer self, std::vector<round_reply> replies) {
   auto& st = self->state;
-  std::vector<round_reply> replies;
-  for (auto& r : st.replies)
-    if (r)
-      replies.push_back(std::move(*r));
-  if (replies.empty()) {
-    fail_run(self, make_error(errc::no_workers_left, "no worker answered round "
-                                                       + std::to_string(st.tracker.step())));
-    return;
-  }
   try {
+    // A reply in other memory (a CPU worker under a GPU server, a worker
+    // on another GPU) is brought to the server's backend once.
+    for (auto& r : replies)
+      r.values = st.be->adopt(r.values);
     st.w = st.rule.combine(*st.be, st.w, replies, st.round_id);
   } catch (const std::exception& e) {
     fail_run(self, make_error(errc::compute_failed, e.what()));
@@ -80,6 +77,57 @@ void end_round(server_pointer self) {
     evaluate(self, st.w, round_metrics(self), [self] { next_or_finish(self); });
   else
     next_or_finish(self);
+}
+
+// The rule's reducer averages the replies where they live (an all-reduce
+// across the workers' GPUs); combine then sees one reply holding the mean.
+// Nothing else moves the round on meanwhile: every reply has settled, so
+// late messages for this round are ignored by settle().
+void reduce_round(server_pointer self, std::vector<round_reply> replies) {
+  auto& st = self->state;
+  std::vector<buffer> values;
+  values.reserve(replies.size());
+  round_reply mean{-1, {}, 0.0, 0};
+  for (auto& r : replies) {
+    values.push_back(std::move(r.values));
+    mean.loss += r.loss / static_cast<double>(replies.size());
+    mean.samples += r.samples;
+  }
+  const int64_t round = st.round_id;
+  self->request(st.rule.reducer, st.ctx.plan.timeout, reduce_atom_v, std::move(values))
+    .then(
+      [self, round, mean](buffer& avg) mutable {
+        auto& st = self->state;
+        if (!st.tracker.running() || round != st.round_id)
+          return;
+        mean.values = std::move(avg);
+        combine_round(self, {std::move(mean)});
+      },
+      [self, round](caf::error& err) {
+        auto& st = self->state;
+        if (!st.tracker.running() || round != st.round_id)
+          return;
+        fail_run(self, make_error(errc::compute_failed,
+                                  "reducing the replies of step " + std::to_string(st.tracker.step())
+                                    + " failed: " + describe(err)));
+      });
+}
+
+void end_round(server_pointer self) {
+  auto& st = self->state;
+  std::vector<round_reply> replies;
+  for (auto& r : st.replies)
+    if (r)
+      replies.push_back(std::move(*r));
+  if (replies.empty()) {
+    fail_run(self, make_error(errc::no_workers_left, "no worker answered round "
+                                                       + std::to_string(st.tracker.step())));
+    return;
+  }
+  if (st.rule.reducer)
+    reduce_round(self, std::move(replies));
+  else
+    combine_round(self, std::move(replies));
 }
 
 // Called once per expected reply: the reply, or nullopt if it will not come.
@@ -179,6 +227,39 @@ void start_round(server_pointer self) {
       st.rule.ask(asker, i, w, st.round_id);
 }
 
+// The first step of a run: an evaluation of w_0 if the plan evaluates, then
+// the first round.
+void first_round(server_pointer self) {
+  auto& st = self->state;
+  if (st.ctx.plan.eval_every > 0 || st.ctx.plan.eval_every_samples > 0)
+    evaluate(self, st.w, round_metrics(self), [self] { start_round(self); });
+  else
+    start_round(self);
+}
+
+// A rule with a reducer starts once the reducer can serve (an NCCL group
+// forms its communicator in the background). That is setup, not training:
+// the run's clock restarts when it is done. A reducer that cannot serve
+// fails the run before its first step. No reply timeout here: forming can
+// take longer than one worker reply may, and a reducer bounds its own
+// readiness (the NCCL group's ranks give up after their timeout).
+void await_reducer(server_pointer self) {
+  auto& st = self->state;
+  self->request(st.rule.reducer, caf::infinite, ready_atom_v)
+    .then(
+      [self](ok_atom) {
+        auto& st = self->state;
+        if (!st.tracker.running())
+          return;
+        st.tracker.start();
+        first_round(self);
+      },
+      [self](caf::error& err) {
+        fail_run(self, make_error(errc::compute_failed,
+                                  "the round's reducer is not ready: " + describe(err)));
+      });
+}
+
 protocol_actor::behavior_type server_behavior(server_pointer self, run_context ctx,
                                               round_rule rule) {
   auto& st = self->state;
@@ -203,11 +284,10 @@ protocol_actor::behavior_type server_behavior(server_pointer self, run_context c
       if (self->state.tracker.running())
         return begin_run(self);  // the "already running" error
       auto result = begin_run(self);
-      auto& st = self->state;
-      if (st.ctx.plan.eval_every > 0 || st.ctx.plan.eval_every_samples > 0)
-        evaluate(self, st.w, round_metrics(self), [self] { start_round(self); });
+      if (self->state.rule.reducer)
+        await_reducer(self);
       else
-        start_round(self);
+        first_round(self);
       return result;
     },
     [self](stop_atom) { self->state.stop_requested = true; },
@@ -219,6 +299,11 @@ protocol_actor::behavior_type server_behavior(server_pointer self, run_context c
 protocol_actor spawn_round_server(caf::actor_system& sys, run_context ctx, round_rule rule) {
   CHORUS_ASSERT(rule.ask && rule.combine, "a round rule needs ask and combine");
   CHORUS_ASSERT(!ctx.workers.empty(), "a round server needs at least one worker");
+  // On a GPU backend every combine ends in a stream synchronization: the
+  // server gets a thread of its own so its waits never stall CAF's
+  // scheduler threads (and the actors queued behind it).
+  if (ctx.backend == "cuda")
+    return sys.spawn<caf::detached>(server_behavior, std::move(ctx), std::move(rule));
   return sys.spawn(server_behavior, std::move(ctx), std::move(rule));
 }
 

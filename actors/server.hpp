@@ -10,6 +10,11 @@
 //
 // The server knows the worker's interface, not the algorithm: which verb a
 // round uses, who takes part and how replies combine is the rule's business.
+//
+// Combining is synchronous (a function over buffers) unless the rule names a
+// reducer: then the barrier is followed by one request to that actor (an
+// all-reduce across GPUs needs messages to actors that block on devices),
+// and combine runs when its answer arrives.
 #pragma once
 
 #include <functional>
@@ -51,6 +56,13 @@ struct round_rule {
     combine;
   /// Optional: protocol metrics added to every metrics row.
   std::function<std::map<std::string, double>()> metrics;
+  /// Optional: an actor that averages the replies' values where they live
+  /// (the NCCL group: one rank per GPU, actors/nccl_group.hpp). When set,
+  /// the server does not bring the replies to its own memory; it asks the
+  /// reducer for their mean and calls `combine` with one reply holding it
+  /// (sender -1, the mean loss, the total samples). The first round waits
+  /// until the reducer is ready; a reducer error fails the run.
+  reducer_actor reducer;
 };
 
 /// Spawns the round server for `rule`.

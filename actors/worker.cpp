@@ -29,7 +29,7 @@ struct worker_state {
 
   worker_config cfg;
   std::shared_ptr<model> net;  // built and validated by spawn_worker
-  std::unique_ptr<backend> be;
+  std::shared_ptr<backend> be;  // where net's w and g live (eigen: host, cuda: device)
   std::mt19937_64 rng;
   std::vector<int64_t> order;  // the current pass over the shard
   size_t cursor = 0;           // next position in `order`
@@ -108,11 +108,12 @@ caf::result<Reply> crash(worker_pointer self, int64_t step) {
 }
 
 worker_actor::behavior_type worker_behavior(worker_pointer self, worker_config cfg,
-                                            std::shared_ptr<model> prebuilt) {
+                                            std::shared_ptr<model> prebuilt,
+                                            std::shared_ptr<backend> prebuilt_backend) {
   auto& st = self->state;
   st.cfg = std::move(cfg);
   st.net = std::move(prebuilt);
-  st.be = make_eigen_backend();
+  st.be = std::move(prebuilt_backend);
   st.rng.seed(st.cfg.seed);
   st.order = st.cfg.shard;
   if (st.cfg.order == sampling::shuffle)
@@ -127,8 +128,10 @@ worker_actor::behavior_type worker_behavior(worker_pointer self, worker_config c
       return guarded(self, [&]() -> caf::result<gradient> {
         auto started = thread_cpu_time();
         auto [idx, n] = st.next_batch();
-        mutable_buffer g(static_cast<size_t>(st.net->num_params()));
-        double loss = st.net->loss_grad(w.values.data(), *st.cfg.data, idx, n, g.data());
+        // Same block when the weights already live where the model does.
+        auto wv = st.be->adopt(w.values);
+        auto g = st.be->allocate(static_cast<size_t>(st.net->num_params()));
+        double loss = st.net->loss_grad(wv.data(), *st.cfg.data, idx, n, g.data());
         st.injected_wait(thread_cpu_time() - started);
         if (!std::isfinite(loss) || !st.be->all_finite(g.span()))
           return st.non_finite("gradient", w.step);
@@ -146,8 +149,10 @@ worker_actor::behavior_type worker_behavior(worker_pointer self, worker_config c
         return make_error(errc::bad_request, "local steps need steps >= 0 and a finite lr >= 0");
       return guarded(self, [&]() -> caf::result<local_result> {
         auto started = thread_cpu_time();
-        auto x = mutable_buffer::copy_of(w.values);
-        mutable_buffer g(x.size());
+        auto wv = st.be->adopt(w.values);
+        auto x = st.be->allocate(wv.size());
+        st.be->copy(wv, x.span());
+        auto g = st.be->allocate(x.size());
         double loss_sum = 0;
         int32_t samples = 0;
         for (int32_t k = 0; k < plan.steps; ++k) {
@@ -168,7 +173,8 @@ worker_actor::behavior_type worker_behavior(worker_pointer self, worker_config c
       if (auto err = st.check_weights(w))
         return err;
       return guarded(self, [&]() -> caf::result<evaluation> {
-        auto r = st.net->evaluate(w.values.data(), *st.cfg.data, st.cfg.shard.data(),
+        auto wv = st.be->adopt(w.values);
+        auto r = st.net->evaluate(wv.data(), *st.cfg.data, st.cfg.shard.data(),
                                   static_cast<int64_t>(st.cfg.shard.size()));
         return evaluation{st.cfg.rank, w.step, r.loss, r.accuracy, r.samples};
       });
@@ -199,12 +205,17 @@ worker_actor spawn_worker(caf::actor_system& sys, worker_config cfg) {
     if (i < 0 || i >= cfg.data->size())
       throw std::invalid_argument("worker " + std::to_string(cfg.rank) + ": shard index "
                                   + std::to_string(i) + " outside the dataset");
-  // Build once here so a bad model spec is reported to the caller.
+  // Build once here so a bad model spec, backend or device is reported to
+  // the caller.
+  std::shared_ptr<backend> be = make_backend(cfg.backend, cfg.device);
   std::shared_ptr<model> net =
-    make_model(cfg.model, cfg.data->num_features, cfg.data->num_classes);
-  if (cfg.inject.active())
-    return sys.spawn<caf::detached>(worker_behavior, std::move(cfg), std::move(net));
-  return sys.spawn(worker_behavior, std::move(cfg), std::move(net));
+    be->kind() == memory_kind::device
+      ? make_device_model(cfg.model, cfg.data->num_features, cfg.data->num_classes, cfg.device)
+      : make_model(cfg.model, cfg.data->num_features, cfg.data->num_classes);
+  if (cfg.inject.active() || be->kind() == memory_kind::device)
+    return sys.spawn<caf::detached>(worker_behavior, std::move(cfg), std::move(net),
+                                    std::move(be));
+  return sys.spawn(worker_behavior, std::move(cfg), std::move(net), std::move(be));
 }
 
 } // namespace chorus

@@ -36,12 +36,19 @@ struct worker_config {
   uint64_t seed = 1;
   sampling order = sampling::shuffle;
   injection inject;  ///< slowdown, delays, crash (none by default)
+  /// Where it computes: "eigen" (CPU) or "cuda" (GPU `device`). A cuda
+  /// worker's model, gradients and local models live on its device; weights
+  /// that arrive in host memory are copied there once per request.
+  std::string backend = "eigen";
+  int device = 0;
 };
 
-/// Spawns a worker (detached when something is injected, so its sleeps
-/// never hold a scheduler thread). Throws std::invalid_argument for a bad config (unknown
-/// model, batch <= 0, empty dataset, index out of range) before any actor
-/// exists, so callers get the error where they made the mistake.
+/// Spawns a worker (detached when something is injected or when it computes
+/// on a GPU, so its sleeps and stream waits never hold a scheduler thread).
+/// Throws std::invalid_argument for a bad config (unknown model or backend,
+/// batch <= 0, empty dataset, index out of range), device_error when the
+/// GPU it asks for is not there, before any actor exists, so callers get the
+/// error where they made the mistake.
 worker_actor spawn_worker(caf::actor_system& sys, worker_config cfg);
 
 } // namespace chorus

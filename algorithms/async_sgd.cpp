@@ -117,8 +117,8 @@ void on_gradient(async_pointer self, size_t i, gradient& g) {
                                       : st.ctx.plan.lr;
     // w - eta g written straight into the new block (no copy pass), then
     // the prox in place (a no-op without a regularizer).
-    mutable_buffer next(st.w.size());
-    st.be->mean_axpy(st.w, {g.values}, -eta, next.span());
+    auto next = st.be->allocate(st.w.size());
+    st.be->mean_axpy(st.w, {st.be->adopt(g.values)}, -eta, next.span());
     st.be->prox(st.ctx.plan.reg, eta, next.span());
     if (!st.be->all_finite(next.span())) {
       fail_run(self, make_error(errc::non_finite, "weights after step "
@@ -221,6 +221,10 @@ protocol_actor::behavior_type async_sgd_behavior(async_pointer self, run_context
 } // namespace
 
 protocol_actor spawn_async_sgd(caf::actor_system& sys, run_context ctx) {
+  // On a GPU the server waits on its stream for every update: it gets a
+  // thread of its own instead of holding one of the scheduler's.
+  if (ctx.backend == "cuda")
+    return sys.spawn<caf::detached>(async_sgd_behavior, std::move(ctx));
   return sys.spawn(async_sgd_behavior, std::move(ctx));
 }
 

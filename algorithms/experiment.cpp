@@ -1,5 +1,6 @@
 #include "algorithms/experiment.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -14,6 +15,7 @@
 #include "actors/worker.hpp"
 #include "algorithms/registry.hpp"
 #include "data/npy.hpp"
+#include "gpu/device.hpp"
 #include "messages/json.hpp"
 #include "messages/type_ids.hpp"
 
@@ -76,6 +78,12 @@ struct graph_guard {
 
 } // namespace
 
+const std::vector<std::string>& cuda_algorithms() {
+  static const std::vector<std::string> names{"sync_sgd", "sync_sgd_avg", "local_sgd", "ri_sgd",
+                                              "async_sgd"};
+  return names;
+}
+
 void validate(const experiment_config& cfg) {
   find_algorithm(cfg.algorithm);  // throws with the valid names
   require(cfg.workers >= 1, "--workers must be at least 1 (got " + std::to_string(cfg.workers) + ")");
@@ -89,6 +97,19 @@ void validate(const experiment_config& cfg) {
   require(cfg.target_acc < 0 || cfg.target_acc <= 1, "--target-acc must be in [0, 1]");
   require(cfg.timeout_ms > 0, "--timeout must be > 0");
   regularizer::parse(cfg.reg);  // throws with the valid forms
+  require(cfg.backend == "eigen" || cfg.backend == "cuda",
+          "unknown backend '" + cfg.backend + "' (valid: eigen, cuda)");
+  require(!cfg.devices.empty(), "--devices needs at least one device index");
+  for (int d : cfg.devices)
+    require(d >= 0, "--devices: a device index must be >= 0 (got " + std::to_string(d) + ")");
+  if (cfg.backend == "cuda") {
+    const auto& ok = cuda_algorithms();
+    std::string list;
+    for (auto& a : ok)
+      list += (list.empty() ? "" : ", ") + a;
+    require(std::find(ok.begin(), ok.end(), cfg.algorithm) != ok.end(),
+            cfg.algorithm + " does not run on --backend cuda yet (those that do: " + list + ")");
+  }
   parse_injections(cfg.workers, cfg.slow, cfg.delay, cfg.link_delay, cfg.crash);
   const auto& algo = find_algorithm(cfg.algorithm);
   for (auto& [key, value] : cfg.options) {
@@ -115,6 +136,15 @@ void validate(const experiment_config& cfg) {
   require(known, "unknown dataset '" + cfg.dataset + "'; valid: " + valid);
 }
 
+namespace {
+std::string devices_json(const std::vector<int>& devices) {
+  std::string out = "[";
+  for (size_t i = 0; i < devices.size(); ++i)
+    out += (i ? "," : "") + std::to_string(devices[i]);
+  return out + "]";
+}
+} // namespace
+
 std::string to_json(const experiment_config& cfg) {
   json_object o;
   o.add("algorithm", cfg.algorithm)
@@ -137,6 +167,8 @@ std::string to_json(const experiment_config& cfg) {
     .add("delay", cfg.delay)
     .add("link_delay", cfg.link_delay)
     .add("crash", cfg.crash)
+    .add("backend", cfg.backend)
+    .raw("devices", devices_json(cfg.devices))
     .add("out", cfg.out_dir);
   json_object opts;
   for (auto& [k, v] : cfg.options)
@@ -158,6 +190,10 @@ experiment_result run_experiment(const experiment_config& cfg, const train_test&
   const auto& algo = find_algorithm(cfg.algorithm);
   require(data.train && data.test && data.train->size() > 0 && data.test->size() > 0,
           "the dataset has no training or no test samples");
+  // A missing GPU is a clear error before any actor exists.
+  if (cfg.backend == "cuda")
+    for (int d : cfg.devices)
+      device::require(d, "--backend cuda");
   auto parts = make_partition(*data.train, cfg.workers, cfg.partition, cfg.seed);
   auto injections = parse_injections(cfg.workers, cfg.slow, cfg.delay, cfg.link_delay, cfg.crash);
   // Built here once to validate the spec and to initialize w_0.
@@ -240,16 +276,23 @@ experiment_result run_experiment(const experiment_config& cfg, const train_test&
       wc.batch = cfg.batch;
       wc.seed = cfg.seed * 1000003 + static_cast<uint64_t>(i);
       wc.inject = injections[static_cast<size_t>(i)];
+      wc.backend = cfg.backend;
+      wc.device = cfg.devices[static_cast<size_t>(i) % cfg.devices.size()];
       auto worker = spawn_worker(sys, wc);
       graph.add(worker);
       ctx.workers.push_back(worker);
+      ctx.worker_devices.push_back(wc.backend == "cuda" ? wc.device : -1);
     }
     worker_config ec;
     ec.rank = -1;
     ec.model = cfg.model;
     ec.data = data.test;
     ec.batch = cfg.batch;
+    ec.backend = cfg.backend;
+    ec.device = cfg.devices.front();
     ctx.evaluator = spawn_worker(sys, ec);
+    ctx.backend = cfg.backend;
+    ctx.device = cfg.devices.front();
     graph.add(ctx.evaluator);
 
     ctx.initial = std::move(w0).freeze();

@@ -43,7 +43,17 @@ struct experiment_config {
   std::string delay;       ///< "exp:2ms", "fixed:1ms", "uniform:1ms,3ms" per step, every worker
   std::string link_delay;  ///< "1ms" one way on every worker-server link
   std::string crash;       ///< "2:500": worker 2 dies at step 500
+  // Where the workers compute: "eigen" (CPU) or "cuda". With cuda, worker i
+  // runs on devices[i % devices.size()] (several workers share a GPU), and
+  // the protocol actor and the evaluator on devices[0].
+  std::string backend = "eigen";
+  std::vector<int> devices{0};
 };
+
+/// The algorithms that run with --backend cuda (their protocol actor keeps
+/// its weights and combines replies on the GPU). The others keep state in
+/// host-only code and refuse the cuda backend with this list.
+const std::vector<std::string>& cuda_algorithms();
 
 /// Checks every value; throws std::invalid_argument with a clear message.
 void validate(const experiment_config& cfg);

@@ -86,7 +86,7 @@ round_rule local_sgd_rule(const run_plan& plan, std::vector<int64_t> shard_sizes
     }
     for (auto& c : coeffs)
       c = static_cast<float>(c / total);
-    mutable_buffer out(w.size());
+    auto out = be.allocate(w.size());
     be.weighted_sum(xs, coeffs, out.span());
     return std::move(out).freeze();
   };

@@ -23,9 +23,10 @@ partition redundant_shards(const partition& base, const run_plan& plan, run_cont
 const std::vector<algorithm_info>& algorithm_registry() {
   static const std::vector<algorithm_info> table = {
     {"sync_sgd", "synchronous parallel SGD, server-side prox: w+ = Prox(w - eta mean_i g_i)",
-     "one round: every worker computes one mini-batch gradient", spawn_sync_sgd, {}, {}},
+     "one round: every worker computes one mini-batch gradient", spawn_sync_sgd, {},
+     {"allreduce"}},
     {"sync_sgd_avg", "synchronous parallel SGD, averaged prox: w+ = mean_i Prox(w - eta g_i)",
-     "one round: every worker takes one proximal step", spawn_sync_sgd_avg, {}, {}},
+     "one round: every worker takes one proximal step", spawn_sync_sgd_avg, {}, {"allreduce"}},
     {"async_sgd", "asynchronous delayed-gradient SGD: w <- Prox(w - eta_tau g_i(w_{t-tau})) per arrival",
      "one applied gradient (one worker's mini-batch)", spawn_async_sgd, {},
      {"staleness_bound", "staleness_lr"}},

@@ -14,16 +14,84 @@
 //
 // Cost per step: N weight broadcasts (one shared buffer in-process) and N
 // replies of the model's size; one pass over N buffers to aggregate.
+//
+// Where the mean is taken (option allreduce, both forms):
+//   none   the server brings every reply to its own memory and averages
+//          there, in the same pass as the update. The default.
+//   nccl   an NCCL group averages the replies where they are, on the
+//          workers' GPUs. NCCL allows one rank per GPU in a communicator, so
+//          the group has one rank per distinct GPU the workers use: each rank
+//          first averages the replies on its GPU (weighted by how many there
+//          are, so uneven placements still give the plain mean), then one
+//          all-reduce runs across the GPUs, and the server gets the mean on
+//          its own GPU and applies the same update to it. With one GPU the
+//          communicator has one rank: the same code path as with N GPUs.
+//          The gradients cross the PCIe/NVLink fabric once, in NCCL, instead
+//          of each being copied to the server's GPU.
+#include <algorithm>
+#include <stdexcept>
+
+#include "actors/nccl_group.hpp"
 #include "algorithms/protocols.hpp"
+#include "gpu/device.hpp"
 
 namespace chorus {
+
+namespace {
+
+std::string allreduce_mode(const run_plan& plan) {
+  auto it = plan.options.find("allreduce");
+  std::string mode = it == plan.options.end() ? "none" : it->second;
+  if (mode != "none" && mode != "nccl")
+    throw std::invalid_argument("allreduce=" + mode + " is not known (valid: none, nccl)");
+  return mode;
+}
+
+// One rank per distinct GPU the workers compute on, the server's own GPU
+// first when a worker uses it (rank 0's copy of the mean is the one the
+// server gets back). Workers on the host, or a graph that does not say where
+// its workers are, count as the server's GPU: the rank there copies them in.
+std::vector<int> rank_devices(const run_context& ctx) {
+  std::vector<int> gpus;
+  for (int d : ctx.worker_devices)
+    if (d >= 0 && std::find(gpus.begin(), gpus.end(), d) == gpus.end())
+      gpus.push_back(d);
+  auto own = std::find(gpus.begin(), gpus.end(), ctx.device);
+  if (own != gpus.end())
+    std::rotate(gpus.begin(), own, own + 1);
+  if (gpus.empty())
+    gpus.push_back(ctx.device);
+  return gpus;
+}
+
+// The round server for `rule`; with allreduce=nccl, with an NCCL group as
+// its reducer, owned by the server (it shuts down when the server ends).
+protocol_actor spawn_with_allreduce(caf::actor_system& sys, run_context ctx, round_rule rule) {
+  if (allreduce_mode(ctx.plan) == "none")
+    return spawn_round_server(sys, std::move(ctx), std::move(rule));
+  auto devices = rank_devices(ctx);
+  // No GPU (or no CUDA in this build) is a clear error now, before training.
+  for (int d : devices)
+    device::require(d, "allreduce=nccl");
+  nccl_group_options opts;
+  // Joining can take seconds; a short reply timeout must not break it.
+  opts.timeout = std::max(opts.timeout, ctx.plan.timeout);
+  auto group = spawn_nccl_group(sys, std::move(devices), opts);
+  rule.reducer = group.actor();
+  auto server = spawn_round_server(sys, std::move(ctx), std::move(rule));
+  caf::actor_cast<caf::abstract_actor*>(server)->attach_functor(
+    [group]() mutable { group.reset(); });
+  return server;
+}
+
+} // namespace
 
 buffer mean_of(backend& be, const std::vector<round_reply>& replies, size_t n) {
   std::vector<cview> xs;
   xs.reserve(replies.size());
   for (auto& r : replies)
     xs.push_back(r.values);
-  mutable_buffer out(n);
+  auto out = be.allocate(n);
   be.mean(xs, out.span());
   return std::move(out).freeze();
 }
@@ -38,7 +106,7 @@ round_rule sync_sgd_rule(const run_plan& plan) {
     grads.reserve(replies.size());
     for (auto& r : replies)
       grads.push_back(r.values);
-    mutable_buffer next(w.size());
+    auto next = be.allocate(w.size());
     be.mean_axpy(w, grads, -lr, next.span());
     be.prox(reg, lr, next.span());
     return std::move(next).freeze();
@@ -59,12 +127,12 @@ round_rule sync_sgd_avg_rule(const run_plan& plan) {
 
 protocol_actor spawn_sync_sgd(caf::actor_system& sys, run_context ctx) {
   auto rule = sync_sgd_rule(ctx.plan);
-  return spawn_round_server(sys, std::move(ctx), std::move(rule));
+  return spawn_with_allreduce(sys, std::move(ctx), std::move(rule));
 }
 
 protocol_actor spawn_sync_sgd_avg(caf::actor_system& sys, run_context ctx) {
   auto rule = sync_sgd_avg_rule(ctx.plan);
-  return spawn_round_server(sys, std::move(ctx), std::move(rule));
+  return spawn_with_allreduce(sys, std::move(ctx), std::move(rule));
 }
 
 } // namespace chorus

@@ -37,6 +37,14 @@ using push_atom = caf::atom_constant<caf::atom("push")>;
 using pull_atom = caf::atom_constant<caf::atom("pull")>;
 /// Generic acknowledgement.
 using ok_atom = caf::atom_constant<caf::atom("ok")>;
+/// Reducer: the mean of a set of buffers, wherever they live.
+using reduce_atom = caf::atom_constant<caf::atom("reduce")>;
+/// NCCL group: a collective all-reduce, one input per rank.
+using all_reduce_atom = caf::atom_constant<caf::atom("allreduce")>;
+/// Reply once able to serve (an NCCL rank or group: every rank joined).
+using ready_atom = caf::atom_constant<caf::atom("ready")>;
+/// NCCL rank: join the communicator (rank 0 makes the id and sends it on).
+using join_atom = caf::atom_constant<caf::atom("join")>;
 
 constexpr compute_atom compute_atom_v{};
 constexpr local_atom local_atom_v{};
@@ -54,5 +62,9 @@ constexpr report_atom report_atom_v{};
 constexpr leader_atom leader_atom_v{};
 constexpr push_atom push_atom_v{};
 constexpr pull_atom pull_atom_v{};
+constexpr reduce_atom reduce_atom_v{};
+constexpr all_reduce_atom all_reduce_atom_v{};
+constexpr ready_atom ready_atom_v{};
+constexpr join_atom join_atom_v{};
 
 } // namespace chorus

@@ -12,6 +12,7 @@
 
 #include <caf/meta/type_name.hpp>
 
+#include "gpu/nccl_comm.hpp"
 #include "gpu/regularizer.hpp"
 #include "messages/buffer.hpp"
 
@@ -146,6 +147,24 @@ typename Inspector::result_type inspect(Inspector& f, run_summary& x) {
            x.eval_s, x.samples, x.bytes_sent, x.train_loss, x.test_loss, x.test_acc,
            x.time_to_target_s, x.reached_target, x.workers_lost, x.stop_reason,
            x.final_weights, x.extra);
+}
+
+/// One rank's share of a weighted all-reduce over an NCCL group: the rank
+/// contributes `weight * mean(parts)` (zeros when it has no parts) and gets
+/// back the mean over ranks of the contributions. With weight_r = R k_r / K
+/// (R ranks, k_r of K buffers at rank r) that is the plain mean of all K
+/// buffers, however unevenly they sit on the GPUs.
+struct reduce_share {
+  int32_t sender = -1;  ///< -1: sent by the group's front
+  int64_t step = 0;     ///< the group's collective number
+  std::vector<buffer> parts;
+  float weight = 1;
+  int64_t size = 0;  ///< floats per buffer (the length when parts is empty)
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, reduce_share& x) {
+  return f(caf::meta::type_name("reduce_share"), x.sender, x.step, x.parts, x.weight, x.size);
 }
 
 } // namespace chorus

@@ -20,5 +20,7 @@ CAF_BEGIN_TYPE_ID_BLOCK(chorus, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(chorus, (chorus::metrics_row))
   CAF_ADD_TYPE_ID(chorus, (chorus::run_summary))
   CAF_ADD_TYPE_ID(chorus, (chorus::peer_state))
+  CAF_ADD_TYPE_ID(chorus, (chorus::nccl_unique_id))
+  CAF_ADD_TYPE_ID(chorus, (chorus::reduce_share))
 
 CAF_END_TYPE_ID_BLOCK(chorus)

@@ -141,6 +141,23 @@ const std::vector<option_spec>& option_table() {
      [](auto& c, auto& v) { c.link_delay = v; }},
     {"crash", "R:S[,R:S]", "inject: worker R dies at step S, e.g. --crash 2:500",
      [](auto& c, auto& v) { c.crash = v; }},
+    {"backend", "NAME", "where workers compute: eigen (CPU) | cuda (GPU; sync_sgd, sync_sgd_avg, local_sgd, ri_sgd, async_sgd) [eigen]",
+     [](auto& c, auto& v) { c.backend = v; }},
+    {"devices", "I[,I...]", "cuda: GPU indices; worker i runs on the (i mod count)-th, so several share one [0]",
+     [](auto& c, auto& v) {
+       c.devices.clear();
+       std::string item;
+       for (size_t at = 0; at <= v.size(); ++at) {
+         if (at == v.size() || v[at] == ',') {
+           c.devices.push_back(to_int32("devices", item));
+           item.clear();
+         } else {
+           item += v[at];
+         }
+       }
+     }},
+    {"allreduce", "MODE", "sync_sgd, sync_sgd_avg on cuda: none (the server averages) | nccl (workers all-reduce) [none]",
+     [](auto& c, auto& v) { c.options["allreduce"] = v; }},
     {"out", "DIR", "write config.json, metrics.jsonl, log.txt and model.npy to DIR",
      [](auto& c, auto& v) { c.out_dir = v; }},
     {"quiet", "", "no progress lines (the summary line is still printed)",

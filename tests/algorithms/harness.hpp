@@ -29,8 +29,14 @@ struct graph {
 
   void set_evaluator(worker_config cfg) { ctx.evaluator = guard.add(spawn_worker(ts.sys, cfg)); }
 
+  /// Runs a registered protocol on this graph.
   caf::expected<run_summary> run(const std::string& algorithm) {
-    auto proto = guard.add(find_algorithm(algorithm).spawn(ts.sys, ctx));
+    return run(find_algorithm(algorithm).spawn(ts.sys, ctx));
+  }
+
+  /// Runs a protocol actor spawned by the caller on this graph.
+  caf::expected<run_summary> run(protocol_actor proto) {
+    guard.add(proto);
     caf::scoped_actor self{ts.sys};
     caf::expected<run_summary> out{caf::error{}};
     self->request(proto, std::chrono::seconds(120), run_atom_v)
@@ -39,6 +45,40 @@ struct graph {
     return out;
   }
 };
+
+// Worker i holds samples x = (1, ..., 1), y = -i: the linear model's
+// gradient at w = 0 is exactly i in every coordinate.
+inline dataset_ptr rank_data(int n, int64_t dim) {
+  auto d = std::make_shared<dataset>();
+  d->task = task_kind::regression;
+  d->num_features = dim;
+  for (int i = 0; i < n; ++i) {
+    d->x.insert(d->x.end(), static_cast<size_t>(dim), 1.0f);
+    d->y.push_back(static_cast<float>(-i));
+  }
+  return d;
+}
+
+// n linear workers on rank_data (worker i holds sample i, batch 1), an
+// evaluator, w0 = 0 and lr = 1: one sync step lands on -(n-1)/2 exactly.
+inline void add_rank_workers(graph& g, int n, int64_t dim) {
+  auto data = rank_data(n, dim);
+  for (int i = 0; i < n; ++i) {
+    worker_config wc;
+    wc.rank = i;
+    wc.model = "linear";
+    wc.data = data;
+    wc.shard = {i};
+    wc.batch = 1;
+    g.add_worker(wc);
+  }
+  worker_config ec;
+  ec.model = "linear";
+  ec.data = data;
+  g.set_evaluator(ec);
+  g.ctx.plan.lr = 1.0f;
+  g.ctx.initial = buffer::from(std::vector<float>(static_cast<size_t>(dim), 0.0f));
+}
 
 // Runs `steps` rounds with n workers that split each global batch of n*b
 // consecutive samples into n consecutive chunks (one shared data order).

@@ -23,17 +23,6 @@ namespace {
 
 using spawn_fn = protocol_actor (*)(caf::actor_system&, run_context);
 
-// Runs a protocol spawned directly (not through the registry) on g.
-caf::expected<run_summary> run_on(graph& g, spawn_fn spawn) {
-  auto proto = g.guard.add(spawn(g.ts.sys, g.ctx));
-  caf::scoped_actor self{g.ts.sys};
-  caf::expected<run_summary> out{caf::error{}};
-  self->request(proto, std::chrono::seconds(120), run_atom_v)
-    .receive([&](run_summary& s) { out = std::move(s); },
-             [&](caf::error& e) { out = std::move(e); });
-  return out;
-}
-
 const double inf = std::numeric_limits<double>::infinity();
 
 buffer floats(const std::vector<float>& xs) { return buffer::from(xs); }
@@ -84,7 +73,7 @@ run_summary train_lsq(spawn_fn spawn, const lsq_run& r) {
   g.ctx.plan.train_size = data.train->size();
   g.ctx.plan.options = r.options;
   g.ctx.initial = buffer::from(std::vector<float>(16, 0.0f));
-  auto s = run_on(g, spawn);
+  auto s = g.run(spawn(g.ts.sys, g.ctx));
   EXPECT_TRUE(s) << describe(s.error());
   return s ? *s : run_summary{};
 }
@@ -155,7 +144,7 @@ scripted_result run_scripted(int crash_rank, int64_t crash_step) {
   g.ctx.plan.options = {{"tau", "2"}, {"lambda", "0.5"}};
   g.ctx.initial = floats({0.25f});
   scripted_result out;
-  auto s = run_on(g, spawn_leader_sgd);
+  auto s = g.run(spawn_leader_sgd(g.ts.sys, g.ctx));
   EXPECT_TRUE(s) << describe(s.error());
   if (s)
     out.summary = *s;

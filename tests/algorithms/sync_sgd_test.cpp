@@ -19,46 +19,15 @@
 #include "tests/algorithms/harness.hpp"
 
 using namespace chorus;
+using chorus::test::add_rank_workers;
 using chorus::test::graph;
 using chorus::test::run_shared_order;
-
-namespace {
-
-// Worker i holds samples x = (1, ..., 1), y = -i: the linear model's
-// gradient at w = 0 is exactly i in every coordinate.
-dataset_ptr rank_data(int n, int64_t dim) {
-  auto d = std::make_shared<dataset>();
-  d->task = task_kind::regression;
-  d->num_features = dim;
-  for (int i = 0; i < n; ++i) {
-    d->x.insert(d->x.end(), static_cast<size_t>(dim), 1.0f);
-    d->y.push_back(static_cast<float>(-i));
-  }
-  return d;
-}
-
-} // namespace
 
 TEST(sync_sgd, workers_whose_gradient_is_their_rank_average_to_exactly_half_n_minus_one) {
   for (int n : {1, 2, 3, 8}) {
     graph g;
-    auto data = rank_data(n, 1000);
-    for (int i = 0; i < n; ++i) {
-      worker_config wc;
-      wc.rank = i;
-      wc.model = "linear";
-      wc.data = data;
-      wc.shard = {i};
-      wc.batch = 1;
-      g.add_worker(wc);
-    }
-    worker_config ec;
-    ec.model = "linear";
-    ec.data = data;
-    g.set_evaluator(ec);
+    add_rank_workers(g, n, 1000);
     g.ctx.plan.steps = 1;
-    g.ctx.plan.lr = 1.0f;
-    g.ctx.initial = buffer::from(std::vector<float>(1000, 0.0f));
     auto s = g.run("sync_sgd");
     ASSERT_TRUE(s) << describe(s.error());
     // w1 = w0 - 1 * mean_i g_i = -(n-1)/2 in every coordinate, exactly.

@@ -4,10 +4,12 @@
 
 #include <cstdint>
 #include <random>
+#include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
 
+#include "algorithms/experiment.hpp"
 #include "gpu/device.hpp"
 
 namespace chorus::test {
@@ -30,6 +32,22 @@ inline std::vector<float> random_vector(size_t n, uint64_t seed) {
   for (auto& x : v)
     x = dist(rng);
   return v;
+}
+
+/// A short run everyone can afford: 4 softmax workers, 60 steps of batch 32
+/// on the seeded synthetic logistic problem, quiet.
+inline experiment_config small_softmax_run(const std::string& algorithm, const std::string& backend) {
+  experiment_config cfg;
+  cfg.algorithm = algorithm;
+  cfg.backend = backend;
+  cfg.workers = 4;
+  cfg.model = "softmax";
+  cfg.dataset = "synthetic-logistic";
+  cfg.batch = 32;
+  cfg.lr = 0.5;
+  cfg.steps = 60;
+  cfg.progress = false;
+  return cfg;
 }
 
 } // namespace chorus::test

@@ -1,0 +1,132 @@
+// One rank of an NCCL communicator, behind RAII: the only place in Chorus
+// that talks to NCCL (gpu/cuda/nccl_comm.cu; gpu/nccl_comm_none.cpp in a
+// build without CUDA, where every call throws device_error).
+//
+// How a communicator forms: one party calls make_nccl_id() and hands the
+// 128-byte id to every rank (in Chorus: in a CAF message, see
+// actors/nccl_group.hpp); each rank then constructs an nccl_comm with it,
+// on its own thread, and the constructors return once all ranks joined.
+// NCCL allows one rank per GPU per communicator.
+//
+// Every wait on the other ranks (joining, a collective, finalizing) is a
+// poll with a deadline and an optional cancel flag rather than a blocking
+// NCCL or CUDA call: a rank whose peer never arrives, or died, gives up with
+// a device_error instead of hanging its thread forever. A failed
+// communicator is aborted at once (ncclCommAbort); every later call throws.
+//
+// This header has no CUDA or NCCL in it: host code and CAF messages use it
+// in every build.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <type_traits>
+
+#include <caf/deserializer.hpp>
+#include <caf/meta/type_name.hpp>
+#include <caf/serializer.hpp>
+
+#include "gpu/device.hpp"
+#include "messages/buffer.hpp"
+
+namespace chorus {
+
+/// The rendezvous token of an NCCL communicator: ncclUniqueId's 128 bytes,
+/// opaque. Made once by make_nccl_id(), sent to every rank, passed to each
+/// rank's nccl_comm. A plain payload: it serializes as its raw bytes.
+struct nccl_unique_id {
+  static constexpr size_t size = 128;
+  std::array<uint8_t, size> bytes{};
+
+  friend bool operator==(const nccl_unique_id& a, const nccl_unique_id& b) {
+    return a.bytes == b.bytes;
+  }
+  friend bool operator!=(const nccl_unique_id& a, const nccl_unique_id& b) { return !(a == b); }
+};
+
+/// CAF inspection: the 128 raw bytes for (de)serializers; for to_string a
+/// short fingerprint (the id admits anyone holding it to the communicator,
+/// so logs get no more than its first bytes).
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, nccl_unique_id& x) {
+  if constexpr (std::is_base_of<caf::serializer, Inspector>::value
+                || std::is_base_of<caf::deserializer, Inspector>::value) {
+    return f.apply_raw(nccl_unique_id::size, x.bytes.data());
+  } else {
+    constexpr const char* hex = "0123456789abcdef";
+    std::string summary;
+    for (size_t i = 0; i < 4; ++i)
+      summary += {hex[x.bytes[i] >> 4], hex[x.bytes[i] & 15]};
+    summary += "...";
+    return f(caf::meta::type_name("nccl_unique_id"), summary);
+  }
+}
+
+/// A fresh unique id (ncclGetUniqueId). Throws device_error without CUDA,
+/// without a GPU, or when NCCL cannot set up its bootstrap.
+nccl_unique_id make_nccl_id();
+
+/// How long an nccl_comm may wait on the other ranks, and what else makes
+/// it give up.
+struct nccl_wait {
+  /// Longest wait for the other ranks in one call (joining, a collective,
+  /// finalizing); past it the communicator aborts and the call throws.
+  std::chrono::milliseconds timeout{std::chrono::minutes(2)};
+  /// Optional: once this flag is true every wait gives up at once (the
+  /// owner is shutting down, or another rank failed) and the communicator
+  /// aborts instead of finalizing.
+  std::shared_ptr<const std::atomic<bool>> cancel;
+};
+
+/// One rank of an NCCL communicator, with a non-blocking stream of its own.
+/// Move-only. Not thread-safe: one thread uses it at a time (in Chorus, the
+/// detached actor that owns it). Every call returns with its device work
+/// finished (the project's buffer convention), so its output may be handed
+/// to another actor at once.
+class nccl_comm {
+public:
+  /// Joins the communicator `id` as `rank` of `nranks` on CUDA device
+  /// `device` and returns once every rank has joined. Throws device_error
+  /// (no such device, NCCL failure, timeout, cancelled) and
+  /// std::invalid_argument (rank outside [0, nranks)).
+  nccl_comm(const nccl_unique_id& id, int nranks, int rank, int device, nccl_wait wait = {});
+
+  /// A one-rank communicator on `device` (makes its own id). Its
+  /// all-reduce copies its input: the N-rank code path with N = 1.
+  static nccl_comm single(int device, nccl_wait wait = {});
+
+  /// Finalizes and destroys the communicator, or aborts it if a call failed,
+  /// the cancel flag is set, or finalizing does not finish in time. Never
+  /// throws.
+  ~nccl_comm();
+
+  nccl_comm(nccl_comm&&) noexcept;
+  nccl_comm& operator=(nccl_comm&&) noexcept;
+  nccl_comm(const nccl_comm&) = delete;
+  nccl_comm& operator=(const nccl_comm&) = delete;
+
+  /// out <- (1/size()) sum over ranks of each rank's `in`; every rank must
+  /// call it, in the same order, with the same length. `in` and `out` are
+  /// device memory on device() (they may be the same block: in place).
+  /// Throws device_error (and aborts the communicator) on failure.
+  void all_reduce_mean(cview in, view out);
+
+  /// This rank's index in [0, size()).
+  int rank() const;
+  /// Number of ranks.
+  int size() const;
+  /// The CUDA device this rank runs on.
+  int device() const;
+  /// False once a call failed (the communicator is then aborted).
+  bool healthy() const;
+
+private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+} // namespace chorus
