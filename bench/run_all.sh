@@ -35,18 +35,21 @@ for exe in "$build"/bench/*; do
   fi
 done
 
-echo "run_all: pytorch_mlp" >&2
-if [ -x "$python" ]; then
-  "$python" "$here/pytorch_mlp.py"
-  rc=$?
-  if [ $rc -ne 0 ]; then
-    echo "run_all: pytorch_mlp failed with status $rc" >&2
-    printf '{"bench":"pytorch_mlp","error":"exit status %d"}\n' "$rc"
-    status=1
+# pytorch_gpu reports "torch sees no CUDA device" and exits 0 on CPU machines.
+for script in pytorch_mlp pytorch_gpu; do
+  echo "run_all: $script" >&2
+  if [ -x "$python" ]; then
+    "$python" "$here/$script.py"
+    rc=$?
+    if [ $rc -ne 0 ]; then
+      echo "run_all: $script failed with status $rc" >&2
+      printf '{"bench":"%s","error":"exit status %d"}\n' "$script" "$rc"
+      status=1
+    fi
+  else
+    echo "run_all: $python not found; PyTorch comparison skipped" >&2
+    printf '{"bench":"%s","error":"%s not found"}\n' "$script" "$python"
   fi
-else
-  echo "run_all: $python not found; PyTorch comparison skipped" >&2
-  printf '{"bench":"pytorch_mlp","error":"%s not found"}\n' "$python"
-fi
+done
 
 exit $status
