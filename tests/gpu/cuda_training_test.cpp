@@ -7,6 +7,7 @@
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 
@@ -22,8 +23,16 @@ using chorus::test::small_softmax_run;
 
 namespace {
 
+// On a lent GPU machine the build folder and the data sit under other paths
+// than where they were built: CHORUS_BIN_DIR and CHORUS_FASHION_MNIST say where
+// (tools/gpu-bundle.sh sets both).
+std::string env_or(const char* name, const std::string& fallback) {
+  const char* v = std::getenv(name);
+  return v != nullptr && *v != '\0' ? v : fallback;
+}
+
 int run_cli(const std::string& args, std::string* output) {
-  std::string cmd = std::string(CHORUS_BINARY_DIR) + "/chorus " + args + " 2>&1";
+  std::string cmd = env_or("CHORUS_BIN_DIR", CHORUS_BINARY_DIR) + "/chorus " + args + " 2>&1";
   FILE* pipe = popen(cmd.c_str(), "r");
   if (pipe == nullptr)
     return -1;
@@ -109,9 +118,11 @@ TEST(cuda_training_gpu, every_cuda_algorithm_matches_its_cpu_run) {
 
 TEST(cuda_training_gpu, four_workers_sharing_one_gpu_reach_the_cpu_accuracy_on_fashion_mnist) {
   CHORUS_SKIP_WITHOUT_GPUS(1);
-  if (!std::filesystem::exists(default_fashion_mnist_dir))
-    GTEST_SKIP() << "no Fashion-MNIST at " << default_fashion_mnist_dir;
+  const std::string data_dir = env_or("CHORUS_FASHION_MNIST", default_fashion_mnist_dir);
+  if (!std::filesystem::exists(data_dir))
+    GTEST_SKIP() << "no Fashion-MNIST at " << data_dir;
   experiment_config cfg;
+  cfg.data_dir = data_dir;
   cfg.algorithm = "sync_sgd";
   cfg.workers = 4;
   cfg.model = "mlp:256";
