@@ -12,6 +12,7 @@
 
 #include "actors/injection.hpp"
 #include "actors/monitor.hpp"
+#include "actors/system.hpp"
 #include "actors/worker.hpp"
 #include "algorithms/registry.hpp"
 #include "data/npy.hpp"
@@ -93,6 +94,8 @@ void validate(const experiment_config& cfg) {
   require(std::isfinite(cfg.epochs) && cfg.epochs > 0, "--epochs must be > 0");
   require(cfg.steps >= 0, "--steps must be >= 0 (0: derived from --epochs)");
   require(cfg.threads >= 1 && cfg.threads <= 256, "--threads must be between 1 and 256");
+  require(cfg.spin_polls >= 1 && cfg.spin_polls <= 1000000000,
+          "--spin-polls must be between 1 and 1e9 (CAF's own default is 100)");
   require(cfg.eval_every >= 0, "--eval-every must be >= 0");
   require(cfg.target_acc < 0 || cfg.target_acc <= 1, "--target-acc must be in [0, 1]");
   require(cfg.timeout_ms > 0, "--timeout must be > 0");
@@ -160,6 +163,7 @@ std::string to_json(const experiment_config& cfg) {
     .add("reg", cfg.reg)
     .add("seed", cfg.seed)
     .add("threads", cfg.threads)
+    .add("spin_polls", cfg.spin_polls)
     .add("eval_every", cfg.eval_every)
     .add("target_acc", cfg.target_acc)
     .add("timeout_ms", cfg.timeout_ms)
@@ -233,8 +237,8 @@ experiment_result run_experiment(const experiment_config& cfg, const train_test&
   }
 
   caf::actor_system_config sys_cfg;
-  sys_cfg.set("scheduler.max-threads", static_cast<size_t>(cfg.threads));
-  sys_cfg.add_message_types<caf::id_block::chorus>();
+  configure_actor_system(sys_cfg, static_cast<size_t>(cfg.threads),
+                         static_cast<size_t>(cfg.spin_polls));
   caf::actor_system sys{sys_cfg};
   std::optional<run_summary> summary;
   std::string failure;

@@ -20,6 +20,7 @@
 #include <memory>
 #include <vector>
 
+#include "actors/system.hpp"
 #include "actors/worker.hpp"
 #include "bench/bench_util.hpp"
 #include "gpu/backend.hpp"
@@ -174,8 +175,7 @@ void bench_all_finite(backend& be, size_t n, int reps) {
 // inside one process that must share the block, not copy it.
 void bench_broadcast(size_t receivers, size_t n) {
   caf::actor_system_config cfg;
-  cfg.set("scheduler.max-threads", size_t{2});
-  cfg.add_message_types<caf::id_block::chorus>();
+  configure_actor_system(cfg, 2);
   caf::actor_system sys{cfg};
   // A one-sample dataset with n features, so a "linear" worker takes n weights.
   auto data = std::make_shared<dataset>();

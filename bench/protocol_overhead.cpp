@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "actors/monitor.hpp"
+#include "actors/system.hpp"
 #include "actors/worker.hpp"
 #include "algorithms/protocols.hpp"
 #include "bench/bench_util.hpp"
@@ -169,8 +170,7 @@ double loss_grad_us(const dataset_ptr& data, int reps) {
 void run_all() {
   const bool quick = bench::quick();
   caf::actor_system_config cfg;
-  cfg.set("scheduler.max-threads", threads);
-  cfg.add_message_types<caf::id_block::chorus>();
+  configure_actor_system(cfg, threads);
   caf::actor_system sys{cfg};
 
   // Part 1: no compute. One round = N requests + N replies + a barrier.

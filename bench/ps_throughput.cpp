@@ -42,6 +42,7 @@
 #include <vector>
 
 #include "actors/monitor.hpp"
+#include "actors/system.hpp"
 #include "actors/worker.hpp"
 #include "algorithms/protocols.hpp"
 #include "bench/bench_util.hpp"
@@ -336,8 +337,7 @@ void run_all() {
   const bound_info b = measure_bound(d, quick);
 
   caf::actor_system_config cfg;
-  cfg.set("scheduler.max-threads", threads);
-  cfg.add_message_types<caf::id_block::chorus>();
+  configure_actor_system(cfg, threads);
   caf::actor_system sys{cfg};
 
   for (int32_t n : {1, 4, 16}) {

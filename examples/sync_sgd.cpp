@@ -16,6 +16,7 @@
 #include <caf/all.hpp>
 
 #include "actors/monitor.hpp"
+#include "actors/system.hpp"
 #include "actors/worker.hpp"
 #include "algorithms/protocols.hpp"
 #include "messages/type_ids.hpp"
@@ -30,6 +31,7 @@ struct example_config : caf::actor_system_config {
   std::string model = "mlp:256";
   example_config() {
     add_message_types<caf::id_block::chorus>();
+    configure_polling(*this);  // actors/system.hpp: why threads poll before they nap
     opt_group{custom_options_, "global"}
       .add(workers, "workers", "number of workers")
       .add(epochs, "epochs", "passes over the training set")

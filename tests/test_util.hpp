@@ -7,6 +7,7 @@
 
 #include <caf/all.hpp>
 
+#include "actors/system.hpp"
 #include "messages/type_ids.hpp"
 
 namespace chorus::test {
@@ -19,8 +20,7 @@ struct test_system {
   explicit test_system(size_t threads = 2) : sys(configure(cfg, threads)) {}
 
   static caf::actor_system_config& configure(caf::actor_system_config& c, size_t threads) {
-    c.set("scheduler.max-threads", threads);
-    c.add_message_types<caf::id_block::chorus>();
+    configure_actor_system(c, threads);
     return c;
   }
 };

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <sys/wait.h>
 
 #include "data/npy.hpp"
@@ -57,6 +58,7 @@ TEST(cli, bad_values_are_clear_errors_with_exit_status_2) {
   expect_usage_error("train --epochs", "needs a value");
   expect_usage_error("train --config /nonexistent/chorus.cfg", "cannot open config file");
   expect_usage_error("train --dataset mnist-digits", "mnist-digits");
+  expect_usage_error("train --spin-polls 0", "--spin-polls must be between 1 and 1e9");
   expect_usage_error("frobnicate", "unknown command");
 }
 
@@ -76,7 +78,7 @@ TEST(cli, help_and_list_explain_every_choice) {
   auto help = run("train --help");
   EXPECT_EQ(help.status, 0);
   for (auto flag : {"--algorithm", "--workers", "--model", "--dataset", "--partition", "--epochs",
-                    "--batch", "--lr", "--reg", "--seed", "--threads", "--eval-every",
+                    "--batch", "--lr", "--reg", "--seed", "--threads", "--spin-polls", "--eval-every",
                     "--target-acc", "--data-dir", "--out", "--config"})
     EXPECT_NE(help.output.find(flag), std::string::npos) << flag;
   auto list = run("list");
@@ -95,7 +97,8 @@ TEST(cli, a_run_writes_model_metrics_config_and_a_summary_line) {
     f << "# a config file\nalgorithm = sync_sgd\nworkers = 3\nmodel = logistic\n"
          "dataset = synthetic-logistic\nlr = 0.5\n";
   }
-  auto r = run("train --config " + cfg + " --steps 40 --eval-every 10 --target-acc 0.99 --reg l1:1e-3 --out " + dir);
+  auto r = run("train --config " + cfg + " --steps 40 --eval-every 10 --target-acc 0.99 --reg l1:1e-3 "
+               "--spin-polls 500 --out " + dir);
   ASSERT_EQ(r.status, 0) << r.output;
   // The summary is the last line, one JSON object with the promised keys.
   auto last = r.output.substr(r.output.rfind('{'));
@@ -103,6 +106,9 @@ TEST(cli, a_run_writes_model_metrics_config_and_a_summary_line) {
     EXPECT_NE(last.find(key), std::string::npos) << key << " in " << last;
   EXPECT_NE(last.find("\"workers\":3"), std::string::npos) << "config file not applied: " << last;
   EXPECT_TRUE(std::filesystem::exists(dir + "/config.json"));
+  std::ifstream config_json(dir + "/config.json");
+  std::string config_text((std::istreambuf_iterator<char>(config_json)), std::istreambuf_iterator<char>());
+  EXPECT_NE(config_text.find("\"spin_polls\":500"), std::string::npos) << config_text;
   EXPECT_TRUE(std::filesystem::exists(dir + "/log.txt"));
   std::ifstream metrics(dir + "/metrics.jsonl");
   int rows = 0;

@@ -1,0 +1,17 @@
+#include "actors/system.hpp"
+
+#include "messages/type_ids.hpp"
+
+namespace chorus {
+
+void configure_polling(caf::actor_system_config& cfg, size_t spin_polls) {
+  cfg.set("work-stealing.aggressive-poll-attempts", spin_polls);
+}
+
+void configure_actor_system(caf::actor_system_config& cfg, size_t threads, size_t spin_polls) {
+  cfg.set("scheduler.max-threads", threads);
+  cfg.add_message_types<caf::id_block::chorus>();
+  configure_polling(cfg, spin_polls);
+}
+
+} // namespace chorus
