@@ -143,6 +143,8 @@ public:
 
   void prox(const regularizer& r, float eta, view w) override {
     require_host(w);
+    CHORUS_ASSERT(r.kind >= regularizer::kind_none && r.kind <= regularizer::kind_elastic,
+                  "unknown regularizer kind");
     switch (r.kind) {
       case regularizer::kind_none:
         return;

@@ -130,6 +130,7 @@ mutable_buffer mutable_buffer::copy_of(cview x) {
 }
 
 mutable_buffer mutable_buffer::on_device(size_t n, int dev) {
+  device::require(dev, "a device buffer");  // also when n == 0: a bad index is a bad index
   mutable_buffer out;
   out.block_ = std::make_shared<detail::block>(n, dev);
   return out;

@@ -150,10 +150,22 @@ class cuda_backend final : public backend {
 public:
   explicit cuda_backend(int dev) : dev_(dev) {
     device::require(dev, "the cuda backend");
-    CHORUS_CUDA(cudaSetDevice(dev_));
-    CHORUS_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-    CHORUS_CUDA(cudaMalloc(&scratch_, sizeof(double) + sizeof(int)));
-    CHORUS_CUDA(cudaMallocHost(&pinned_, sizeof(double) + sizeof(int)));
+    try {
+      CHORUS_CUDA(cudaSetDevice(dev_));
+      CHORUS_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+      CHORUS_CUDA(cudaMalloc(&scratch_, sizeof(double) + sizeof(int)));
+      CHORUS_CUDA(cudaMallocHost(&pinned_, sizeof(double) + sizeof(int)));
+    } catch (...) {
+      // The destructor does not run for a half-built object.
+      if (pinned_ != nullptr)
+        cudaFreeHost(pinned_);
+      if (scratch_ != nullptr)
+        cudaFree(scratch_);
+      if (stream_ != nullptr)
+        cudaStreamDestroy(stream_);
+      cudaGetLastError();
+      throw;
+    }
   }
 
   ~cuda_backend() override {
@@ -203,6 +215,8 @@ public:
 
   void copy(cview x, view y) override {
     require(x), require(y), same_size(x.size, y.size);
+    if (x.data == y.data)
+      return;  // memcpy onto itself is undefined; Eigen's copy is a no-op
     enter();
     if (y.size > 0)
       CHORUS_CUDA(cudaMemcpyAsync(y.data, x.data, y.size * sizeof(float),
@@ -339,6 +353,8 @@ private:
   }
 
   void launch_prox(const regularizer& r, float eta, const float* g, view w) {
+    CHORUS_ASSERT(r.kind >= regularizer::kind_none && r.kind <= regularizer::kind_elastic,
+                  "unknown regularizer kind");
     if (w.size == 0)
       return;
     const bool soft = r.kind == regularizer::kind_l1 || r.kind == regularizer::kind_elastic;

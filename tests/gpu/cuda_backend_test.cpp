@@ -61,6 +61,7 @@ TEST(cuda_backend, without_a_device_asking_for_one_is_a_clear_error) {
     EXPECT_NE(what.find("cuda backend"), std::string::npos) << what;
   }
   EXPECT_THROW(mutable_buffer::on_device(16, 0), device_error);
+  EXPECT_THROW(mutable_buffer::on_device(0, 0), device_error);  // an empty one too
   EXPECT_THROW(buffer::from({1.0f, 2.0f}).to_device(0), device_error);
   EXPECT_THROW(make_backend("cuda"), device_error);
 }
@@ -98,6 +99,25 @@ TEST(cuda_backend_gpu, device_buffers_round_trip_and_share_storage) {
   EXPECT_EQ(d.to_host().to_vector(), values);
   auto copy = d;  // a hop inside the process: the handle, not the floats
   EXPECT_TRUE(copy.same_storage(d));
+}
+
+TEST(cuda_backend_gpu, an_adopted_buffer_has_landed_before_the_next_call) {
+  CHORUS_SKIP_WITHOUT_GPUS(1);
+  // adopt() copies on the calling thread's stream, the backend computes on
+  // its own: the copy must be complete when adopt returns. Pooled blocks of
+  // one size are reused every round, as in training, where a copy still in
+  // flight would show stale values of the previous round.
+  auto gpu = make_cuda_backend(0);
+  const size_t n = (size_t{1} << 22) + 7;
+  for (uint64_t round = 0; round < 20; ++round) {
+    auto values = random_vector(n, 100 + round);
+    auto d = gpu->adopt(buffer::from(values));
+    auto out = gpu->allocate(n);
+    gpu->copy(d.span(), out.span());
+    auto got = std::move(out).freeze().to_vector();
+    ASSERT_EQ(got, values) << "round " << round;
+  }
+  EXPECT_THROW(mutable_buffer::on_device(8, device::count()), device_error);
 }
 
 TEST(cuda_backend_gpu, a_device_buffer_serializes_through_the_host) {

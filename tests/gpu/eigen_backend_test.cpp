@@ -93,6 +93,17 @@ TEST(eigen_backend, size_mismatch_is_a_broken_invariant) {
   EXPECT_THROW(be->mean({}, out.span()), invariant_error);
 }
 
+TEST(eigen_backend, an_unknown_regularizer_kind_is_a_broken_invariant) {
+  auto be = make_eigen_backend();
+  auto w = be->zeros(4);
+  regularizer r;
+  r.kind = 7;  // e.g. from a peer built with more kinds
+  r.l1 = 0.1f;
+  EXPECT_THROW(be->prox(r, 0.5f, w.span()), invariant_error);
+  r.kind = regularizer::kind_l1;
+  EXPECT_NO_THROW(be->prox(r, 0.5f, w.span()));
+}
+
 TEST(eigen_backend, all_finite_detects_nan_and_inf) {
   auto be = make_eigen_backend();
   std::vector<float> v(100, 1.0f);
