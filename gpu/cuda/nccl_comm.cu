@@ -108,6 +108,9 @@ struct nccl_comm::impl {
     if (comm == nullptr)
       return;
     cudaSetDevice(device);
+    // Not checked on purpose: a non-blocking communicator may answer
+    // ncclInProgress while NCCL finishes the teardown in the background, and
+    // this runs in destructors, which must not throw. Nothing uses comm after.
     ncclCommAbort(comm);
     comm = nullptr;
   }
@@ -168,7 +171,7 @@ struct nccl_comm::impl {
         }
       }
       if (finalized)
-        ncclCommDestroy(comm);
+        ncclCommDestroy(comm);  // unchecked, as ncclCommAbort above
       else
         abort_comm();  // a no-op if await already aborted it
       comm = nullptr;
@@ -229,6 +232,13 @@ void nccl_comm::all_reduce_mean(cview in, view out) {
   if (in.kind != memory_kind::device || out.kind != memory_kind::device)
     throw std::invalid_argument("all_reduce_mean: NCCL needs device memory (copy the buffer "
                                 "to device " + std::to_string(p.device) + " first)");
+  for (const void* ptr : {static_cast<const void*>(in.data), static_cast<const void*>(out.data)}) {
+    cudaPointerAttributes at{};
+    CHORUS_CUDA(cudaPointerGetAttributes(&at, ptr));
+    if (at.type != cudaMemoryTypeDevice || at.device != p.device)
+      throw std::invalid_argument("all_reduce_mean: a buffer on device " + std::to_string(at.device)
+                                  + " given to the rank on device " + std::to_string(p.device));
+  }
   CHORUS_CUDA(cudaSetDevice(p.device));
   const bool avg = library_has_avg();
   ncclResult_t r = ncclAllReduce(in.data, out.data, out.size, ncclFloat32, avg ? ncclAvg : ncclSum,

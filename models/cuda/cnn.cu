@@ -44,6 +44,12 @@ namespace chorus::cuda_models {
 
 namespace {
 
+// Where the second stage's bias gradient starts in the dbias_ scratch: at a
+// 256-byte boundary, like every allocation, however many channels stage 1 has.
+constexpr int64_t bias2_offset(int64_t stage1_channels) {
+  return (stage1_channels + 63) / 64 * 64;
+}
+
 // evaluate() runs at most this many images per forward pass.
 constexpr int64_t eval_cap = 1024;
 // No convolution algorithm may ask for more scratch than this.
@@ -227,7 +233,7 @@ private:
     if (backward) {
       grow(dwk1_, s1.cout * s1.taps());
       grow(dwk2_, s2.cout * s2.taps());
-      grow(dbias_, s1.cout + s2.cout);
+      grow(dbias_, bias2_offset(s1.cout) + s2.cout);
       grow(dpool2_, pool2);
       grow(dact2_, act2);
       grow(dpool1_, pool1);
@@ -297,7 +303,7 @@ private:
     // aligned in general, and cuDNN may reject that.
     float* db = dbias_.data();
     CHORUS_CUDNN(cudnnConvolutionBackwardBias(dnn_.get(), &one, p.y2.get(), dact2_.data(), &zero,
-                                              b2_.get(), db + s1.cout));
+                                              b2_.get(), db + bias2_offset(s1.cout)));
     CHORUS_CUDNN(cudnnConvolutionBackwardData(dnn_.get(), &one, w2_.get(), wk2_.data(), p.y2.get(),
                                               dact2_.data(), conv_.get(), p.data2, ws, p.workspace,
                                               &zero, p.x2.get(), dpool1_.data()));
@@ -314,7 +320,7 @@ private:
 
     CHORUS_CUDA(cudaMemcpyAsync(g + s1.b_offset, db, static_cast<size_t>(s1.cout) * sizeof(float),
                                 cudaMemcpyDeviceToDevice, s));
-    CHORUS_CUDA(cudaMemcpyAsync(g + s2.b_offset, db + s1.cout,
+    CHORUS_CUDA(cudaMemcpyAsync(g + s2.b_offset, db + bias2_offset(s1.cout),
                                 static_cast<size_t>(s2.cout) * sizeof(float),
                                 cudaMemcpyDeviceToDevice, s));
   }

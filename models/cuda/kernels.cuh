@@ -40,7 +40,8 @@ void relu_backward(float* dz, const float* a, int64_t count, cudaStream_t stream
 /// log(sum_c exp(z_c - max)) - (z_y - max) to sample_loss[j] (double); with
 /// `dlogits`, writes scale * (softmax - onehot) there (the gradient of the
 /// mean loss when scale = 1/n); with `sample_hit`, writes 1 where the first
-/// maximum is the label, else 0.
+/// maximum is the label, else 0. dlogits must not alias logits (the kernel
+/// reads them through __restrict__ pointers).
 void softmax_xent(const float* logits, const int32_t* labels, int64_t n, int64_t classes,
                   float scale, float* dlogits, double* sample_loss, int32_t* sample_hit,
                   cudaStream_t stream);

@@ -10,8 +10,9 @@
 // on another stream than the model's: that it matches the CPU also checks
 // that each call returns with its device work finished.
 //
-// Tolerances. Loss: relative 1e-5 (float rounding of the forward pass is
-// ~1e-7 relative here). Gradient, per parameter tensor: max |gpu - cpu| <=
+// Tolerances. Loss: relative rtol / 10, i.e. 1e-5 for the dense models (float
+// rounding of the forward pass is ~1e-7 relative here) and 1e-4 for the CNN,
+// whose forward convolutions cuDNN may also run as Winograd or FFT. Gradient, per parameter tensor: max |gpu - cpu| <=
 // rtol * max |cpu| over that tensor + 1e-7, with rtol 1e-4 for the dense
 // models (cuBLAS and Eigen sum in different orders, nothing else differs)
 // and 1e-3 for the CNN (cuDNN may pick Winograd or FFT convolutions, whose
@@ -123,12 +124,12 @@ step gpu_step(model& m, const mutable_buffer& w, mutable_buffer& g, const datase
   return s;
 }
 
-// Loss within 1e-5 relative; each tensor's gradient within rtol of that
+// Loss within rtol / 10 relative; each tensor's gradient within rtol of that
 // tensor's largest CPU entry (and that entry nonzero, so the check has teeth).
 void expect_same_step(const model& m, const step& cpu, const step& gpu, double rtol,
                       const std::string& what) {
   EXPECT_TRUE(std::isfinite(gpu.loss)) << what;
-  EXPECT_NEAR(gpu.loss, cpu.loss, 1e-5 * std::abs(cpu.loss)) << what << ": loss";
+  EXPECT_NEAR(gpu.loss, cpu.loss, rtol / 10 * std::abs(cpu.loss)) << what << ": loss";
   ASSERT_EQ(gpu.g.size(), cpu.g.size());
   for (const param_tensor& t : m.layout()) {
     int64_t count = 1;
@@ -158,11 +159,12 @@ void expect_same_step(const model& m, const step& cpu, const step& gpu, double r
   }
 }
 
-// Evaluation: same loss within 1e-5 relative, same number of hits up to one
-// (an argmax between two logits within rounding of each other).
-void expect_same_eval(const eval_result& cpu, const eval_result& gpu, const std::string& what) {
+// Evaluation: same loss within loss_rtol relative, same number of hits up to
+// one (an argmax between two logits within rounding of each other).
+void expect_same_eval(const eval_result& cpu, const eval_result& gpu, const std::string& what,
+                      double loss_rtol = 1e-5) {
   EXPECT_EQ(gpu.samples, cpu.samples) << what;
-  EXPECT_NEAR(gpu.loss, cpu.loss, 1e-5 * std::abs(cpu.loss)) << what << ": loss";
+  EXPECT_NEAR(gpu.loss, cpu.loss, loss_rtol * std::abs(cpu.loss)) << what << ": loss";
   const double hits_cpu = cpu.accuracy * static_cast<double>(cpu.samples);
   const double hits_gpu = gpu.accuracy * static_cast<double>(gpu.samples);
   EXPECT_LE(std::abs(hits_gpu - hits_cpu), 1.0 + 1e-9) << what << ": accuracy " << gpu.accuracy
@@ -304,15 +306,15 @@ void check_against_cpu(const std::string& spec, int64_t batch, double rtol, bool
   const std::vector<int64_t> subset = random_batch(data, 700, 13);
   expect_same_eval(cpu.evaluate(at->w.data(), data, subset.data(), 700),
                    gpu.evaluate(at->w_dev.data(), data, subset.data(), 700),
-                   spec + " evaluate(subset)");
+                   spec + " evaluate(subset)", rtol / 10);
   expect_same_eval(cpu.evaluate(at->w.data(), data, nullptr, data.size()),
                    gpu.evaluate(at->w_dev.data(), data, nullptr, data.size()),
-                   spec + " evaluate(all)");
+                   spec + " evaluate(all)", rtol / 10);
   // A different dataset (a test set) on the same model.
   const dataset test = image_classes(300, 8);
   expect_same_eval(cpu.evaluate(at->w.data(), test, nullptr, test.size()),
                    gpu.evaluate(at->w_dev.data(), test, nullptr, test.size()),
-                   spec + " evaluate(test set)");
+                   spec + " evaluate(test set)", rtol / 10);
 }
 
 // -- every build -------------------------------------------------------------------
@@ -399,7 +401,7 @@ TEST(cuda_model, cnn_matches_cpu_on_odd_sides) {
   std::vector<float> g(w.size());
   const double lc = cpu->loss_grad(w.data(), d, nullptr, 40, g.data());
   const double lg = gpu->loss_grad(wd.data(), d, nullptr, 40, gd.data());
-  EXPECT_NEAR(lg, lc, 1e-5 * lc);
+  EXPECT_NEAR(lg, lc, 1e-4 * lc);  // a CNN: see the loss tolerance at the top
   // The dense head's gradient is continuous in the pooled features.
   const std::vector<float> gg = download(gd);
   const auto layout = cpu->layout();
@@ -412,7 +414,7 @@ TEST(cuda_model, cnn_matches_cpu_on_odd_sides) {
   EXPECT_GT(scale, 0.0);
   EXPECT_LE(worst, 1e-3 * scale + 1e-7);
   expect_same_eval(cpu->evaluate(w.data(), d, nullptr, 40), gpu->evaluate(wd.data(), d, nullptr, 40),
-                   "cnn:3,5 on 10x10");
+                   "cnn:3,5 on 10x10", 1e-4);
 }
 
 TEST(cuda_model, rejects_bad_specs_and_calls) {
