@@ -82,6 +82,13 @@ inline bool quick() {
   return v && *v && std::string(v) != "0";
 }
 
+/// Where the benchmarks read Fashion-MNIST: $CHORUS_FASHION_MNIST if set,
+/// else Debian's dataset-fashion-mnist folder.
+inline std::string fashion_mnist_dir() {
+  const char* env = std::getenv("CHORUS_FASHION_MNIST");
+  return env && *env ? env : default_fashion_mnist_dir;
+}
+
 /// A regression dataset for protocol benchmarks: `samples` samples of
 /// `features` features, y = 0.5. Features are scaled by 1/sqrt(features) so
 /// ||x||^2 < 1 and plain SGD with lr < 2 never diverges, whatever the width.

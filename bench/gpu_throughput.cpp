@@ -16,7 +16,6 @@
 // so `make bench` stays green on CPU machines.
 //
 // Run: build/bench/gpu_throughput   (CHORUS_BENCH_QUICK=1: fewer steps)
-#include <cstdlib>
 #include <exception>
 #include <filesystem>
 #include <string>
@@ -67,8 +66,7 @@ void device_mean(int dev) {
 }
 
 void gpu_training(int dev) {
-  const char* env = std::getenv("CHORUS_FASHION_MNIST");
-  const std::string dir = env && *env ? env : default_fashion_mnist_dir;
+  const std::string dir = bench::fashion_mnist_dir();
   if (!std::filesystem::exists(dir)) {
     bench::print(bench::line("gpu_training").add("error", "no Fashion-MNIST at " + dir));
     return;

@@ -17,7 +17,6 @@
 #include <Eigen/Core>
 
 #include <cstdint>
-#include <cstdlib>
 #include <exception>
 #include <filesystem>
 #include <numeric>
@@ -93,14 +92,9 @@ double raw_samples_per_s(const dataset& train, int64_t steps, int reps) {
   return bench::median(rates);
 }
 
-std::string data_dir() {
-  const char* env = std::getenv("CHORUS_FASHION_MNIST");
-  return env && *env ? env : default_fashion_mnist_dir;
-}
-
 int run_all() {
   const bool quick = bench::quick();
-  const std::string dir = data_dir();
+  const std::string dir = bench::fashion_mnist_dir();
   if (!std::filesystem::exists(std::filesystem::path(dir) / "train-images-idx3-ubyte.gz")) {
     bench::note("training_throughput: Fashion-MNIST not found in " + dir
                 + " (install dataset-fashion-mnist or set CHORUS_FASHION_MNIST)");
