@@ -41,12 +41,10 @@ int64_t max_samples_for(const experiment_config& cfg, int64_t train_size) {
 std::string layout_json(const std::vector<param_tensor>& layout) {
   std::string out = "[";
   for (size_t i = 0; i < layout.size(); ++i) {
-    std::string shape = "[";
-    for (size_t k = 0; k < layout[i].shape.size(); ++k)
-      shape += (k ? "," : "") + std::to_string(layout[i].shape[k]);
-    shape += "]";
     json_object o;
-    o.add("name", layout[i].name).raw("shape", shape).add("offset", layout[i].offset);
+    o.add("name", layout[i].name)
+      .raw("shape", json_int_array(layout[i].shape))
+      .add("offset", layout[i].offset);
     out += (i ? "," : "") + o.str();
   }
   return out + "]";
@@ -139,15 +137,6 @@ void validate(const experiment_config& cfg) {
   require(known, "unknown dataset '" + cfg.dataset + "'; valid: " + valid);
 }
 
-namespace {
-std::string devices_json(const std::vector<int>& devices) {
-  std::string out = "[";
-  for (size_t i = 0; i < devices.size(); ++i)
-    out += (i ? "," : "") + std::to_string(devices[i]);
-  return out + "]";
-}
-} // namespace
-
 std::string to_json(const experiment_config& cfg) {
   json_object o;
   o.add("algorithm", cfg.algorithm)
@@ -172,7 +161,7 @@ std::string to_json(const experiment_config& cfg) {
     .add("link_delay", cfg.link_delay)
     .add("crash", cfg.crash)
     .add("backend", cfg.backend)
-    .raw("devices", devices_json(cfg.devices))
+    .raw("devices", json_int_array(cfg.devices))
     .add("out", cfg.out_dir);
   json_object opts;
   for (auto& [k, v] : cfg.options)

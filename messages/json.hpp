@@ -13,6 +13,15 @@ namespace chorus {
 /// Quotes and escapes a string for JSON.
 std::string json_quote(const std::string& s);
 
+/// A JSON array of integers, e.g. [784,256].
+template <class Int>
+std::string json_int_array(const std::vector<Int>& xs) {
+  std::string out = "[";
+  for (size_t i = 0; i < xs.size(); ++i)
+    out += (i ? "," : "") + std::to_string(xs[i]);
+  return out + "]";
+}
+
 /// Builds one JSON object, keys in insertion order.
 class json_object {
 public:
