@@ -4,9 +4,6 @@
 
 namespace chorus {
 
-std::unique_ptr<backend> make_cuda_backend(int) {
-  device::require(0, "the cuda backend");  // throws: "this build has no CUDA backend"
-  return nullptr;
-}
+std::unique_ptr<backend> make_cuda_backend(int) { device::unavailable("the cuda backend"); }
 
 } // namespace chorus

@@ -50,5 +50,11 @@ void zero(void* p, size_t bytes, int dev);
 /// Throws device_error naming `what` if no device `dev` exists.
 void require(int dev, const char* what);
 
+#ifndef CHORUS_HAVE_CUDA
+/// For the *_none.cpp stand-ins of a build without CUDA: throws device_error
+/// "WHAT: this build of Chorus has no CUDA backend (...how to get one)".
+[[noreturn]] void unavailable(const std::string& what);
+#endif
+
 } // namespace device
 } // namespace chorus

@@ -4,13 +4,11 @@
 
 namespace chorus::device {
 
-namespace {
-[[noreturn]] void unavailable(const char* what) {
-  throw device_error(std::string(what)
+void unavailable(const std::string& what) {
+  throw device_error(what
                      + ": this build of Chorus has no CUDA backend (nvcc was not found at "
                        "configure time; reconfigure with -DCHORUS_ENABLE_CUDA=ON)");
 }
-} // namespace
 
 bool built_with_cuda() { return false; }
 int count() { return 0; }

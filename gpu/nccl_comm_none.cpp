@@ -2,15 +2,16 @@
 // call, is a clear device_error instead of a crash or a link error.
 #include "gpu/nccl_comm.hpp"
 
-#include <stdexcept>
+#include <string>
+
+#include "gpu/device.hpp"
 
 namespace chorus {
 
 namespace {
+// NCCL comes with the CUDA backend: without it, every call says so.
 [[noreturn]] void unavailable(const char* what) {
-  throw device_error(std::string(what)
-                     + ": this build of Chorus has no CUDA backend, so no NCCL (nvcc was not "
-                       "found at configure time; reconfigure with -DCHORUS_ENABLE_CUDA=ON)");
+  device::unavailable(std::string(what) + " (NCCL)");
 }
 } // namespace
 
