@@ -39,11 +39,22 @@ struct run_context {
   std::vector<int> worker_devices;
 };
 
+/// Spawns a protocol actor running `fun(self, ctx, xs...)`: detached when its
+/// backend is a GPU's (each combine or update ends in a stream
+/// synchronization), so those waits never stall a scheduler thread and the
+/// actors queued behind it.
+template <class Fun, class... Ts>
+protocol_actor spawn_protocol(caf::actor_system& sys, Fun fun, run_context ctx, Ts&&... xs) {
+  if (ctx.backend == "cuda")
+    return sys.spawn<caf::detached>(fun, std::move(ctx), std::forward<Ts>(xs)...);
+  return sys.spawn(fun, std::move(ctx), std::forward<Ts>(xs)...);
+}
+
 /// The state every protocol actor starts from.
 struct protocol_state {
   run_context ctx;
   run_tracker tracker;
-  std::unique_ptr<backend> be = make_eigen_backend();
+  std::unique_ptr<backend> be;  ///< made by init from ctx.backend and ctx.device
   caf::typed_response_promise<run_summary> promise;
   std::vector<bool> alive;  ///< per worker: still taking part
 

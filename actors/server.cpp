@@ -299,12 +299,7 @@ protocol_actor::behavior_type server_behavior(server_pointer self, run_context c
 protocol_actor spawn_round_server(caf::actor_system& sys, run_context ctx, round_rule rule) {
   CHORUS_ASSERT(rule.ask && rule.combine, "a round rule needs ask and combine");
   CHORUS_ASSERT(!ctx.workers.empty(), "a round server needs at least one worker");
-  // On a GPU backend every combine ends in a stream synchronization: the
-  // server gets a thread of its own so its waits never stall CAF's
-  // scheduler threads (and the actors queued behind it).
-  if (ctx.backend == "cuda")
-    return sys.spawn<caf::detached>(server_behavior, std::move(ctx), std::move(rule));
-  return sys.spawn(server_behavior, std::move(ctx), std::move(rule));
+  return spawn_protocol(sys, server_behavior, std::move(ctx), std::move(rule));
 }
 
 } // namespace chorus

@@ -221,11 +221,7 @@ protocol_actor::behavior_type async_sgd_behavior(async_pointer self, run_context
 } // namespace
 
 protocol_actor spawn_async_sgd(caf::actor_system& sys, run_context ctx) {
-  // On a GPU the server waits on its stream for every update: it gets a
-  // thread of its own instead of holding one of the scheduler's.
-  if (ctx.backend == "cuda")
-    return sys.spawn<caf::detached>(async_sgd_behavior, std::move(ctx));
-  return sys.spawn(async_sgd_behavior, std::move(ctx));
+  return spawn_protocol(sys, async_sgd_behavior, std::move(ctx));
 }
 
 } // namespace chorus
