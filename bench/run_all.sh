@@ -22,30 +22,30 @@ if [ ! -d "$build/bench" ]; then
   exit 1
 fi
 
-for exe in "$build"/bench/*; do
-  [ -f "$exe" ] && [ -x "$exe" ] || continue
-  name=$(basename "$exe")
+# Runs one benchmark (NAME, then its command line); a failure leaves an
+# error line and makes the script's status 1.
+run_one() {
+  name=$1
+  shift
   echo "run_all: $name" >&2
-  "$exe"
+  "$@"
   rc=$?
   if [ $rc -ne 0 ]; then
     echo "run_all: $name failed with status $rc" >&2
     printf '{"bench":"%s","error":"exit status %d"}\n' "$name" "$rc"
     status=1
   fi
+}
+
+for exe in "$build"/bench/*; do
+  [ -f "$exe" ] && [ -x "$exe" ] || continue
+  run_one "$(basename "$exe")" "$exe"
 done
 
 # pytorch_gpu reports "torch sees no CUDA device" and exits 0 on CPU machines.
 for script in pytorch_mlp pytorch_gpu; do
-  echo "run_all: $script" >&2
   if [ -x "$python" ]; then
-    "$python" "$here/$script.py"
-    rc=$?
-    if [ $rc -ne 0 ]; then
-      echo "run_all: $script failed with status $rc" >&2
-      printf '{"bench":"%s","error":"exit status %d"}\n' "$script" "$rc"
-      status=1
-    fi
+    run_one "$script" "$python" "$here/$script.py"
   else
     echo "run_all: $python not found; PyTorch comparison skipped" >&2
     printf '{"bench":"%s","error":"%s not found"}\n' "$script" "$python"
