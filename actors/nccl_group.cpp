@@ -227,6 +227,21 @@ struct group_state {
 
   bool ready() const { return joined == ranks.size(); }
 
+  // Answers everything that waited for the group to form: ready requests
+  // and queued collectives; `why` is null when it formed, else why not.
+  void settle_waiters(const caf::error* why) {
+    for (auto& p : waiting)
+      if (why != nullptr)
+        p.deliver(*why);
+      else
+        p.deliver(ok_atom_v);
+    waiting.clear();
+    auto pending = std::move(queued);
+    queued.clear();
+    for (auto& q : pending)
+      q(why);
+  }
+
   // Stops the ranks: any wait in NCCL gives up, then each is told to exit.
   void stop_ranks() {
     if (cancel)
@@ -254,13 +269,7 @@ void break_group(group_pointer self, caf::error err) {
   st.broken = group_error(err);
   st.stop_ranks();
   const caf::error why = st.broken;
-  for (auto& p : st.waiting)
-    p.deliver(why);
-  st.waiting.clear();
-  auto queued = std::move(st.queued);
-  st.queued.clear();
-  for (auto& q : queued)
-    q(&why);
+  st.settle_waiters(&why);
   auto in_flight = std::move(st.in_flight);
   st.in_flight.clear();
   for (auto& entry : in_flight)
@@ -271,13 +280,7 @@ void rank_joined(group_pointer self) {
   auto& st = self->state;
   if (st.broken || ++st.joined < st.ranks.size())
     return;
-  for (auto& p : st.waiting)
-    p.deliver(ok_atom_v);
-  st.waiting.clear();
-  auto queued = std::move(st.queued);
-  st.queued.clear();
-  for (auto& q : queued)
-    q(nullptr);
+  st.settle_waiters(nullptr);
 }
 
 // One collective over every rank (inputs[i] to rank i); `finish` gets the N
