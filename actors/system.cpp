@@ -6,6 +6,10 @@ namespace chorus {
 
 void configure_polling(caf::actor_system_config& cfg, size_t spin_polls) {
   cfg.set("work-stealing.aggressive-poll-attempts", spin_polls);
+  // CAF steals every 10 polls in this phase; a long phase needs a sparser
+  // rhythm or it starves actors (see system.hpp).
+  if (spin_polls > default_spin_polls)
+    cfg.set("work-stealing.aggressive-steal-interval", size_t{1000});
 }
 
 void configure_actor_system(caf::actor_system_config& cfg, size_t threads, size_t spin_polls) {

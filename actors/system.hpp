@@ -4,11 +4,17 @@
 // CAF 0.17's work-stealing threads poll their queue 100 times, then nap 50 us
 // between polls (500 times), then 10 ms. A synchronous round is a few hops
 // between threads, and a hop to a napping thread waits out the nap: with
-// 2 workers on 2 cores that cost sync_sgd about a third of its throughput
-// (131-144k samples/s with CAF's default, 188-207k polling 100000 times; MLP
-// 784-256-10, batch 64, Fashion-MNIST). Chorus therefore lets an idle thread
-// poll for a few milliseconds (100000 attempts) before it naps, as NCCL and
-// MPI progress loops do; an idle run still goes quiet after that.
+// 2 workers on 2 cores sync_sgd runs at 131-144k samples/s with CAF's
+// default and 186-203k when idle threads poll 100000 times first (MLP
+// 784-256-10, batch 64, Fashion-MNIST, one host and session).
+//
+// Polling longer is not the default, because it costs fairness: an idle
+// thread that polls also tries to steal every 10 polls, and that churn left
+// async_gossip's peers starved in 3 of 30 runs (18 .. 1136 local steps per
+// peer where 300 each was due); with CAF's default 0 of 30. So polling is
+// opt-in (spin_polls, `chorus train --spin-polls N`), and when it is asked
+// for, a polling thread steals only every 1000 polls (0 of 70 runs unfair,
+// throughput as above).
 #pragma once
 
 #include <cstddef>
@@ -17,11 +23,12 @@
 
 namespace chorus {
 
-/// Queue polls before an idle scheduler thread starts to nap (CAF: 100).
-constexpr size_t default_spin_polls = 100000;
+/// Queue polls before an idle scheduler thread starts to nap: CAF's own
+/// default, which keeps asynchronous protocols fair.
+constexpr size_t default_spin_polls = 100;
 
-/// How long idle scheduler threads poll before they nap; CLI arguments that
-/// CAF parses later (--work-stealing.aggressive-poll-attempts) still win.
+/// How long idle scheduler threads poll before they nap (see above); CLI
+/// arguments that CAF parses later (--work-stealing.*) still win.
 void configure_polling(caf::actor_system_config& cfg, size_t spin_polls = default_spin_polls);
 
 /// `threads` scheduler threads, Chorus's message types, and the polling above:

@@ -10,6 +10,8 @@
 //   sync_sgd        run_experiment with 1 and 2 workers (one scheduler thread
 //                   per worker): adds actors, the barrier and the server's
 //                   update. ratio = samples_per_s / (workers * per-core bound).
+//                   Once with CAF's polling (the default), once with
+//                   spin_polls 100000 (actors/system.hpp).
 //
 // Run: build/bench/training_throughput   (CHORUS_BENCH_QUICK=1: fewer steps)
 // Needs /usr/share/datasets/fashion-mnist (Debian's dataset-fashion-mnist)
@@ -24,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "actors/system.hpp"
 #include "algorithms/experiment.hpp"
 #include "bench/bench_util.hpp"
 #include "data/dataset.hpp"
@@ -137,48 +140,55 @@ int run_all() {
   }
 
   // sync_sgd through the actors.
-  for (int32_t workers : {1, 2}) {
-    experiment_config cfg;
-    cfg.algorithm = "sync_sgd";
-    cfg.workers = workers;
-    cfg.model = model_spec;
-    cfg.batch = batch;
-    cfg.lr = 0.1;
-    cfg.epochs = 1;
-    if (quick)
-      cfg.steps = 100;
-    cfg.threads = workers;
-    cfg.progress = false;
-    cfg.eval_every = 1000000;  // evaluations only at step 0 and at the end
-    const int reps = quick ? 1 : 3;
-    std::vector<double> rates;
-    run_summary last;
-    for (int r = 0; r < reps; ++r) {
-      bench::note("sync_sgd, " + std::to_string(workers) + " worker(s), run "
-                  + std::to_string(r + 1) + "/" + std::to_string(reps));
-      auto res = run_experiment(cfg, data);
-      const auto& s = res.summary;
-      rates.push_back(static_cast<double>(s.samples) / (s.wall_s - s.eval_s));
-      last = s;
+  // Both scheduler settings: CAF's polling (the default) and idle threads
+  // that poll before they nap (--spin-polls 100000, actors/system.hpp).
+  for (int64_t spin_polls : {static_cast<int64_t>(default_spin_polls), int64_t{100000}}) {
+    for (int32_t workers : {1, 2}) {
+      experiment_config cfg;
+      cfg.algorithm = "sync_sgd";
+      cfg.spin_polls = spin_polls;
+      cfg.workers = workers;
+      cfg.model = model_spec;
+      cfg.batch = batch;
+      cfg.lr = 0.1;
+      cfg.epochs = 1;
+      if (quick)
+        cfg.steps = 100;
+      cfg.threads = workers;
+      cfg.progress = false;
+      cfg.eval_every = 1000000;  // evaluations only at step 0 and at the end
+      const int reps = quick ? 1 : 3;
+      std::vector<double> rates;
+      run_summary last;
+      for (int r = 0; r < reps; ++r) {
+        bench::note("sync_sgd, " + std::to_string(workers) + " worker(s), spin_polls "
+                    + std::to_string(spin_polls) + ", run "
+                    + std::to_string(r + 1) + "/" + std::to_string(reps));
+        auto res = run_experiment(cfg, data);
+        const auto& s = res.summary;
+        rates.push_back(static_cast<double>(s.samples) / (s.wall_s - s.eval_s));
+        last = s;
+      }
+      const double sps = bench::median(rates);
+      const double bound = bound_per_core * workers;
+      auto o = bench::line("training_throughput");
+      o.add("mode", "sync_sgd")
+        .add("model", model_spec)
+        .add("workers", workers)
+        .add("threads", workers)
+        .add("spin_polls", spin_polls)
+        .add("batch", batch)
+        .add("steps", last.steps)
+        .add("reps", reps)
+        .add("samples_per_s", sps)
+        .add("gemm_bound_samples_per_s", bound)
+        .add("ratio", sps / bound)
+        .add("gflops", flops * sps / 1e9)
+        .add("test_acc", last.test_acc)
+        .add("wall_s", last.wall_s)
+        .add("eval_s", last.eval_s);
+      bench::print(o);
     }
-    const double sps = bench::median(rates);
-    const double bound = bound_per_core * workers;
-    auto o = bench::line("training_throughput");
-    o.add("mode", "sync_sgd")
-      .add("model", model_spec)
-      .add("workers", workers)
-      .add("threads", workers)
-      .add("batch", batch)
-      .add("steps", last.steps)
-      .add("reps", reps)
-      .add("samples_per_s", sps)
-      .add("gemm_bound_samples_per_s", bound)
-      .add("ratio", sps / bound)
-      .add("gflops", flops * sps / 1e9)
-      .add("test_acc", last.test_acc)
-      .add("wall_s", last.wall_s)
-      .add("eval_s", last.eval_s);
-    bench::print(o);
   }
   return 0;
 }

@@ -31,7 +31,8 @@ struct example_config : caf::actor_system_config {
   std::string model = "mlp:256";
   example_config() {
     add_message_types<caf::id_block::chorus>();
-    configure_polling(*this);  // actors/system.hpp: why threads poll before they nap
+    // A synchronous protocol: idle threads poll before they nap (actors/system.hpp).
+    configure_polling(*this, 100000);
     opt_group{custom_options_, "global"}
       .add(workers, "workers", "number of workers")
       .add(epochs, "epochs", "passes over the training set")

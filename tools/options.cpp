@@ -97,7 +97,7 @@ const std::vector<option_spec>& option_table() {
      }},
     {"threads", "T", "CAF scheduler threads (cores to use) [2]",
      [](auto& c, auto& v) { c.threads = to_int32("threads", v); }},
-    {"spin-polls", "N", "idle scheduler threads poll N times before they nap (CAF's default: 100) [100000]",
+    {"spin-polls", "N", "idle scheduler threads poll N times before they nap; 100000 makes sync rounds 1.3-1.5x faster on 2 cores, but async protocols less even [100]",
      [](auto& c, auto& v) { c.spin_polls = to_int("spin-polls", v); }},
     {"eval-every", "STEPS", "evaluate on the test set every STEPS steps; 0: twice per epoch [0]",
      [](auto& c, auto& v) { c.eval_every = to_int("eval-every", v); }},
