@@ -149,9 +149,7 @@ void on_error(server_pointer self, int64_t round, size_t i, const caf::error& er
   auto& st = self->state;
   if (!st.tracker.running() || round != st.round_id || !st.awaiting[i])
     return;
-  // A Chorus error means the worker rejected the request (NaN gradient,
-  // wrong size, a failed computation): a bug or bad data, so the run stops.
-  if (err.category() == errc_category) {
+  if (is_run_failure(err)) {
     fail_run(self, err);
     return;
   }

@@ -165,7 +165,7 @@ void ask(async_pointer self, size_t i) {
             auto& st = self->state;
             if (!st.settle(i))
               return;
-            if (err.category() == errc_category) {
+            if (is_run_failure(err)) {
               fail_run(self, err);
               return;
             }

@@ -186,13 +186,6 @@ struct peer_base {
   }
 };
 
-/// True if `err` fails the whole run (a Chorus error such as NaN or a
-/// dimension mismatch); false if it only loses one node (worker_lost, a
-/// timeout, a terminated actor).
-inline bool is_run_failure(const caf::error& err) {
-  return err.category() == errc_category && err.code() != static_cast<uint8_t>(errc::worker_lost);
-}
-
 /// Sends a line to the run's log, prefixed with the peer's rank.
 template <class Self>
 void peer_log(Self self, const std::string& line) {

@@ -318,10 +318,7 @@ void ask(replica_pointer self, size_t i) {
     .then([self, i](gradient& g) { on_gradient(self, i, g); },
           [self, i](caf::error& err) {
             auto& st = self->state;
-            // A worker's own failure (non-finite gradient, bad request) is a
-            // bug to report; a worker that is gone is dropped.
-            if (err.category() == errc_category
-                && static_cast<errc>(err.code()) != errc::worker_lost) {
+            if (is_run_failure(err)) {
               if (settle(st, i))
                 fail_run(self, err);
               return;

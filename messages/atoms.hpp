@@ -30,11 +30,6 @@ using flush_atom = caf::atom_constant<caf::atom("flush")>;
 using gossip_atom = caf::atom_constant<caf::atom("gossip")>;
 /// Peer/agent -> coordinator: my state at a reporting point.
 using report_atom = caf::atom_constant<caf::atom("report")>;
-/// Leader protocols: the current leader's weights.
-using leader_atom = caf::atom_constant<caf::atom("leader")>;
-/// Push to / pull from a centre variable (EASGD) or a parameter server.
-using push_atom = caf::atom_constant<caf::atom("push")>;
-using pull_atom = caf::atom_constant<caf::atom("pull")>;
 /// Generic acknowledgement.
 using ok_atom = caf::atom_constant<caf::atom("ok")>;
 /// Reducer: the mean of a set of buffers, wherever they live.
@@ -59,9 +54,6 @@ constexpr flush_atom flush_atom_v{};
 constexpr ok_atom ok_atom_v{};
 constexpr gossip_atom gossip_atom_v{};
 constexpr report_atom report_atom_v{};
-constexpr leader_atom leader_atom_v{};
-constexpr push_atom push_atom_v{};
-constexpr pull_atom pull_atom_v{};
 constexpr reduce_atom reduce_atom_v{};
 constexpr all_reduce_atom all_reduce_atom_v{};
 constexpr ready_atom ready_atom_v{};

@@ -47,4 +47,8 @@ std::string describe(const caf::error& err) {
   return caf::to_string(err);
 }
 
+bool is_run_failure(const caf::error& err) {
+  return err.category() == errc_category && err.code() != static_cast<uint8_t>(errc::worker_lost);
+}
+
 } // namespace chorus

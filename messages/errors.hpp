@@ -42,4 +42,11 @@ caf::error make_error(errc x, std::string context = {});
 /// Renders any caf::error, Chorus's with their context, for logs and users.
 std::string describe(const caf::error& err);
 
+/// The one decision every engine makes about an error from a worker or peer:
+/// true if it fails the whole run (a Chorus error such as a NaN gradient, a
+/// dimension mismatch or a failed computation: a bug or bad data that would
+/// recur), false if it only loses that one worker (errc::worker_lost, a
+/// timeout, a terminated or unreachable actor: the others go on).
+bool is_run_failure(const caf::error& err);
+
 } // namespace chorus
