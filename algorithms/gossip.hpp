@@ -37,7 +37,7 @@
 
 #include <caf/all.hpp>
 
-#include "actors/protocol.hpp"
+#include "engines/protocol.hpp"
 #include "algorithms/topology.hpp"
 
 namespace chorus {

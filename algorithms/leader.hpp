@@ -27,7 +27,7 @@
 
 #include <caf/actor_system.hpp>
 
-#include "actors/protocol.hpp"
+#include "engines/protocol.hpp"
 
 namespace chorus {
 

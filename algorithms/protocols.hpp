@@ -4,7 +4,7 @@
 
 #include <caf/actor_system.hpp>
 
-#include "actors/server.hpp"
+#include "engines/round_server.hpp"
 
 namespace chorus {
 

@@ -8,7 +8,7 @@
 
 #include <caf/actor_system.hpp>
 
-#include "actors/server.hpp"
+#include "engines/round_server.hpp"
 #include "data/dataset.hpp"
 
 namespace chorus {

@@ -1,4 +1,4 @@
-// The synchronous round server (see server.hpp for what it does and why).
+// The synchronous round server (see round_server.hpp for what it does and why).
 //
 // Round lifecycle:  start_round -> (ask each selected worker) -> settle() per
 // reply or loss, until nothing is pending -> end_round -> [reduce_round: the
@@ -6,7 +6,7 @@
 // evaluate -> start_round ... -> finish. A round id tags every request
 // so a reply from a round already closed, or from a worker already given up
 // on, is ignored rather than miscounted.
-#include "actors/server.hpp"
+#include "engines/round_server.hpp"
 
 #include <optional>
 

@@ -22,7 +22,7 @@
 
 #include <caf/actor_system.hpp>
 
-#include "actors/protocol.hpp"
+#include "engines/protocol.hpp"
 
 namespace chorus {
 
