@@ -21,6 +21,9 @@ protocol_actor spawn_local_sgd(caf::actor_system& sys, run_context ctx);
 protocol_actor spawn_lazy_sgd(caf::actor_system& sys, run_context ctx);
 /// ri_sgd: local SGD over redundantly held shards; survives crashes (ri_sgd.cpp).
 protocol_actor spawn_ri_sgd(caf::actor_system& sys, run_context ctx);
+/// ri_sgd's data: every worker's base shard plus copies of round(mu (n-1))
+/// other shards (option redundancy = mu), before the workers exist.
+partition ri_sgd_shards(const partition& base, const run_plan& plan);
 
 /// The round rules behind them, for protocols that reuse or wrap them.
 round_rule sync_sgd_rule(const run_plan& plan);

@@ -10,58 +10,80 @@ namespace chorus {
 
 namespace {
 
-// RI-SGD: every worker also holds copies of other workers' shards.
-partition redundant_shards(const partition& base, const run_plan& plan, run_context& ctx) {
-  double mu = plan.number("redundancy", 0.25);
-  auto held = std::make_shared<redundant_partition>(make_redundant(base, mu, plan.number("seed", 1)));
-  ctx.redundancy = held;
-  return held->held;
-}
+// Options several protocols share, each with the same meaning and default.
+const protocol_option tau_local{"tau", "K", "8", "local steps per worker between averages"};
+const protocol_option fraction{"fraction", "F", "1",
+                               "share of the live workers sampled per round (FedAvg)"};
+const protocol_option post_local{"post_local", "K", "0",
+                                 "synchronous (tau 1) for the first K rounds, then local"};
+const protocol_option topology_option{
+  "topology", "SPEC", "ring",
+  "graph: ring | torus | complete | star | hypercube | exp | onepeer-exp | erdos:P | file:PATH"};
+const protocol_option weights_option{"weights", "RULE", "uniform",
+                                     "mixing weights: uniform | metropolis"};
+const protocol_option allreduce{
+  "allreduce", "MODE", "none",
+  "on --backend cuda: none (the server averages) | nccl (the workers all-reduce)"};
 
 } // namespace
 
 const std::vector<algorithm_info>& algorithm_registry() {
   static const std::vector<algorithm_info> table = {
     {"sync_sgd", "synchronous parallel SGD, server-side prox: w+ = Prox(w - eta mean_i g_i)",
-     "one round: every worker computes one mini-batch gradient", spawn_sync_sgd, {},
-     {"allreduce"}},
+     "one round: every worker computes one mini-batch gradient", spawn_sync_sgd, {allreduce},
+     true},
     {"sync_sgd_avg", "synchronous parallel SGD, averaged prox: w+ = mean_i Prox(w - eta g_i)",
-     "one round: every worker takes one proximal step", spawn_sync_sgd_avg, {}, {"allreduce"}},
-    {"async_sgd", "asynchronous delayed-gradient SGD: w <- Prox(w - eta_tau g_i(w_{t-tau})) per arrival",
-     "one applied gradient (one worker's mini-batch)", spawn_async_sgd, {},
-     {"staleness_bound", "staleness_lr"}},
+     "one round: every worker takes one proximal step", spawn_sync_sgd_avg, {allreduce}, true},
+    {"async_sgd",
+     "asynchronous delayed-gradient SGD: w <- Prox(w - eta_tau g_i(w_{t-tau})) per arrival",
+     "one applied gradient (one worker's mini-batch)",
+     spawn_async_sgd,
+     {{"staleness_bound", "S", "-1", "drop gradients older than S updates (counted); -1: keep all"},
+      {"staleness_lr", "", "0", "step size eta / (1 + staleness)"}},
+     true},
     {"local_sgd", "local SGD / FedAvg: tau local steps, then w+ = sum_i n_i/n x_i",
-     "one communication round (tau local steps per worker)", spawn_local_sgd, {},
-     {"tau", "fraction", "post_local"}},
+     "one communication round (tau local steps per worker)", spawn_local_sgd,
+     {tau_local, fraction, post_local}, true},
     {"lazy_sgd", "event-triggered sync SGD (LAG): upload g_i only if it changed enough",
-     "one round: every worker computes a gradient, some skip the upload", spawn_lazy_sgd, {},
-     {"lazy_threshold"}},
+     "one round: every worker computes a gradient, some skip the upload", spawn_lazy_sgd,
+     {{"lazy_threshold", "XI", "1",
+       "upload only if ||g - g_last||^2 > XI ||w - w_prev||^2 / lr^2"}}},
     {"ri_sgd", "redundancy-infused local SGD: local_sgd over shards held with redundancy mu",
-     "one communication round (tau local steps per worker)", spawn_ri_sgd, redundant_shards,
-     {"tau", "redundancy", "fraction"}},
+     "one communication round (tau local steps per worker)", spawn_ri_sgd,
+     {tau_local, fraction, post_local,
+      {"redundancy", "MU", "0.25", "each worker also holds a MU share of the others' shards"}},
+     true, ri_sgd_shards},
     {"gossip_sgd",
-     "decentralized SGD (DSGD): local step and x_i <- sum_j w_ij x_j over graph neighbours "
-     "(--mix-order atc | cta)",
+     "decentralized SGD (DSGD): local step and x_i <- sum_j w_ij x_j over graph neighbours",
      "one round: every node takes one gradient step and mixes with its in-neighbours",
-     spawn_gossip_sgd, {}, {"topology", "weights", "mix_order"}},
+     spawn_gossip_sgd,
+     {topology_option, weights_option,
+      {"mix_order", "ORDER", "atc", "atc (adapt then combine) | cta (combine then adapt)"}}},
     {"async_gossip",
      "asynchronous gossip SGD (AD-PSGD): after each local step, average with one random neighbour",
-     "one local step of one node (with its pairwise average)", spawn_async_gossip, {},
-     {"topology", "weights"}},
+     "one local step of one node (with its pairwise average)", spawn_async_gossip,
+     {topology_option, weights_option}},
     {"gradient_tracking",
      "gradient tracking (DIGing): x_i <- sum_j w_ij x_j - eta y_i, y_i tracks the mean gradient",
      "one round: every node takes one tracked step and mixes x and y with its in-neighbours",
-     spawn_gradient_tracking, {}, {"topology", "weights"}},
+     spawn_gradient_tracking, {topology_option, weights_option}},
     {"leader_sgd",
      "leader SGD (LSGD): x_i <- Prox(x_i - eta (g_i + lambda (x_i - x_leader))), leader = lowest "
      "recent loss; groups > 1: also pulled to the global leader (lambda_global)",
      "sync: one round (every live worker takes one step); async: one applied update",
-     spawn_leader_sgd, {}, {"lambda", "tau", "groups", "lambda_global", "async"}},
+     spawn_leader_sgd,
+     {{"lambda", "L", "0.1", "pull strength toward the (group) leader"},
+      {"tau", "K", "8", "steps between leader elections and broadcasts"},
+      {"groups", "G", "1", "G groups, each with its own leader (multi-leader)"},
+      {"lambda_global", "L", "0.05", "pull toward the global leader when groups > 1"},
+      {"async", "", "0", "the asynchronous form (no barrier)"}}},
     {"easgd",
      "elastic averaging SGD: local steps; every tau steps x_i <- x_i - alpha (x_i - x~), "
      "x~ <- x~ + alpha sum_i (x_i - x~)",
      "sync: one round (every live worker takes one step); async: one applied update", spawn_easgd,
-     {}, {"alpha", "tau", "async"}},
+     {{"alpha", "A", "0.1", "elastic moving rate"},
+      {"tau", "K", "4", "steps between elastic exchanges"},
+      {"async", "", "0", "the asynchronous form (no barrier)"}}},
   };
   return table;
 }
@@ -74,6 +96,49 @@ const algorithm_info& find_algorithm(const std::string& name) {
   for (auto& entry : algorithm_registry())
     valid += (valid.empty() ? "" : ", ") + entry.name;
   throw std::invalid_argument("unknown algorithm '" + name + "'; valid algorithms: " + valid);
+}
+
+void check_options(const algorithm_info& algo, const std::map<std::string, std::string>& options) {
+  for (auto& [key, value] : options) {
+    bool known = key == "seed";
+    std::string valid;
+    for (auto& o : algo.options) {
+      known = known || o.key == key;
+      valid += (valid.empty() ? "" : ", ") + o.key;
+    }
+    if (!known)
+      throw std::invalid_argument("option " + key + " is not used by " + algo.name
+                                  + " (its options: " + (valid.empty() ? "none" : valid) + ")");
+  }
+}
+
+void complete_options(const algorithm_info& algo, run_plan& plan) {
+  plan.options.emplace("seed", "1");
+  for (auto& o : algo.options)
+    plan.options.emplace(o.key, o.fallback);
+}
+
+std::vector<std::string> cuda_algorithms() {
+  std::vector<std::string> names;
+  for (auto& a : algorithm_registry())
+    if (a.runs_on_cuda)
+      names.push_back(a.name);
+  return names;
+}
+
+protocol_actor spawn_algorithm(caf::actor_system& sys, const std::string& name, run_context ctx) {
+  const auto& algo = find_algorithm(name);
+  check_options(algo, ctx.plan.options);
+  if (ctx.backend == "cuda" && !algo.runs_on_cuda) {
+    std::string list;
+    for (auto& a : cuda_algorithms())
+      list += (list.empty() ? "" : ", ") + a;
+    throw std::invalid_argument(name + " does not run on --backend cuda yet (those that do: "
+                                + list + ")");
+  }
+  complete_options(algo, ctx.plan);
+  ctx.plan.algorithm = name;
+  return algo.spawn(sys, std::move(ctx));
 }
 
 } // namespace chorus

@@ -1,35 +1,45 @@
-// The one explicit table of protocols: name -> factory. No static-init
-// registration: adding a protocol means adding a line to registry.cpp.
+// The one explicit table of protocols: name -> what it does, the options it
+// reads (with their defaults and help), whether it runs on GPUs, and its
+// entry point. `chorus train --help`, `chorus list`, config validation and
+// every spawn by name read this table, so none of them can drift from it.
+// No static-init registration: adding a protocol means adding an entry to
+// registry.cpp.
 #pragma once
 
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
 #include <caf/actor_system.hpp>
 
-#include "engines/round_server.hpp"
 #include "data/dataset.hpp"
+#include "engines/run_graph.hpp"
 
 namespace chorus {
 
-/// Builds a protocol actor wired to the given workers, evaluator and monitor.
-using algorithm_factory = std::function<protocol_actor(caf::actor_system&, run_context)>;
-
 /// Optional data preparation a protocol needs before its workers exist
 /// (RI-SGD's redundant copies): turns the base partition into what each
-/// worker holds, and may fill run_context fields that describe it.
-using reshard_hook =
-  std::function<partition(const partition& base, const run_plan& plan, run_context& ctx)>;
+/// worker holds.
+using reshard_hook = std::function<partition(const partition& base, const run_plan& plan)>;
+
+/// One option a protocol reads from run_plan::options.
+struct protocol_option {
+  std::string key;       ///< the options key; its flag is --key with '_' written '-'
+  std::string arg;       ///< metavariable for --help; empty: a switch (value "1" when given)
+  std::string fallback;  ///< the value a run uses when the option is not given
+  std::string help;      ///< one line, for this protocol
+};
 
 /// One registry entry.
 struct algorithm_info {
   std::string name;
   std::string summary;       ///< one line: the update rule
   std::string step_meaning;  ///< what one step of --steps is
-  algorithm_factory spawn;
+  protocol_factory spawn;    ///< the entry point; takes a plan whose options are complete
+  std::vector<protocol_option> options;  ///< every option it reads, besides the run's seed
+  bool runs_on_cuda = false;  ///< its protocol actor works with --backend cuda
   reshard_hook reshard;      ///< empty for most protocols
-  std::vector<std::string> options;  ///< the protocol options it reads (run_plan::options)
 };
 
 /// Every registered protocol, in the order `chorus list` prints them.
@@ -38,5 +48,23 @@ const std::vector<algorithm_info>& algorithm_registry();
 /// The entry called `name`; throws std::invalid_argument listing the valid
 /// names when there is none.
 const algorithm_info& find_algorithm(const std::string& name);
+
+/// Throws std::invalid_argument for an option `algo` does not read, naming
+/// the ones it does. "seed" (the run's seed) is always allowed.
+void check_options(const algorithm_info& algo, const std::map<std::string, std::string>& options);
+
+/// Gives every option of `algo` that `plan` does not set its default (and
+/// "seed" the value 1). Protocol code reads options from a completed plan,
+/// so the defaults live in this table only.
+void complete_options(const algorithm_info& algo, run_plan& plan);
+
+/// The protocols that run on --backend cuda (their protocol actor keeps its
+/// weights and combines replies on the GPU), in registry order.
+std::vector<std::string> cuda_algorithms();
+
+/// Spawns the protocol `name` on `ctx`: checks its options, completes them
+/// with their defaults, refuses --backend cuda for a protocol that does not
+/// run there, and calls the entry point. Throws std::invalid_argument.
+protocol_actor spawn_algorithm(caf::actor_system& sys, const std::string& name, run_context ctx);
 
 } // namespace chorus

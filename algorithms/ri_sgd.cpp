@@ -9,19 +9,29 @@
 // cyclically consecutive workers are gone: the round server drops the dead
 // and goes on, and this file reports the survivors' coverage in every row.
 //
-// Options: tau (as local_sgd), redundancy (mu, default 0.25; the data side
-// is prepared by the registry entry's `reshard` hook).
+// Options: tau, fraction, post_local (as local_sgd), redundancy (mu). The
+// data side is ri_sgd_shards below, the registry entry's `reshard` hook: the
+// runner calls it on the base partition before the workers exist.
 #include <algorithm>
 
 #include "algorithms/protocols.hpp"
 
 namespace chorus {
 
+partition ri_sgd_shards(const partition& base, const run_plan& plan) {
+  return make_redundant(base, plan.number("redundancy", 0.25),
+                        static_cast<uint64_t>(plan.number("seed", 1)))
+    .held;
+}
+
 protocol_actor spawn_ri_sgd(caf::actor_system& sys, run_context ctx) {
   auto rule = local_sgd_rule(ctx.plan, ctx.shard_sizes);
   // Coverage of the training set by the live workers, from the held shards.
-  if (ctx.redundancy) {
-    auto held = ctx.redundancy;
+  if (ctx.shards) {
+    auto held = std::make_shared<redundant_partition>();
+    held->held = *ctx.shards;
+    held->mu = ctx.plan.number("redundancy", 0.25);
+    held->copies = redundant_copies(static_cast<int>(ctx.workers.size()), held->mu);
     auto live_now = std::make_shared<std::vector<size_t>>();
     auto select = rule.select;
     rule.select = [select, live_now](const std::vector<size_t>& live, int64_t round) {

@@ -12,7 +12,7 @@
 // Run: build/bench/gossip_round        (CHORUS_BENCH_QUICK=1 for a short run)
 #include <algorithm>
 
-#include "algorithms/experiment.hpp"
+#include "tools/experiment.hpp"
 #include "algorithms/topology.hpp"
 #include "bench/bench_util.hpp"
 

@@ -21,7 +21,7 @@
 #include <string>
 #include <vector>
 
-#include "algorithms/experiment.hpp"
+#include "tools/experiment.hpp"
 #include "bench/bench_util.hpp"
 #include "gpu/backend.hpp"
 #include "gpu/device.hpp"

@@ -21,11 +21,10 @@
 #include <string>
 #include <vector>
 
-#include "actors/monitor.hpp"
 #include "actors/system.hpp"
-#include "actors/worker.hpp"
 #include "algorithms/protocols.hpp"
 #include "bench/bench_util.hpp"
+#include "engines/run_graph.hpp"
 #include "messages/type_ids.hpp"
 #include "models/model.hpp"
 
@@ -46,11 +45,7 @@ struct run_result {
 class graph {
 public:
   graph(caf::actor_system& sys, dataset_ptr data, int32_t n, int32_t batch)
-      : sys_(sys), data_(std::move(data)) {
-    monitor_config mc;
-    mc.progress = false;
-    mc.quiet_log = true;
-    monitor_ = spawn_monitor(sys_, mc);
+      : data_(std::move(data)), run_(sys, quiet()) {
     for (int32_t i = 0; i < n; ++i) {
       worker_config wc;
       wc.rank = i;
@@ -58,57 +53,44 @@ public:
       wc.data = data_;
       wc.batch = batch;
       wc.seed = 1000 + static_cast<uint64_t>(i);
-      workers_.push_back(spawn_worker(sys_, wc));
+      run_.add_worker(wc);
     }
     worker_config ec;
     ec.rank = -1;
     ec.model = "linear";
     ec.data = data_;
     ec.batch = batch;
-    evaluator_ = spawn_worker(sys_, ec);
-  }
-
-  ~graph() {
-    for (auto& w : workers_)
-      caf::anon_send_exit(w, caf::exit_reason::user_shutdown);
-    caf::anon_send_exit(evaluator_, caf::exit_reason::user_shutdown);
-    caf::anon_send_exit(monitor_, caf::exit_reason::user_shutdown);
-  }
-
-  run_result run(int64_t steps) {
-    run_context ctx;
-    ctx.workers = workers_;
-    ctx.evaluator = evaluator_;
-    ctx.monitor = monitor_;
+    run_.set_evaluator(ec);
+    auto& ctx = run_.context();
     ctx.plan.algorithm = "sync_sgd";
-    ctx.plan.steps = steps;
     ctx.plan.eval_every = 0;  // one evaluation, at the end
     ctx.plan.lr = 0.1f;
     ctx.plan.train_size = data_->size();
     ctx.initial = mutable_buffer::filled(static_cast<size_t>(data_->num_features), 0.0f).freeze();
-    auto protocol = spawn_sync_sgd(sys_, std::move(ctx));
+  }
+
+  run_result run(int64_t steps) {
+    run_.context().plan.steps = steps;
+    auto protocol = spawn_sync_sgd(run_.system(), run_.context());
     run_result r;
-    std::string failure;
-    {
-      caf::scoped_actor self{sys_};
-      bench::timer t;
-      self->request(protocol, caf::infinite, run_atom_v)
-        .receive([&](run_summary& s) { r.summary = std::move(s); },
-                 [&](caf::error& err) { failure = describe(err); });
-      r.seconds = t.seconds();
-    }
-    caf::anon_send_exit(protocol, caf::exit_reason::user_shutdown);  // already gone: harmless
-    if (!failure.empty())
-      throw std::runtime_error("run failed: " + failure);
+    bench::timer t;
+    auto summary = run_.run(protocol);
+    r.seconds = t.seconds();
+    if (!summary)
+      throw std::runtime_error("run failed: " + describe(summary.error()));
+    r.summary = std::move(*summary);
     return r;
   }
 
 private:
-  caf::actor_system& sys_;
+  static monitor_config quiet() {
+    monitor_config mc;
+    mc.progress = false;
+    mc.quiet_log = true;
+    return mc;
+  }
   dataset_ptr data_;
-  monitor_actor monitor_;
-  std::vector<worker_actor> workers_;
-  worker_actor evaluator_;
+  run_graph run_;
 };
 
 // Median over `reps` runs of `steps` rounds each, after one short warm-up.

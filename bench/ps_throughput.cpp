@@ -41,11 +41,10 @@
 #include <string>
 #include <vector>
 
-#include "actors/monitor.hpp"
 #include "actors/system.hpp"
-#include "actors/worker.hpp"
 #include "algorithms/protocols.hpp"
 #include "bench/bench_util.hpp"
+#include "engines/run_graph.hpp"
 #include "gpu/backend.hpp"
 #include "messages/type_ids.hpp"
 
@@ -210,16 +209,12 @@ struct run_result {
 class graph {
 public:
   graph(caf::actor_system& sys, bool fake, size_t n_params, dataset_ptr data, int32_t n)
-      : sys_(sys), n_params_(n_params) {
-    monitor_config mc;
-    mc.progress = false;
-    mc.quiet_log = true;
-    monitor_ = spawn_monitor(sys_, mc);
+      : run_(sys, quiet()) {
     if (fake) {
       buffer g = mutable_buffer::filled(n_params, grad_value).freeze();
       for (int32_t i = 0; i < n; ++i)
-        workers_.push_back(sys_.spawn(fake_worker, i, g));
-      evaluator_ = sys_.spawn(fake_worker, -1, g);
+        run_.add_worker(sys.spawn(fake_worker, i, g));
+      run_.set_evaluator(sys.spawn(fake_worker, -1, g));
     } else {
       for (int32_t i = 0; i < n; ++i) {
         worker_config wc;
@@ -228,51 +223,34 @@ public:
         wc.data = data;
         wc.batch = 1;
         wc.seed = 1000 + static_cast<uint64_t>(i);
-        workers_.push_back(spawn_worker(sys_, wc));
+        run_.add_worker(wc);
       }
       worker_config ec;
       ec.rank = -1;
       ec.model = "linear";
       ec.data = data;
       ec.batch = 1;
-      evaluator_ = spawn_worker(sys_, ec);
+      run_.set_evaluator(ec);
     }
-    train_size_ = data ? data->size() : 1;
-  }
-
-  ~graph() {
-    for (auto& w : workers_)
-      caf::anon_send_exit(w, caf::exit_reason::user_shutdown);
-    caf::anon_send_exit(evaluator_, caf::exit_reason::user_shutdown);
-    caf::anon_send_exit(monitor_, caf::exit_reason::user_shutdown);
-  }
-
-  run_result run(int64_t steps) {
-    run_context ctx;
-    ctx.workers = workers_;
-    ctx.evaluator = evaluator_;
-    ctx.monitor = monitor_;
+    auto& ctx = run_.context();
     ctx.plan.algorithm = "async_sgd";
-    ctx.plan.steps = steps;
     ctx.plan.eval_every = 0;  // one evaluation, at the end
     ctx.plan.eval_every_samples = 0;
     ctx.plan.lr = lr;
-    ctx.plan.train_size = train_size_;
-    ctx.initial = mutable_buffer::filled(n_params_, 0.0f).freeze();
-    auto protocol = spawn_async_sgd(sys_, std::move(ctx));
+    ctx.plan.train_size = data ? data->size() : 1;
+    ctx.initial = mutable_buffer::filled(n_params, 0.0f).freeze();
+  }
+
+  run_result run(int64_t steps) {
+    run_.context().plan.steps = steps;
+    auto protocol = spawn_async_sgd(run_.system(), run_.context());
     run_result r;
-    std::string failure;
-    {
-      caf::scoped_actor self{sys_};
-      bench::timer t;
-      self->request(protocol, caf::infinite, run_atom_v)
-        .receive([&](run_summary& s) { r.summary = std::move(s); },
-                 [&](caf::error& err) { failure = describe(err); });
-      r.seconds = t.seconds();
-    }
-    caf::anon_send_exit(protocol, caf::exit_reason::user_shutdown);  // already gone: harmless
-    if (!failure.empty())
-      throw std::runtime_error("run failed: " + failure);
+    bench::timer t;
+    auto summary = run_.run(protocol);
+    r.seconds = t.seconds();
+    if (!summary)
+      throw std::runtime_error("run failed: " + describe(summary.error()));
+    r.summary = std::move(*summary);
     if (r.summary.steps != steps)
       throw std::runtime_error("run applied " + std::to_string(r.summary.steps) + " of "
                                + std::to_string(steps) + " updates");
@@ -280,12 +258,13 @@ public:
   }
 
 private:
-  caf::actor_system& sys_;
-  size_t n_params_;
-  int64_t train_size_ = 1;
-  monitor_actor monitor_;
-  std::vector<worker_actor> workers_;
-  worker_actor evaluator_;
+  static monitor_config quiet() {
+    monitor_config mc;
+    mc.progress = false;
+    mc.quiet_log = true;
+    return mc;
+  }
+  run_graph run_;
 };
 
 // Median over `reps` runs of `steps` updates each, after one short warm-up.

@@ -27,7 +27,7 @@
 #include <vector>
 
 #include "actors/system.hpp"
-#include "algorithms/experiment.hpp"
+#include "tools/experiment.hpp"
 #include "bench/bench_util.hpp"
 #include "data/dataset.hpp"
 #include "models/model.hpp"

@@ -27,8 +27,9 @@ struct run_context {
   run_plan plan;
   buffer initial;  ///< w_0
   std::vector<int64_t> shard_sizes;  ///< samples each worker holds (for weighted averaging)
-  /// What each worker holds under RI-SGD's redundancy; null otherwise.
-  std::shared_ptr<const redundant_partition> redundancy;
+  /// The sample indices each worker trains on, when the builder of the
+  /// graph knows them (the runner does); null otherwise.
+  std::shared_ptr<const partition> shards;
   /// The protocol actor's own backend ("eigen" or "cuda" on `device`): where
   /// it keeps w and combines replies. Replies in other memory are adopted.
   std::string backend = "eigen";

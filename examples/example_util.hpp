@@ -8,7 +8,7 @@
 
 #include <caf/actor_system_config.hpp>
 
-#include "algorithms/experiment.hpp"
+#include "tools/experiment.hpp"
 
 namespace chorus::examples {
 

@@ -15,10 +15,9 @@
 
 #include <caf/all.hpp>
 
-#include "actors/monitor.hpp"
 #include "actors/system.hpp"
-#include "actors/worker.hpp"
 #include "algorithms/protocols.hpp"
+#include "engines/run_graph.hpp"
 #include "messages/type_ids.hpp"
 
 using namespace chorus;
@@ -47,8 +46,10 @@ void caf_main(caf::actor_system& sys, const example_config& cfg) {
   auto data = load_dataset(cfg.dataset, dataset_options{});
   auto shards = partition_iid(*data.train, cfg.workers, /*seed=*/1);
 
-  // 2. Workers: a model replica and a shard each. The evaluator is a worker too.
-  run_context ctx;
+  // 2. The graph: a monitor, then workers with a model replica and a shard
+  //    each, and an evaluator (a worker too). The graph sends every actor
+  //    an exit when it goes out of scope: the actor system waits for them.
+  run_graph graph(sys);
   for (int i = 0; i < cfg.workers; ++i) {
     worker_config wc;
     wc.rank = i;
@@ -57,15 +58,15 @@ void caf_main(caf::actor_system& sys, const example_config& cfg) {
     wc.shard = shards[i];
     wc.batch = 64;
     wc.seed = 100 + i;
-    ctx.workers.push_back(spawn_worker(sys, wc));
+    graph.add_worker(wc);
   }
   worker_config ec;
   ec.model = cfg.model;
   ec.data = data.test;
-  ctx.evaluator = spawn_worker(sys, ec);
-  ctx.monitor = spawn_monitor(sys, monitor_config{});
+  graph.set_evaluator(ec);
 
   // 3. The plan and w_0.
+  auto& ctx = graph.context();
   auto net = make_model(cfg.model, data.train->num_features, data.train->num_classes);
   mutable_buffer w0(net->num_params());
   std::mt19937_64 rng(1);
@@ -78,28 +79,16 @@ void caf_main(caf::actor_system& sys, const example_config& cfg) {
   ctx.plan.lr = static_cast<float>(cfg.lr);
   ctx.plan.train_size = data.train->size();
 
-  // 4. The protocol: a round server with sync SGD's rule. Run it to the end.
-  auto members = ctx.workers;
-  members.push_back(ctx.evaluator);
-  auto monitor = ctx.monitor;
-  auto server = spawn_sync_sgd(sys, std::move(ctx));
-  caf::scoped_actor self{sys};
-  self->request(server, caf::infinite, run_atom_v)
-    .receive(
-      [&](const run_summary& s) {
-        // Let the monitor print its last row before the summary.
-        self->request(monitor, caf::infinite, flush_atom_v).receive([](ok_atom) {},
-                                                                    [](caf::error&) {});
-        std::cout << "done: " << s.steps << " steps, test_acc " << s.test_acc << ", "
-                  << s.samples / (s.wall_s - s.eval_s) << " samples/s, "
-                  << s.bytes_sent / 1e6 << " MB sent\n";
-      },
-      [&](const caf::error& err) { std::cerr << "failed: " << describe(err) << "\n"; });
-
-  // 5. Shut the graph down: the actor system waits for every actor.
-  for (auto& w : members)
-    self->send_exit(w, caf::exit_reason::user_shutdown);
-  self->send_exit(monitor, caf::exit_reason::user_shutdown);
+  // 4. The protocol: a round server with sync SGD's rule. Run it to the end
+  //    (run() also waits until the monitor has printed every row).
+  auto s = graph.run(spawn_sync_sgd(sys, ctx));
+  if (!s) {
+    std::cerr << "failed: " << describe(s.error()) << "\n";
+    return;
+  }
+  std::cout << "done: " << s->steps << " steps, test_acc " << s->test_acc << ", "
+            << s->samples / (s->wall_s - s->eval_s) << " samples/s, " << s->bytes_sent / 1e6
+            << " MB sent\n";
 }
 
 CAF_MAIN()

@@ -4,11 +4,12 @@
 //   chorus --help
 // Exit status: 0 on success, 2 for bad usage or config, 1 when data or the
 // run itself fails. Every path out of main has torn the actor system down.
+#include <algorithm>
 #include <iostream>
 #include <string>
 #include <vector>
 
-#include "algorithms/experiment.hpp"
+#include "tools/experiment.hpp"
 #include "algorithms/registry.hpp"
 #include "algorithms/topology.hpp"
 #include "data/dataset.hpp"
@@ -40,9 +41,21 @@ void print_table(const char* title, const std::vector<std::pair<std::string, std
 }
 
 int list() {
+  // Each protocol with its options and defaults, from the registry's table.
   std::vector<std::pair<std::string, std::string>> algos;
-  for (auto& a : chorus::algorithm_registry())
-    algos.emplace_back(a.name, a.summary);
+  for (auto& a : chorus::algorithm_registry()) {
+    std::string options;
+    for (auto& o : a.options) {
+      std::string flag = o.key;
+      std::replace(flag.begin(), flag.end(), '_', '-');
+      options += (options.empty() ? "" : ", ") + ("--" + flag)
+                 + (o.arg.empty() ? "" : " " + o.arg + " [" + o.fallback + "]");
+    }
+    algos.emplace_back(a.name, a.summary + "\n" + std::string(26, ' ') + "one step: "
+                                 + a.step_meaning + "\n" + std::string(26, ' ') + "options: "
+                                 + (options.empty() ? "none" : options)
+                                 + (a.runs_on_cuda ? "; runs on --backend cuda" : ""));
+  }
   print_table("algorithms", algos);
   print_table("models", chorus::model_names());
   print_table("datasets", chorus::dataset_names());

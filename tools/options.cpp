@@ -1,5 +1,8 @@
 #include "tools/options.hpp"
 
+#include "algorithms/registry.hpp"
+
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <functional>
@@ -64,8 +67,16 @@ int64_t to_millis(const std::string& flag, const std::string& v) {
   return static_cast<int64_t>(to_double(flag, num) * scale);
 }
 
-const std::vector<option_spec>& option_table() {
-  static const std::vector<option_spec> table = {
+std::string cuda_list() {
+  std::string list;
+  for (auto& a : cuda_algorithms())
+    list += (list.empty() ? "" : ", ") + a;
+  return list;
+}
+
+// The options every run has, in --help order.
+std::vector<option_spec> general_options() {
+  return {
     {"config", "FILE", "read options from FILE first (key = value lines; flags override)", {}},
     {"algorithm", "NAME", "protocol to run (see `chorus list`) [sync_sgd]",
      [](auto& c, auto& v) { c.algorithm = v; }},
@@ -105,36 +116,7 @@ const std::vector<option_spec>& option_table() {
      [](auto& c, auto& v) { c.target_acc = to_double("target-acc", v); }},
     {"timeout", "T", "longest wait for one worker reply, e.g. 500ms, 30s; a worker that exceeds it is dropped [60s]",
      [](auto& c, auto& v) { c.timeout_ms = to_millis("timeout", v); }},
-    {"tau", "K", "local steps per round (local_sgd, ri_sgd) [8]",
-     [](auto& c, auto& v) { c.options["tau"] = v; }},
-    {"fraction", "F", "share of workers sampled per round, FedAvg style (local_sgd, ri_sgd) [1]",
-     [](auto& c, auto& v) { c.options["fraction"] = v; }},
-    {"post-local", "K", "synchronous for the first K rounds, then local (local_sgd) [0]",
-     [](auto& c, auto& v) { c.options["post_local"] = v; }},
-    {"staleness-bound", "S", "async_sgd: drop gradients older than S updates (counted) [none]",
-     [](auto& c, auto& v) { c.options["staleness_bound"] = v; }},
-    {"staleness-lr", "", "async_sgd: step size eta / (1 + staleness)",
-     [](auto& c, auto&) { c.options["staleness_lr"] = "1"; }},
-    {"lazy-threshold", "XI", "lazy_sgd: upload only if ||g - g_last||^2 > XI ||w - w_prev||^2 / lr^2 [1]",
-     [](auto& c, auto& v) { c.options["lazy_threshold"] = v; }},
-    {"redundancy", "MU", "ri_sgd: each worker also holds a MU share of the others' shards [0.25]",
-     [](auto& c, auto& v) { c.options["redundancy"] = v; }},
-    {"topology", "SPEC", "gossip graph: ring | torus | complete | star | hypercube | exp | onepeer-exp | erdos:P | file:PATH [ring]",
-     [](auto& c, auto& v) { c.options["topology"] = v; }},
-    {"weights", "RULE", "gossip mixing weights: uniform | metropolis [uniform]",
-     [](auto& c, auto& v) { c.options["weights"] = v; }},
-    {"mix-order", "ORDER", "gossip_sgd: atc (adapt then combine) | cta (combine then adapt) [atc]",
-     [](auto& c, auto& v) { c.options["mix_order"] = v; }},
-    {"lambda", "L", "leader_sgd: pull strength toward the leader [0.1]",
-     [](auto& c, auto& v) { c.options["lambda"] = v; }},
-    {"groups", "G", "leader_sgd: G groups, each with its local leader (multi-leader) [1]",
-     [](auto& c, auto& v) { c.options["groups"] = v; }},
-    {"lambda-global", "L", "leader_sgd: pull toward the global leader when --groups > 1 [0.05]",
-     [](auto& c, auto& v) { c.options["lambda_global"] = v; }},
-    {"alpha", "A", "easgd: elastic moving rate [0.1]",
-     [](auto& c, auto& v) { c.options["alpha"] = v; }},
-    {"async", "", "leader_sgd, easgd: the asynchronous form",
-     [](auto& c, auto&) { c.options["async"] = "1"; }},
+    // Then every protocol option of the registry (protocol_options()).
     {"slow", "R:F[,R:F]", "inject: worker R computes F times slower, e.g. --slow 3:4",
      [](auto& c, auto& v) { c.slow = v; }},
     {"delay", "SPEC", "inject: extra time per step on every worker: fixed:2ms | uniform:1ms,3ms | exp:2ms",
@@ -143,7 +125,7 @@ const std::vector<option_spec>& option_table() {
      [](auto& c, auto& v) { c.link_delay = v; }},
     {"crash", "R:S[,R:S]", "inject: worker R dies at step S, e.g. --crash 2:500",
      [](auto& c, auto& v) { c.crash = v; }},
-    {"backend", "NAME", "where workers compute: eigen (CPU) | cuda (GPU; sync_sgd, sync_sgd_avg, local_sgd, ri_sgd, async_sgd) [eigen]",
+    {"backend", "NAME", "where workers compute: eigen (CPU) | cuda (GPU; " + cuda_list() + ") [eigen]",
      [](auto& c, auto& v) { c.backend = v; }},
     {"devices", "I[,I...]", "cuda: GPU indices; worker i runs on the (i mod count)-th, so several share one [0]",
      [](auto& c, auto& v) {
@@ -158,13 +140,67 @@ const std::vector<option_spec>& option_table() {
          }
        }
      }},
-    {"allreduce", "MODE", "sync_sgd, sync_sgd_avg on cuda: none (the server averages) | nccl (workers all-reduce) [none]",
-     [](auto& c, auto& v) { c.options["allreduce"] = v; }},
     {"out", "DIR", "write config.json, metrics.jsonl, log.txt and model.npy to DIR",
      [](auto& c, auto& v) { c.out_dir = v; }},
     {"quiet", "", "no progress lines (the summary line is still printed)",
      [](auto& c, auto&) { c.progress = false; }},
   };
+}
+
+constexpr size_t help_indent = 24;
+
+// One flag per option key of the registry (--tau for "tau", --post-local for
+// "post_local"); its help lists the protocols that read it with their
+// meaning and default, straight from the registry's table ("local_sgd,
+// ri_sgd: ... [8]" where protocols agree, one line each where they differ).
+std::vector<option_spec> protocol_options() {
+  struct usage {
+    std::string text;  // meaning and default
+    std::string names;
+  };
+  std::vector<option_spec> out;
+  std::vector<std::vector<usage>> uses;  // per flag in `out`
+  for (auto& algo : algorithm_registry())
+    for (auto& o : algo.options) {
+      std::string flag = o.key;
+      std::replace(flag.begin(), flag.end(), '_', '-');
+      std::string text = o.help + (o.arg.empty() ? "" : " [" + o.fallback + "]");
+      auto same = std::find_if(out.begin(), out.end(), [&](auto& x) { return x.name == flag; });
+      if (same == out.end()) {
+        const std::string key = o.key;
+        setter set;
+        if (o.arg.empty())
+          set = [key](experiment_config& c, const std::string&) { c.options[key] = "1"; };
+        else
+          set = [key](experiment_config& c, const std::string& v) { c.options[key] = v; };
+        out.push_back({flag, o.arg, "", set});
+        uses.emplace_back();
+        same = out.end() - 1;
+      }
+      auto& flag_uses = uses[static_cast<size_t>(same - out.begin())];
+      auto use = std::find_if(flag_uses.begin(), flag_uses.end(),
+                              [&](auto& u) { return u.text == text; });
+      if (use == flag_uses.end())
+        flag_uses.push_back({text, algo.name});
+      else
+        use->names += ", " + algo.name;
+    }
+  for (size_t i = 0; i < out.size(); ++i)
+    for (auto& u : uses[i])
+      out[i].help += (out[i].help.empty() ? "" : "\n" + std::string(help_indent, ' ')) + u.names
+                     + ": " + u.text;
+  return out;
+}
+
+const std::vector<option_spec>& option_table() {
+  static const std::vector<option_spec> table = [] {
+    auto all = general_options();
+    // The protocol options go after --timeout, before the injections.
+    auto at = std::find_if(all.begin(), all.end(), [](auto& o) { return o.name == "slow"; });
+    auto protocol = protocol_options();
+    all.insert(at, protocol.begin(), protocol.end());
+    return all;
+  }();
   return table;
 }
 
@@ -263,10 +299,10 @@ std::string train_help() {
          "time_to_target_s when --target-acc is given).\n\noptions:\n";
   for (auto& o : option_table()) {
     std::string head = "  --" + o.name + (o.arg.empty() ? "" : " " + o.arg);
-    if (head.size() < 24)
-      head.append(24 - head.size(), ' ');
+    if (head.size() < help_indent)
+      head.append(help_indent - head.size(), ' ');
     else
-      head += "\n" + std::string(24, ' ');
+      head += "\n" + std::string(help_indent, ' ');
     out << head << o.help << "\n";
   }
   out << "\nexample:\n  chorus train --algorithm sync_sgd --workers 4 --model mlp:256 "

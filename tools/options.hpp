@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "algorithms/experiment.hpp"
+#include "tools/experiment.hpp"
 
 namespace chorus {
 

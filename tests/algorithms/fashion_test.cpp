@@ -5,7 +5,7 @@
 
 #include <filesystem>
 
-#include "algorithms/experiment.hpp"
+#include "tools/experiment.hpp"
 
 using namespace chorus;
 

@@ -553,7 +553,7 @@ TEST(gossip, a_diverging_run_fails_with_non_finite) {
 
 TEST(gossip, bad_options_are_refused_when_the_run_is_built) {
   // The two-argument entry points fit the registry's factory type as they are.
-  const algorithm_factory factories[] = {spawn_gossip_sgd, spawn_async_gossip, spawn_gradient_tracking};
+  const protocol_factory factories[] = {spawn_gossip_sgd, spawn_async_gossip, spawn_gradient_tracking};
   for (auto& f : factories)
     EXPECT_TRUE(static_cast<bool>(f));
   auto data = make_least_squares(256, 64, 4, 0.1, 30);

@@ -1,48 +1,46 @@
-// A test harness for protocol tests: builds an actor graph (monitor,
-// workers, evaluator) by hand and runs a protocol from the registry on it.
+// A test harness for protocol tests: builds a run graph (monitor, workers,
+// evaluator; engines/run_graph.hpp) and runs a protocol from the registry on it.
 #pragma once
 
 #include <string>
 
-#include "actors/monitor.hpp"
-#include "actors/worker.hpp"
-#include "algorithms/experiment.hpp"
+#include "tools/experiment.hpp"
 #include "algorithms/protocols.hpp"
 #include "algorithms/registry.hpp"
+#include "engines/run_graph.hpp"
 #include "tests/test_util.hpp"
 
 namespace chorus::test {
 
+/// A run graph on its own actor system, quiet, with a 120 s cap per run.
 struct graph {
   test_system ts;
-  actor_guard guard;
-  run_context ctx;
+  run_graph rg;
+  run_context& ctx;
+  actor_guard guard;  ///< for actors a test spawns beside the graph's
 
-  explicit graph(size_t threads = 2) : ts(threads) {
+  explicit graph(size_t threads = 2) : ts(threads), rg(ts.sys, quiet()), ctx(rg.context()) {}
+
+  static monitor_config quiet() {
     monitor_config mc;
     mc.progress = false;
     mc.quiet_log = true;
-    ctx.monitor = guard.add(spawn_monitor(ts.sys, mc));
+    return mc;
   }
 
-  void add_worker(worker_config cfg) { ctx.workers.push_back(guard.add(spawn_worker(ts.sys, cfg))); }
+  void add_worker(const worker_config& cfg) { rg.add_worker(cfg); }
 
-  void set_evaluator(worker_config cfg) { ctx.evaluator = guard.add(spawn_worker(ts.sys, cfg)); }
+  void set_evaluator(const worker_config& cfg) { rg.set_evaluator(cfg); }
 
-  /// Runs a registered protocol on this graph.
+  /// Runs a registered protocol on this graph (spawned as the runner does:
+  /// options checked and completed with their defaults).
   caf::expected<run_summary> run(const std::string& algorithm) {
-    return run(find_algorithm(algorithm).spawn(ts.sys, ctx));
+    return run(spawn_algorithm(ts.sys, algorithm, ctx));
   }
 
   /// Runs a protocol actor spawned by the caller on this graph.
   caf::expected<run_summary> run(protocol_actor proto) {
-    guard.add(proto);
-    caf::scoped_actor self{ts.sys};
-    caf::expected<run_summary> out{caf::error{}};
-    self->request(proto, std::chrono::seconds(120), run_atom_v)
-      .receive([&](run_summary& s) { out = std::move(s); },
-               [&](caf::error& e) { out = std::move(e); });
-    return out;
+    return rg.run(std::move(proto), caf::duration{std::chrono::seconds(120)});
   }
 };
 

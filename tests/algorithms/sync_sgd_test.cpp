@@ -13,7 +13,7 @@
 
 #include "actors/monitor.hpp"
 #include "actors/worker.hpp"
-#include "algorithms/experiment.hpp"
+#include "tools/experiment.hpp"
 #include "algorithms/protocols.hpp"
 #include "algorithms/registry.hpp"
 #include "tests/algorithms/harness.hpp"

@@ -13,8 +13,9 @@
 
 #include <sys/wait.h>
 
-#include "algorithms/experiment.hpp"
+#include "algorithms/registry.hpp"
 #include "data/dataset.hpp"
+#include "tools/experiment.hpp"
 #include "gpu/device.hpp"
 #include "tests/gpu/gpu_test_util.hpp"
 

@@ -9,7 +9,7 @@
 
 #include <gtest/gtest.h>
 
-#include "algorithms/experiment.hpp"
+#include "tools/experiment.hpp"
 #include "gpu/device.hpp"
 
 namespace chorus::test {

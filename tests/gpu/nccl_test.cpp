@@ -18,7 +18,7 @@
 #include <thread>
 
 #include "actors/nccl_group.hpp"
-#include "algorithms/experiment.hpp"
+#include "tools/experiment.hpp"
 #include "gpu/backend.hpp"
 #include "gpu/device.hpp"
 #include "gpu/nccl_comm.hpp"

@@ -1,6 +1,7 @@
 // An experiment: data -> workers -> protocol -> metrics, built from one
 // config value and run to its end. This is what `chorus train` runs; tests
-// and benchmarks use it too. Examples compose the same graph by hand.
+// and benchmarks use it too. Examples compose the same graph by hand with
+// the run_graph it uses (engines/run_graph.hpp).
 //
 // It owns the actor system for the run and tears every actor down before it
 // returns (workers, evaluator, monitor), error or not: no hang at shutdown.
@@ -11,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "actors/injection.hpp"
 #include "data/dataset.hpp"
 #include "messages/payloads.hpp"
 #include "models/model.hpp"
@@ -51,13 +53,9 @@ struct experiment_config {
   std::vector<int> devices{0};
 };
 
-/// The algorithms that run with --backend cuda (their protocol actor keeps
-/// its weights and combines replies on the GPU). The others keep state in
-/// host-only code and refuse the cuda backend with this list.
-const std::vector<std::string>& cuda_algorithms();
-
 /// Checks every value; throws std::invalid_argument with a clear message.
-void validate(const experiment_config& cfg);
+/// Returns the injections it parsed, one per worker.
+std::vector<injection> validate(const experiment_config& cfg);
 
 /// The config as a JSON object (what config.json holds).
 std::string to_json(const experiment_config& cfg);
@@ -72,6 +70,7 @@ struct experiment_result {
   int64_t samples_planned = 0;   ///< 0: counted in steps instead
   int64_t eval_every = 0;        ///< in steps (0: by samples)
   int64_t eval_every_samples = 0;
+  std::string injected;  ///< what was injected into which worker ("" for nothing)
 };
 
 /// Runs the experiment. Throws std::invalid_argument (bad config),

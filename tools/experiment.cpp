@@ -1,4 +1,4 @@
-#include "algorithms/experiment.hpp"
+#include "tools/experiment.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -11,10 +11,9 @@
 #include <caf/all.hpp>
 
 #include "actors/injection.hpp"
-#include "actors/monitor.hpp"
 #include "actors/system.hpp"
-#include "actors/worker.hpp"
 #include "algorithms/registry.hpp"
+#include "engines/run_graph.hpp"
 #include "data/npy.hpp"
 #include "gpu/device.hpp"
 #include "messages/json.hpp"
@@ -56,35 +55,9 @@ std::string short_number(double x) {
   return text;
 }
 
-void self_log(caf::actor_system&, const monitor_actor& monitor, std::string line) {
-  caf::anon_send(monitor, log_atom_v, std::move(line));
-}
-
-// Sends exit to every actor of the run when it goes out of scope, so the
-// actor system's destructor (which waits for all actors) never hangs, on the
-// error path as much as on the normal one.
-struct graph_guard {
-  std::vector<caf::actor> members;
-  ~graph_guard() {
-    for (auto& a : members)
-      caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
-  }
-  template <class Handle>
-  void add(const Handle& h) {
-    members.push_back(caf::actor_cast<caf::actor>(h));
-  }
-};
-
 } // namespace
 
-const std::vector<std::string>& cuda_algorithms() {
-  static const std::vector<std::string> names{"sync_sgd", "sync_sgd_avg", "local_sgd", "ri_sgd",
-                                              "async_sgd"};
-  return names;
-}
-
-void validate(const experiment_config& cfg) {
-  find_algorithm(cfg.algorithm);  // throws with the valid names
+std::vector<injection> validate(const experiment_config& cfg) {
   require(cfg.workers >= 1, "--workers must be at least 1 (got " + std::to_string(cfg.workers) + ")");
   require(cfg.workers <= 4096, "--workers must be at most 4096");
   require(cfg.batch >= 1, "--batch must be at least 1 (got " + std::to_string(cfg.batch) + ")");
@@ -103,26 +76,16 @@ void validate(const experiment_config& cfg) {
   require(!cfg.devices.empty(), "--devices needs at least one device index");
   for (int d : cfg.devices)
     require(d >= 0, "--devices: a device index must be >= 0 (got " + std::to_string(d) + ")");
+  const auto& algo = find_algorithm(cfg.algorithm);  // throws with the valid names
   if (cfg.backend == "cuda") {
-    const auto& ok = cuda_algorithms();
     std::string list;
-    for (auto& a : ok)
+    for (auto& a : cuda_algorithms())
       list += (list.empty() ? "" : ", ") + a;
-    require(std::find(ok.begin(), ok.end(), cfg.algorithm) != ok.end(),
+    require(algo.runs_on_cuda,
             cfg.algorithm + " does not run on --backend cuda yet (those that do: " + list + ")");
   }
-  parse_injections(cfg.workers, cfg.slow, cfg.delay, cfg.link_delay, cfg.crash);
-  const auto& algo = find_algorithm(cfg.algorithm);
-  for (auto& [key, value] : cfg.options) {
-    bool known = key == "seed";
-    std::string valid;
-    for (auto& o : algo.options) {
-      known = known || o == key;
-      valid += (valid.empty() ? "" : ", ") + o;
-    }
-    require(known, "option " + key + " is not used by " + cfg.algorithm + " (its options: "
-                     + (valid.empty() ? "none" : valid) + ")");
-  }
+  auto injections = parse_injections(cfg.workers, cfg.slow, cfg.delay, cfg.link_delay, cfg.crash);
+  check_options(algo, cfg.options);
   // Dataset names are checked here, before any file is read; the data
   // themselves are checked by their loader.
   bool known = false;
@@ -135,6 +98,7 @@ void validate(const experiment_config& cfg) {
     valid += (valid.empty() ? "" : ", ") + name;
   }
   require(known, "unknown dataset '" + cfg.dataset + "'; valid: " + valid);
+  return injections;
 }
 
 std::string to_json(const experiment_config& cfg) {
@@ -170,16 +134,11 @@ std::string to_json(const experiment_config& cfg) {
   return o.str();
 }
 
-experiment_result run_experiment(const experiment_config& cfg) {
-  validate(cfg);
-  dataset_options opts;
-  opts.data_dir = cfg.data_dir;
-  opts.seed = cfg.seed;
-  return run_experiment(cfg, load_dataset(cfg.dataset, opts));
-}
+namespace {
 
-experiment_result run_experiment(const experiment_config& cfg, const train_test& data) {
-  validate(cfg);
+// The experiment proper, on a config validate() accepted.
+experiment_result run_checked(const experiment_config& cfg, const train_test& data,
+                              const std::vector<injection>& injections) {
   const auto& algo = find_algorithm(cfg.algorithm);
   require(data.train && data.test && data.train->size() > 0 && data.test->size() > 0,
           "the dataset has no training or no test samples");
@@ -188,7 +147,6 @@ experiment_result run_experiment(const experiment_config& cfg, const train_test&
     for (int d : cfg.devices)
       device::require(d, "--backend cuda");
   auto parts = make_partition(*data.train, cfg.workers, cfg.partition, cfg.seed);
-  auto injections = parse_injections(cfg.workers, cfg.slow, cfg.delay, cfg.link_delay, cfg.crash);
   // Built here once to validate the spec and to initialize w_0.
   auto net = make_model(cfg.model, data.train->num_features, data.train->num_classes);
 
@@ -200,6 +158,10 @@ experiment_result run_experiment(const experiment_config& cfg, const train_test&
   result.samples_planned = max_samples_for(cfg, result.train_size);
   result.eval_every = cfg.eval_every;
   result.eval_every_samples = cfg.eval_every > 0 ? 0 : std::max<int64_t>(1, result.train_size / 2);
+  for (size_t i = 0; i < injections.size(); ++i)
+    if (injections[i].active())
+      result.injected += (result.injected.empty() ? "" : "; ") + ("worker " + std::to_string(i) + ": ")
+                         + injections[i].describe();
 
   mutable_buffer w0(static_cast<size_t>(net->num_params()));
   std::mt19937_64 rng(cfg.seed);
@@ -229,18 +191,13 @@ experiment_result run_experiment(const experiment_config& cfg, const train_test&
   configure_actor_system(sys_cfg, static_cast<size_t>(cfg.threads),
                          static_cast<size_t>(cfg.spin_polls));
   caf::actor_system sys{sys_cfg};
-  std::optional<run_summary> summary;
-  std::string failure;
+  caf::expected<run_summary> summary{caf::error{}};
   {
-    graph_guard graph;
     monitor_config mon_cfg;
     mon_cfg.out_dir = cfg.out_dir;
     mon_cfg.progress = cfg.progress;
-    auto monitor = spawn_monitor(sys, mon_cfg);
-    graph.add(monitor);
-
-    run_context ctx;
-    ctx.monitor = monitor;
+    run_graph graph(sys, mon_cfg);
+    auto& ctx = graph.context();
     ctx.plan.algorithm = cfg.algorithm;
     ctx.plan.steps = result.steps_planned;
     ctx.plan.max_samples = result.samples_planned;
@@ -252,14 +209,17 @@ experiment_result run_experiment(const experiment_config& cfg, const train_test&
     ctx.plan.train_size = result.train_size;
     ctx.plan.timeout = std::chrono::milliseconds(cfg.timeout_ms);
     ctx.plan.options = cfg.options;
-    ctx.plan.options.emplace("seed", std::to_string(cfg.seed));
+    ctx.plan.options["seed"] = std::to_string(cfg.seed);
+    complete_options(algo, ctx.plan);
     if (algo.reshard)
-      parts = algo.reshard(parts, ctx.plan, ctx);
+      parts = algo.reshard(parts, ctx.plan);
     for (auto& p : parts)
       ctx.shard_sizes.push_back(static_cast<int64_t>(p.size()));
+    ctx.shards = std::make_shared<const partition>(parts);
     for (int32_t i = 0; i < cfg.workers; ++i)
-      if (injections[i].active())
-        self_log(sys, monitor, "worker " + std::to_string(i) + " injected: " + injections[i].describe());
+      if (injections[static_cast<size_t>(i)].active())
+        graph.log("worker " + std::to_string(i) + " injected: "
+                  + injections[static_cast<size_t>(i)].describe());
     for (int32_t i = 0; i < cfg.workers; ++i) {
       worker_config wc;
       wc.rank = i;
@@ -271,10 +231,7 @@ experiment_result run_experiment(const experiment_config& cfg, const train_test&
       wc.inject = injections[static_cast<size_t>(i)];
       wc.backend = cfg.backend;
       wc.device = cfg.devices[static_cast<size_t>(i) % cfg.devices.size()];
-      auto worker = spawn_worker(sys, wc);
-      graph.add(worker);
-      ctx.workers.push_back(worker);
-      ctx.worker_devices.push_back(wc.backend == "cuda" ? wc.device : -1);
+      graph.add_worker(wc);
     }
     worker_config ec;
     ec.rank = -1;
@@ -283,36 +240,39 @@ experiment_result run_experiment(const experiment_config& cfg, const train_test&
     ec.batch = cfg.batch;
     ec.backend = cfg.backend;
     ec.device = cfg.devices.front();
-    ctx.evaluator = spawn_worker(sys, ec);
+    graph.set_evaluator(ec);
     ctx.backend = cfg.backend;
     ctx.device = cfg.devices.front();
-    graph.add(ctx.evaluator);
-
     ctx.initial = std::move(w0).freeze();
 
-    auto protocol = algo.spawn(sys, std::move(ctx));
-    graph.add(protocol);
-    caf::scoped_actor self{sys};
-    self->send(monitor, log_atom_v,
-               "starting " + cfg.algorithm + ": " + std::to_string(cfg.workers) + " workers, "
-                 + cfg.model + " (" + std::to_string(net->num_params()) + " params) on "
-                 + data.train->name + " [" + cfg.partition + "], "
-                 + (cfg.steps > 0 ? std::to_string(cfg.steps) + " steps"
-                                  : short_number(cfg.epochs) + " epochs"));
-    self->request(protocol, caf::infinite, run_atom_v)
-      .receive([&](run_summary& s) { summary = std::move(s); },
-               [&](caf::error& err) { failure = describe(err); });
-    // Make sure every metrics row is on disk before the files close.
-    self->request(monitor, std::chrono::seconds(30), flush_atom_v)
-      .receive([](ok_atom) {}, [](caf::error&) {});
+    graph.log("starting " + cfg.algorithm + ": " + std::to_string(cfg.workers) + " workers, "
+              + cfg.model + " (" + std::to_string(net->num_params()) + " params) on "
+              + data.train->name + " [" + cfg.partition + "], "
+              + (cfg.steps > 0 ? std::to_string(cfg.steps) + " steps"
+                               : short_number(cfg.epochs) + " epochs"));
+    summary = graph.run(spawn_algorithm(sys, cfg.algorithm, ctx));
   }
   if (!summary)
-    throw std::runtime_error("training failed: " + failure);
+    throw std::runtime_error("training failed: " + describe(summary.error()));
   result.summary = std::move(*summary);
   if (!cfg.out_dir.empty())
     write_npy((std::filesystem::path(cfg.out_dir) / "model.npy").string(),
               result.summary.final_weights);
   return result;
+}
+
+} // namespace
+
+experiment_result run_experiment(const experiment_config& cfg) {
+  auto injections = validate(cfg);
+  dataset_options opts;
+  opts.data_dir = cfg.data_dir;
+  opts.seed = cfg.seed;
+  return run_checked(cfg, load_dataset(cfg.dataset, opts), injections);
+}
+
+experiment_result run_experiment(const experiment_config& cfg, const train_test& data) {
+  return run_checked(cfg, data, validate(cfg));
 }
 
 std::string summary_json(const experiment_config& cfg, const experiment_result& r) {
@@ -344,14 +304,8 @@ std::string summary_json(const experiment_config& cfg, const experiment_result& 
     else
       o.add_null("time_to_target_s");
   }
-  std::string injected;
-  auto injections = parse_injections(cfg.workers, cfg.slow, cfg.delay, cfg.link_delay, cfg.crash);
-  for (size_t i = 0; i < injections.size(); ++i)
-    if (injections[i].active())
-      injected += (injected.empty() ? "" : "; ") + ("worker " + std::to_string(i) + ": ")
-                  + injections[i].describe();
-  if (!injected.empty())
-    o.add("injected", injected);
+  if (!r.injected.empty())
+    o.add("injected", r.injected);
   if (!cfg.out_dir.empty())
     o.add("out", cfg.out_dir);
   return o.str();

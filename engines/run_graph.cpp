@@ -1,0 +1,64 @@
+// One run's actor graph (see run_graph.hpp).
+#include "engines/run_graph.hpp"
+
+#include <chrono>
+
+#include <caf/scoped_actor.hpp>
+#include <caf/send.hpp>
+
+namespace chorus {
+
+run_graph::run_graph(caf::actor_system& sys, monitor_config mc) : sys_(sys) {
+  ctx_.monitor = keep(spawn_monitor(sys_, std::move(mc)));
+}
+
+run_graph::~run_graph() {
+  for (auto& a : members_)
+    caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+}
+
+worker_actor run_graph::add_worker(const worker_config& wc) {
+  auto worker = keep(spawn_worker(sys_, wc));
+  ctx_.workers.push_back(worker);
+  ctx_.worker_devices.push_back(wc.backend == "cuda" ? wc.device : -1);
+  return worker;
+}
+
+worker_actor run_graph::set_evaluator(const worker_config& wc) {
+  ctx_.evaluator = keep(spawn_worker(sys_, wc));
+  return ctx_.evaluator;
+}
+
+worker_actor run_graph::add_worker(worker_actor w) {
+  ctx_.workers.push_back(keep(w));
+  ctx_.worker_devices.push_back(-1);
+  return w;
+}
+
+worker_actor run_graph::set_evaluator(worker_actor w) {
+  ctx_.evaluator = keep(std::move(w));
+  return ctx_.evaluator;
+}
+
+void run_graph::log(std::string line) {
+  caf::anon_send(ctx_.monitor, log_atom_v, std::move(line));
+}
+
+caf::expected<run_summary> run_graph::run(protocol_actor protocol, caf::duration timeout) {
+  keep(protocol);
+  caf::expected<run_summary> out{caf::error{}};
+  caf::scoped_actor self{sys_};
+  self->request(protocol, timeout, run_atom_v)
+    .receive([&](run_summary& s) { out = std::move(s); },
+             [&](caf::error& err) { out = std::move(err); });
+  // Every metrics row on disk before the caller reads or closes the files.
+  self->request(ctx_.monitor, std::chrono::seconds(30), flush_atom_v)
+    .receive([](ok_atom) {}, [](caf::error&) {});
+  return out;
+}
+
+caf::expected<run_summary> run_graph::run(const protocol_factory& spawn, caf::duration timeout) {
+  return run(spawn(sys_, ctx_), timeout);
+}
+
+} // namespace chorus

@@ -1,0 +1,124 @@
+// The protocol options come from one table, the registry: `chorus train
+// --help`, flag parsing, config validation and the defaults a run uses are
+// all derived from it. These tests hold each of them to the table.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <set>
+#include <string>
+
+#include "algorithms/registry.hpp"
+#include "tools/options.hpp"
+
+namespace chorus {
+namespace {
+
+std::string flag_of(const std::string& key) {
+  std::string flag = key;
+  std::replace(flag.begin(), flag.end(), '_', '-');
+  return "--" + flag;
+}
+
+// The help line that names `algo` (alone or among others, before the colon)
+// for the text `text`; empty when there is none.
+std::string help_line(const std::string& help, const std::string& algo, const std::string& text) {
+  size_t at = 0;
+  while (at < help.size()) {
+    size_t end = help.find('\n', at);
+    if (end == std::string::npos)
+      end = help.size();
+    std::string line = help.substr(at, end - at);
+    auto colon = line.find(": " + text);
+    if (colon != std::string::npos) {
+      auto names = line.substr(0, colon);
+      for (size_t p = names.find(algo); p != std::string::npos; p = names.find(algo, p + 1)) {
+        bool starts = p == 0 || names[p - 1] == ' ';
+        bool ends = p + algo.size() == names.size() || names[p + algo.size()] == ',';
+        if (starts && ends)
+          return line;
+      }
+    }
+    at = end + 1;
+  }
+  return {};
+}
+
+TEST(options, help_lists_every_protocol_option_with_each_protocols_default) {
+  const auto help = train_help();
+  size_t checked = 0;
+  for (auto& algo : algorithm_registry())
+    for (auto& o : algo.options) {
+      EXPECT_NE(help.find(flag_of(o.key)), std::string::npos) << o.key;
+      std::string text = o.help + (o.arg.empty() ? "" : " [" + o.fallback + "]");
+      EXPECT_FALSE(help_line(help, algo.name, text).empty()) << algo.name << ": " << text;
+      ++checked;
+    }
+  EXPECT_GE(checked, 20u);
+  // A shared flag names each protocol with its own default: easgd's tau is
+  // not local SGD's, and the help says so.
+  EXPECT_FALSE(help_line(help, "easgd", "steps between elastic exchanges [4]").empty());
+  EXPECT_FALSE(help_line(help, "local_sgd", "local steps per worker between averages [8]").empty());
+  EXPECT_FALSE(help_line(help, "ri_sgd", "local steps per worker between averages [8]").empty());
+  EXPECT_TRUE(help_line(help, "easgd", "local steps per worker between averages [8]").empty());
+}
+
+TEST(options, every_protocol_flag_parses_into_its_option) {
+  std::set<std::string> seen;
+  for (auto& algo : algorithm_registry())
+    for (auto& o : algo.options) {
+      if (!seen.insert(algo.name + o.key).second)
+        continue;
+      std::vector<std::string> args{"--algorithm", algo.name, flag_of(o.key)};
+      if (!o.arg.empty())
+        args.push_back(o.fallback);
+      bool help = true;
+      auto cfg = parse_train_args(args, &help);
+      EXPECT_FALSE(help);
+      ASSERT_EQ(cfg.options.count(o.key), 1u) << algo.name << " " << o.key;
+      EXPECT_EQ(cfg.options.at(o.key), o.arg.empty() ? "1" : o.fallback);
+    }
+}
+
+TEST(options, a_protocol_rejects_an_option_it_does_not_read_and_names_its_own) {
+  bool help = false;
+  try {
+    parse_train_args({"--algorithm", "sync_sgd", "--tau", "4"}, &help);
+    FAIL() << "--tau was accepted for sync_sgd";
+  } catch (const std::invalid_argument& e) {
+    std::string what = e.what();
+    EXPECT_NE(what.find("tau"), std::string::npos) << what;
+    EXPECT_NE(what.find("allreduce"), std::string::npos) << what;
+  }
+}
+
+TEST(options, complete_options_fills_each_protocols_own_defaults_and_keeps_given_ones) {
+  run_plan easgd;
+  complete_options(find_algorithm("easgd"), easgd);
+  EXPECT_EQ(easgd.options.at("tau"), "4");
+  EXPECT_EQ(easgd.options.at("seed"), "1");
+  run_plan leader;
+  leader.options["tau"] = "3";
+  complete_options(find_algorithm("leader_sgd"), leader);
+  EXPECT_EQ(leader.options.at("tau"), "3");
+  EXPECT_EQ(leader.options.at("lambda"), "0.1");
+  for (auto& algo : algorithm_registry()) {
+    run_plan p;
+    complete_options(algo, p);
+    EXPECT_EQ(p.options.size(), algo.options.size() + 1) << algo.name;
+  }
+}
+
+TEST(options, cuda_algorithms_come_from_the_registry_and_the_help_names_them) {
+  auto names = cuda_algorithms();
+  ASSERT_FALSE(names.empty());
+  for (auto& algo : algorithm_registry()) {
+    bool listed = std::find(names.begin(), names.end(), algo.name) != names.end();
+    EXPECT_EQ(listed, algo.runs_on_cuda) << algo.name;
+  }
+  const auto help = train_help();
+  for (auto& name : names)
+    EXPECT_NE(help.find(name), std::string::npos) << name;
+}
+
+} // namespace
+} // namespace chorus
