@@ -22,8 +22,29 @@
 #include <stdexcept>
 
 #include "algorithms/leader.hpp"
+#include "engines/options.hpp"
+#include "engines/replicas.hpp"
 
 namespace chorus {
+
+// -- the elastic moves (leader.hpp) ---------------------------------------------------
+
+void elastic_move(backend& be, float alpha, cview x, cview target, view out) {
+  be.weighted_sum({x, target}, {1.0f - alpha, alpha}, out);
+}
+
+void elastic_center(backend& be, float alpha, cview centre, const std::vector<cview>& xs,
+                    view out) {
+  std::vector<cview> all{centre};
+  std::vector<float> coeffs{1.0f - alpha * static_cast<float>(xs.size())};
+  for (auto& x : xs) {
+    all.push_back(x);
+    coeffs.push_back(alpha);
+  }
+  be.weighted_sum(all, coeffs, out);
+}
+
+// -- the rule ---------------------------------------------------------------------------
 
 namespace {
 
@@ -43,7 +64,8 @@ public:
   }
 
   void local_step(replica_state& st, size_t i, const gradient& g, view out) override {
-    pulled_sgd_step(*st.be, st.ctx.plan.lr, g.values, st.x[i], {}, out);
+    // x_i - eta g_i (the engine applies the prox).
+    st.be->weighted_sum({st.x[i], g.values}, {1.0f, -st.ctx.plan.lr}, out);
   }
 
   void communicate(replica_state& st, int i) override {

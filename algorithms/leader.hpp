@@ -1,27 +1,16 @@
-// Protocols over per-worker replicas: leader SGD (LSGD, with groups) and its
-// baseline, elastic averaging SGD (EASGD).
+// Two protocols over per-worker replicas, run by the replica engine
+// (engines/replicas.hpp): leader SGD (LSGD, with groups; leader_sgd.cpp) and
+// its baseline, elastic averaging SGD (EASGD; easgd.cpp). In both, every
+// worker i trains its own model x_i and is pulled toward a shared point: the
+// leader's model (LSGD) or a centre variable (EASGD).
 //
-// In both, every worker i trains its own model x_i and is pulled toward a
-// shared point: the leader's model (LSGD) or a centre variable (EASGD). A
-// worker knows no algorithm, so the protocol actor holds every x_i and asks
-// worker i for the gradient at x_i; the rule (a value, replica_rule) says
-// what happens to x_i with that gradient and at the communication points,
-// and the engine (replicas.cpp) does the rest: the request loop (one barrier
-// per round, or none), budget, evaluations, metrics and lost workers.
+// This header holds their entry points and the pure pieces of their math
+// (elections and the pulled and elastic steps), declared here so they can be
+// tested on their own; each is defined in its protocol's file.
 //
-// Bytes: the protocol actor stands in for an agent beside each worker, so
-// handing x_i to worker i and its gradient back is local traffic and is not
-// counted; bytes_sent counts what the algorithm itself communicates (leader
-// broadcasts, elastic exchanges with the centre).
-//
-// Not here: compression of those exchanges, or a remote centre actor.
+// Not here: compression of the exchanges, or a remote centre actor.
 #pragma once
 
-#include <deque>
-#include <functional>
-#include <map>
-#include <memory>
-#include <string>
 #include <utility>
 #include <vector>
 
@@ -45,7 +34,7 @@ protocol_actor spawn_leader_sgd(caf::actor_system& sys, run_context ctx);
 /// for a bad option value before any actor exists.
 protocol_actor spawn_easgd(caf::actor_system& sys, run_context ctx);
 
-// -- the pure pieces (tested on their own) ---------------------------------------
+// -- leader SGD's pure pieces (leader_sgd.cpp) ------------------------------------
 
 /// The rank of the alive worker with the lowest recent loss (NaN counts as
 /// +infinity); ties go to the lowest rank; -1 when no worker is alive.
@@ -74,6 +63,8 @@ void pulled_sgd_step(backend& be, float eta, cview g, cview x,
 void multi_leader_step(backend& be, float eta, float lambda_local, float lambda_global, cview g,
                        cview x_local_leader, cview x_global_leader, cview x, view out);
 
+// -- EASGD's pure pieces (easgd.cpp) ---------------------------------------------
+
 /// out <- x - alpha (x - target): one side of an elastic exchange (a worker
 /// moving toward the centre, or the asynchronous centre toward one worker).
 void elastic_move(backend& be, float alpha, cview x, cview target, view out);
@@ -81,70 +72,5 @@ void elastic_move(backend& be, float alpha, cview x, cview target, view out);
 /// out <- centre + alpha sum_k (xs_k - centre): the synchronous centre update.
 void elastic_center(backend& be, float alpha, cview centre, const std::vector<cview>& xs,
                     view out);
-
-// -- the engine both protocols share (replicas.cpp) ------------------------------
-
-struct replica_state;
-
-/// What a replica protocol decides; the engine does the messaging.
-class replica_rule {
-public:
-  virtual ~replica_rule() = default;
-  /// Once, when the run starts (every x_i is ctx.initial).
-  virtual void start(replica_state&) {}
-  /// out <- worker i's new x_i from st.x[i] and its gradient g (taken at
-  /// st.x[i]); the engine then applies the proximal step for plan.reg.
-  virtual void local_step(replica_state& st, size_t i, const gradient& g, view out) = 0;
-  /// The communication point. Synchronous: after every round (i is -1).
-  /// Asynchronous: after each applied update, of worker i.
-  virtual void communicate(replica_state& st, int i) = 0;
-  /// Worker i was dropped (it stays out of every later choice).
-  virtual void lost(replica_state&, size_t) {}
-  /// The model the protocol outputs: evaluated, and the final weights.
-  virtual buffer output(const replica_state& st) const = 0;
-  /// Protocol values for every metrics row and the summary.
-  virtual std::map<std::string, double> metrics(const replica_state& st) const = 0;
-};
-
-/// The engine's state: the replicas, and what a rule may read or use.
-struct replica_state : protocol_state {
-  static inline const char* name = "chorus.replicas";
-  std::shared_ptr<replica_rule> rule;
-  bool async = false;                    ///< no barrier: each worker loops on its own
-  std::vector<buffer> x;                 ///< x_i, one immutable snapshot per worker
-  std::vector<int64_t> updates;          ///< updates applied to x_i
-  std::vector<std::deque<double>> losses;  ///< worker i's last `window` mini-batch losses
-  size_t window = 1;
-  std::function<void(std::string)> log;  ///< a line to the run's log (set by the engine)
-
-  // Engine bookkeeping.
-  std::vector<bool> in_flight;  ///< per worker: a gradient request is out
-  size_t pending = 0;           ///< synchronous: replies still due this round
-  bool stopping = false;        ///< budget spent or stop asked: no new requests
-  bool eval_in_flight = false;
-
-  /// Mean of each worker's last `window` losses (+infinity before its first).
-  std::vector<double> recent_losses() const;
-  /// Mean over alive workers of ||x_i - y||^2 (how far they are from y).
-  double mean_distance_to(cview y) const;
-};
-
-/// Spawns the engine with a rule. `window`: how many recent losses per
-/// worker recent_losses() averages.
-protocol_actor spawn_replica_protocol(caf::actor_system& sys, run_context ctx,
-                                      std::shared_ptr<replica_rule> rule, bool async,
-                                      size_t window);
-
-/// options[key] as a bool ("0"/"1", default 0); throws std::invalid_argument otherwise.
-bool option_flag(const run_plan& plan, const std::string& key);
-
-/// options[key] as a whole number >= `lowest` (or `fallback` when absent);
-/// throws std::invalid_argument naming the key otherwise.
-int64_t option_count(const run_plan& plan, const std::string& key, int64_t fallback,
-                     int64_t lowest);
-
-/// options[key] as a number >= 0 (or `fallback` when absent); throws
-/// std::invalid_argument naming the key otherwise.
-float option_weight(const run_plan& plan, const std::string& key, double fallback);
 
 } // namespace chorus

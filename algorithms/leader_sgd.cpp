@@ -33,11 +33,74 @@
 // workers of ||x_i - x_leader_now||^2); every change of the global leader is
 // logged ("step 120: leader 3 -> 1").
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 
 #include "algorithms/leader.hpp"
+#include "engines/options.hpp"
+#include "engines/replicas.hpp"
+#include "gpu/assert.hpp"
 
 namespace chorus {
+
+// -- the election and the pull (leader.hpp) -----------------------------------------
+
+int select_leader(const std::vector<double>& recent_losses, const std::vector<bool>& alive) {
+  CHORUS_ASSERT(recent_losses.size() == alive.size(), "select_leader: one loss per worker");
+  auto key = [&](size_t i) {
+    double l = recent_losses[i];
+    return std::isnan(l) ? std::numeric_limits<double>::infinity() : l;
+  };
+  int best = -1;
+  for (size_t i = 0; i < alive.size(); ++i)
+    if (alive[i] && (best < 0 || key(i) < key(static_cast<size_t>(best))))
+      best = static_cast<int>(i);
+  return best;
+}
+
+int group_of(int rank, int workers, int groups) {
+  CHORUS_ASSERT(workers >= 1 && groups >= 1 && rank >= 0 && rank < workers,
+                "group_of: needs 0 <= rank < workers and groups >= 1");
+  return static_cast<int>(static_cast<int64_t>(rank) * groups / workers);
+}
+
+std::vector<int> select_group_leaders(const std::vector<double>& recent_losses,
+                                      const std::vector<bool>& alive, int groups) {
+  const int n = static_cast<int>(alive.size());
+  std::vector<int> leaders;
+  for (int g = 0; g < groups; ++g) {
+    std::vector<bool> member(alive.size(), false);
+    for (int i = 0; i < n; ++i)
+      member[static_cast<size_t>(i)] = alive[static_cast<size_t>(i)] && group_of(i, n, groups) == g;
+    leaders.push_back(select_leader(recent_losses, member));
+  }
+  return leaders;
+}
+
+void pulled_sgd_step(backend& be, float eta, cview g, cview x,
+                     const std::vector<std::pair<float, cview>>& pulls, view out) {
+  // x - eta g - eta sum_k lambda_k (x - y_k)
+  //   = (1 - eta sum_k lambda_k) x - eta g + sum_k eta lambda_k y_k:
+  // one weighted sum, one pass over memory.
+  std::vector<cview> xs{x, g};
+  std::vector<float> coeffs{1.0f, -eta};
+  for (auto& [lambda, y] : pulls) {
+    if (lambda == 0)
+      continue;
+    coeffs[0] -= eta * lambda;
+    xs.push_back(y);
+    coeffs.push_back(eta * lambda);
+  }
+  be.weighted_sum(xs, coeffs, out);
+}
+
+void multi_leader_step(backend& be, float eta, float lambda_local, float lambda_global, cview g,
+                       cview x_local_leader, cview x_global_leader, cview x, view out) {
+  pulled_sgd_step(be, eta, g, x, {{lambda_local, x_local_leader}, {lambda_global, x_global_leader}},
+                  out);
+}
+
+// -- the rule ---------------------------------------------------------------------------
 
 namespace {
 

@@ -1,7 +1,6 @@
-// The engine behind leader SGD and EASGD (see leader.hpp), and the pure
-// update pieces both use.
+// The replica engine (replicas.hpp).
 //
-// The protocol actor holds x_i for every worker i and asks worker i for the
+// The engine holds x_i for every worker i and asks worker i for the
 // gradient at x_i. The rule turns that gradient into the new x_i, then the
 // proximal step for plan.reg is applied. Two ways to loop:
 //   synchronous:  every live worker computes at its x_i, each reply updates
@@ -11,115 +10,20 @@
 //                 own; the rule communicates after every update; one step
 //                 = one applied update (one worker's mini-batch).
 // A worker that dies (down message, timeout, unreachable) is dropped, the
-// rule is told, and the others go on. Evaluations score rule.output(), a
-// snapshot (buffers are immutable); synchronous runs wait for them,
-// asynchronous runs do not. Every row also gets workers_alive and, when
-// asynchronous, updates_min / updates_max over the live workers.
+// rule is told, and the others go on; which errors fail the run instead is
+// is_run_failure's decision (messages/errors.hpp). Evaluations score
+// rule.output(), a snapshot (buffers are immutable); synchronous runs wait
+// for them, asynchronous runs do not. Every row also gets workers_alive and,
+// when asynchronous, updates_min / updates_max over the live workers.
+#include "engines/replicas.hpp"
+
 #include <algorithm>
-#include <cmath>
 #include <limits>
 #include <stdexcept>
 
-#include "algorithms/leader.hpp"
 #include "gpu/assert.hpp"
 
 namespace chorus {
-
-// -- the pure pieces ------------------------------------------------------------------
-
-int select_leader(const std::vector<double>& recent_losses, const std::vector<bool>& alive) {
-  CHORUS_ASSERT(recent_losses.size() == alive.size(), "select_leader: one loss per worker");
-  auto key = [&](size_t i) {
-    double l = recent_losses[i];
-    return std::isnan(l) ? std::numeric_limits<double>::infinity() : l;
-  };
-  int best = -1;
-  for (size_t i = 0; i < alive.size(); ++i)
-    if (alive[i] && (best < 0 || key(i) < key(static_cast<size_t>(best))))
-      best = static_cast<int>(i);
-  return best;
-}
-
-int group_of(int rank, int workers, int groups) {
-  CHORUS_ASSERT(workers >= 1 && groups >= 1 && rank >= 0 && rank < workers,
-                "group_of: needs 0 <= rank < workers and groups >= 1");
-  return static_cast<int>(static_cast<int64_t>(rank) * groups / workers);
-}
-
-std::vector<int> select_group_leaders(const std::vector<double>& recent_losses,
-                                      const std::vector<bool>& alive, int groups) {
-  const int n = static_cast<int>(alive.size());
-  std::vector<int> leaders;
-  for (int g = 0; g < groups; ++g) {
-    std::vector<bool> member(alive.size(), false);
-    for (int i = 0; i < n; ++i)
-      member[static_cast<size_t>(i)] = alive[static_cast<size_t>(i)] && group_of(i, n, groups) == g;
-    leaders.push_back(select_leader(recent_losses, member));
-  }
-  return leaders;
-}
-
-void pulled_sgd_step(backend& be, float eta, cview g, cview x,
-                     const std::vector<std::pair<float, cview>>& pulls, view out) {
-  // x - eta g - eta sum_k lambda_k (x - y_k)
-  //   = (1 - eta sum_k lambda_k) x - eta g + sum_k eta lambda_k y_k:
-  // one weighted sum, one pass over memory.
-  std::vector<cview> xs{x, g};
-  std::vector<float> coeffs{1.0f, -eta};
-  for (auto& [lambda, y] : pulls) {
-    if (lambda == 0)
-      continue;
-    coeffs[0] -= eta * lambda;
-    xs.push_back(y);
-    coeffs.push_back(eta * lambda);
-  }
-  be.weighted_sum(xs, coeffs, out);
-}
-
-void multi_leader_step(backend& be, float eta, float lambda_local, float lambda_global, cview g,
-                       cview x_local_leader, cview x_global_leader, cview x, view out) {
-  pulled_sgd_step(be, eta, g, x, {{lambda_local, x_local_leader}, {lambda_global, x_global_leader}},
-                  out);
-}
-
-void elastic_move(backend& be, float alpha, cview x, cview target, view out) {
-  be.weighted_sum({x, target}, {1.0f - alpha, alpha}, out);
-}
-
-void elastic_center(backend& be, float alpha, cview centre, const std::vector<cview>& xs,
-                    view out) {
-  std::vector<cview> all{centre};
-  std::vector<float> coeffs{1.0f - alpha * static_cast<float>(xs.size())};
-  for (auto& x : xs) {
-    all.push_back(x);
-    coeffs.push_back(alpha);
-  }
-  be.weighted_sum(all, coeffs, out);
-}
-
-bool option_flag(const run_plan& plan, const std::string& key) {
-  double v = plan.number(key, 0);
-  if (v != 0 && v != 1)
-    throw std::invalid_argument("option " + key + " must be 0 or 1 (got "
-                                + plan.options.at(key) + ")");
-  return v == 1;
-}
-
-int64_t option_count(const run_plan& plan, const std::string& key, int64_t fallback,
-                     int64_t lowest) {
-  double v = plan.number(key, static_cast<double>(fallback));
-  if (v != std::floor(v) || v < static_cast<double>(lowest) || v > 1e15)
-    throw std::invalid_argument("option " + key + " must be a whole number >= "
-                                + std::to_string(lowest) + " (got " + plan.options.at(key) + ")");
-  return static_cast<int64_t>(v);
-}
-
-float option_weight(const run_plan& plan, const std::string& key, double fallback) {
-  double v = plan.number(key, fallback);
-  if (v < 0)
-    throw std::invalid_argument("option " + key + " must be >= 0 (got " + plan.options.at(key) + ")");
-  return static_cast<float>(v);
-}
 
 // -- replica_state --------------------------------------------------------------------
 

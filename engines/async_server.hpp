@@ -1,0 +1,48 @@
+// The asynchronous parameter server: the actor behind protocols that apply
+// each worker's gradient the moment it arrives, with no barrier (async_sgd).
+//
+// It holds one model w. Every worker loops: the server hands it the current
+// w, the worker computes a gradient there, and by the time it comes back
+// tau other updates may have been applied (tau, the staleness, is the number
+// of updates since the worker's copy was taken). An `async_rule` says what
+// that gradient does: whether it is applied at all, and the new w. Around
+// it the server does what every run needs (see protocol.hpp): the request
+// loop, budget, evaluations that score a snapshot while the workers go on,
+// byte accounting (w out, g back), staleness statistics, fairness counters
+// and survival when a worker dies.
+//
+// A step is one applied update (one worker's mini-batch); a dropped gradient
+// counts its samples but is no step.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include <caf/actor_system.hpp>
+
+#include "engines/protocol.hpp"
+
+namespace chorus {
+
+/// An asynchronous protocol's update, as a value: what happens to a gradient
+/// that arrives `tau` updates after the weights it was computed at.
+struct async_rule {
+  /// Optional: whether such a gradient is applied; false drops it (counted
+  /// as dropped_stale) and the worker is handed fresh weights at once.
+  /// Unset: every gradient is applied.
+  std::function<bool(int64_t tau)> accept;
+  /// out <- the new weights from the current w and the gradient g (taken at
+  /// w_{t - tau}), including any proximal step. `out` does not overlap w or g.
+  std::function<void(backend& be, cview w, cview g, int64_t tau, view out)> apply;
+  /// Optional: a line for the run's log when the run starts.
+  std::string note;
+};
+
+/// Spawns the asynchronous server for `rule`. Every metrics row and the
+/// summary get staleness_mean, staleness_max, staleness_hist_<tau>,
+/// dropped_stale, workers_alive, and updates_min / updates_max (gradients
+/// applied per worker: a straggler or a starved worker shows in the min).
+protocol_actor spawn_async_server(caf::actor_system& sys, run_context ctx, async_rule rule);
+
+} // namespace chorus
