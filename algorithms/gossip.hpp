@@ -38,7 +38,7 @@
 #include <caf/all.hpp>
 
 #include "engines/protocol.hpp"
-#include "algorithms/topology.hpp"
+#include "engines/topology.hpp"
 
 namespace chorus {
 

@@ -13,7 +13,7 @@
 #include <algorithm>
 
 #include "algorithms/experiment.hpp"
-#include "algorithms/topology.hpp"
+#include "engines/topology.hpp"
 #include "bench/bench_util.hpp"
 
 using namespace chorus;

@@ -10,7 +10,7 @@
 
 #include "algorithms/experiment.hpp"
 #include "algorithms/registry.hpp"
-#include "algorithms/topology.hpp"
+#include "engines/topology.hpp"
 #include "data/dataset.hpp"
 #include "gpu/regularizer.hpp"
 #include "models/model.hpp"
