@@ -10,12 +10,13 @@
 // completely, where DSGD (gossip_sgd.cpp) stalls at a distance of order
 // eta * heterogeneity / spectral gap.
 //
-// Round k at peer i, on the shared round machinery (gossip.hpp): the worker
-// returns g_i(x_i^k); prepare finishes y_i^k = ymix_i^{k-1} + g_i(x_i^k) -
-// g_i(x_i^{k-1}) and sends (x_i^k, y_i^k); mix computes x_i^{k+1} and
-// ymix_i^k = sum_j w_ij y_j^k, each as one weighted sum. A message is twice
-// DSGD's (x and y). A dropped neighbour (see gossip_sgd.cpp) breaks the
-// tracking invariant: the trackers then follow a slightly wrong mean.
+// Round k at peer i, on the synchronous gossip engine (engines/gossip.hpp):
+// the worker returns g_i(x_i^k); prepare finishes y_i^k = ymix_i^{k-1} +
+// g_i(x_i^k) - g_i(x_i^{k-1}) and sends (x_i^k, y_i^k); mix computes
+// x_i^{k+1} and ymix_i^k = sum_j w_ij y_j^k, each as one weighted sum. A
+// message is twice DSGD's (x and y). A dropped neighbour
+// (engines/gossip_round_peer.cpp) breaks the tracking invariant: the
+// trackers then follow a slightly wrong mean.
 //
 // No regularizer: the tracking recursion has no proximal form here, so a
 // plan with one is refused. A step is one round.
@@ -24,6 +25,7 @@
 #include <stdexcept>
 
 #include "algorithms/gossip.hpp"
+#include "engines/gossip.hpp"
 
 namespace chorus {
 

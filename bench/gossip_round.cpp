@@ -12,8 +12,8 @@
 // Run: build/bench/gossip_round        (CHORUS_BENCH_QUICK=1 for a short run)
 #include <algorithm>
 
+#include "engines/topology.hpp"
 #include "tools/experiment.hpp"
-#include "algorithms/topology.hpp"
 #include "bench/bench_util.hpp"
 
 using namespace chorus;

@@ -13,7 +13,7 @@
 //         OUT/gossip/<topology>/metrics.jsonl (consensus_distance, bytes_sent).
 #include <caf/all.hpp>
 
-#include "algorithms/topology.hpp"
+#include "engines/topology.hpp"
 #include "examples/example_util.hpp"
 
 using namespace chorus;

@@ -11,7 +11,7 @@
 
 #include "tools/experiment.hpp"
 #include "algorithms/registry.hpp"
-#include "algorithms/topology.hpp"
+#include "engines/topology.hpp"
 #include "data/dataset.hpp"
 #include "gpu/regularizer.hpp"
 #include "models/model.hpp"

@@ -26,6 +26,7 @@
 #include <Eigen/Eigenvalues>
 
 #include "algorithms/gossip.hpp"
+#include "engines/gossip.hpp"
 #include "tests/algorithms/harness.hpp"
 
 using namespace chorus;

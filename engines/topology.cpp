@@ -2,7 +2,7 @@
 // graphs are built as adjacency sets and then weighed by one weight rule; the
 // two directed exponential graphs write their circulant weights directly.
 // Nothing here knows about actors or messages.
-#include "algorithms/topology.hpp"
+#include "engines/topology.hpp"
 
 #include <algorithm>
 #include <cmath>

@@ -19,7 +19,7 @@
 #include <string>
 #include <vector>
 
-#include "algorithms/topology.hpp"
+#include "engines/topology.hpp"
 
 using namespace chorus;
 

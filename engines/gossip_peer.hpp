@@ -1,0 +1,156 @@
+// What the gossip engine's own actors share (see engines/gossip.hpp for the
+// engine and what a protocol's rule sees): the coordinator's handle and
+// plan, and the machinery of every peer (its wiring, asking its worker for a
+// gradient, reporting to the coordinator under the report window, leaving
+// the run). Protocols do not include this; the round peer
+// (gossip_round_peer.cpp) and the asynchronous peer (gossip_async_peer.cpp)
+// do.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <caf/all.hpp>
+
+#include "engines/gossip.hpp"
+#include "messages/errors.hpp"
+
+namespace chorus {
+
+// -- the coordinator ------------------------------------------------------------------
+
+/// The coordinator's handle as its peers see it.
+using gossip_coordinator_actor = protocol_actor::extend<
+  // A peer's state after one of its rounds (or local steps); answered once
+  // the coordinator has counted it.
+  caf::replies_to<report_atom, peer_state>::with<ok_atom>>;
+
+/// What a coordinator needs to know about its protocol.
+struct coordinator_plan {
+  /// true: peer_state::step is a round number and one step of the run is a
+  /// round that every live peer has reported; false: peer_state::step counts
+  /// the peer's local steps, and every local step of every peer is a step.
+  bool rounds = true;
+  std::shared_ptr<const topology> topo;  ///< shared with the peers (a phase is n x n)
+  /// rounds: bytes of one gossip message to one neighbour; steps: bytes
+  /// exchanged by one local step (its pairwise average).
+  int64_t message_bytes = 0;
+  /// x_i^0 for every peer (initial_models).
+  std::vector<buffer> initial;
+  /// Reports a peer may have unanswered before it waits (flow control, engines/gossip.hpp).
+  int32_t window = 4;
+  /// Spawns peer `rank`, reporting to `coordinator`. The coordinator then
+  /// starts every peer with (run_atom, every peer's handle by rank).
+  std::function<caf::actor(caf::actor_system&, int32_t rank, const gossip_coordinator_actor&)>
+    spawn_peer;
+};
+
+/// Spawns the coordinator of a gossip run. Evaluations carry the extra
+/// metrics consensus_distance, bytes_per_worker_per_round, spectral_gap and
+/// workers_alive; the final one also worst_worker_acc (each live peer's
+/// x_i scored on the evaluator, at the end only: n evaluations).
+protocol_actor spawn_gossip_coordinator(caf::actor_system& sys, run_context ctx,
+                                        coordinator_plan plan);
+
+// -- the peers ------------------------------------------------------------------------
+
+/// What every peer holds besides its protocol's variables.
+struct peer_base {
+  int32_t rank = 0;
+  worker_actor worker;
+  gossip_coordinator_actor coordinator;
+  monitor_actor monitor;
+  std::chrono::milliseconds timeout{60000};  ///< longest wait for its worker
+  std::unique_ptr<backend> be = make_eigen_backend();
+  int64_t samples = 0;  ///< samples its worker processed so far
+  int32_t window = 4;   ///< reports it may have unanswered
+  int32_t unanswered = 0;
+  bool held = false;    ///< waiting for the coordinator to catch up
+
+  void init(int32_t r, const run_context& ctx, gossip_coordinator_actor c, int32_t w) {
+    rank = r;
+    window = std::max(1, w);
+    worker = ctx.workers[static_cast<size_t>(r)];
+    coordinator = std::move(c);
+    monitor = ctx.monitor;
+    timeout = ctx.plan.timeout;
+  }
+};
+
+/// Sends a line to the run's log, prefixed with the peer's rank.
+template <class Self>
+void peer_log(Self self, const std::string& line) {
+  self->send(self->state.monitor, log_atom_v, "peer " + std::to_string(self->state.rank) + ": " + line);
+}
+
+/// The peer leaves the run with `reason`: the coordinator and its
+/// neighbours see it terminate. The coordinator decides by is_run_failure:
+/// errc::worker_lost loses one node; any other Chorus error (NaN, a
+/// dimension mismatch) fails the run.
+template <class Self>
+void peer_leave(Self self, const caf::error& reason) {
+  peer_log(self, "leaves the run: " + describe(reason));
+  self->quit(reason);
+}
+
+/// True (and the peer leaves) if `dm` says the peer's worker terminated.
+template <class Self>
+bool on_worker_down(Self self, const caf::down_msg& dm) {
+  if (dm.source != self->state.worker.address())
+    return false;
+  peer_leave(self, make_error(errc::worker_lost, "its worker terminated: " + describe(dm.reason)));
+  return true;
+}
+
+/// Asks the peer's worker for a gradient at `x` (the worker's step is
+/// `step`, which also drives injected crashes) and calls next(gradient&).
+/// A timeout or a lost worker makes the peer leave with worker_lost; a
+/// Chorus error from the worker (NaN, ...) makes it leave with that error.
+template <class Self, class Next>
+void ask_gradient(Self self, const buffer& x, int64_t step, Next next) {
+  auto& st = self->state;
+  self->request(st.worker, st.timeout, compute_atom_v, weights{st.rank, step, x})
+    .then(
+      [self, next](gradient& g) mutable {
+        self->state.samples += g.samples;
+        next(g);
+      },
+      [self](caf::error& err) {
+        if (is_run_failure(err))
+          peer_leave(self, err);
+        else
+          peer_leave(self, make_error(errc::worker_lost, "no gradient from its worker: " + describe(err)));
+      });
+}
+
+/// Tells the coordinator where the peer stands after `step`: its model x
+/// and the loss of its last mini-batch. Returns true if the peer may go on;
+/// false if `window` reports are unanswered, and then `go_on()` is called
+/// once the coordinator has answered enough of them.
+template <class Self, class GoOn>
+bool report(Self self, int64_t step, const buffer& x, double loss, GoOn go_on) {
+  auto& st = self->state;
+  ++st.unanswered;
+  self->request(st.coordinator, caf::infinite, report_atom_v,
+                peer_state{st.rank, step, x, {}, loss, st.samples})
+    .then(
+      [self, go_on](ok_atom) mutable {
+        auto& st = self->state;
+        --st.unanswered;
+        if (st.held && st.unanswered < st.window) {
+          st.held = false;
+          go_on();
+        }
+      },
+      [](caf::error&) {
+        // The coordinator ended the run; this peer's exit is on its way.
+      });
+  st.held = st.unanswered >= st.window;
+  return !st.held;
+}
+
+} // namespace chorus
