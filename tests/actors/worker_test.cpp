@@ -24,6 +24,9 @@ dataset_ptr tiny_regression() {
   return d;
 }
 
+// The 10 s request timeout only turns a lost reply into a failure instead of
+// a hang; every reply here is computed in microseconds, so a loaded or
+// single-core machine is still three orders of magnitude inside it.
 template <class T, class... Ts>
 caf::expected<T> ask(caf::scoped_actor& self, const worker_actor& w, Ts... xs) {
   caf::expected<T> out{caf::error{}};

@@ -208,6 +208,10 @@ TEST(nccl, without_a_device_a_group_answers_with_errors_and_the_system_shuts_dow
     // Leaving the scope destroys the actor system, which waits for every
     // actor: this returns only if the group's detached ranks exited.
   }
+  // Not a speed bound: without a device every answer is immediate (well
+  // under a second, even on one loaded core), while the failure this catches,
+  // a rank waiting out the formation timeout (nccl_group_options::timeout,
+  // 2 minutes), takes at least 120 s. A hang is left to ctest's timeout.
   EXPECT_LT(seconds_since(t0), 30.0);
 }
 
@@ -333,6 +337,8 @@ TEST(nccl_gpu, a_rank_whose_peer_never_joins_gives_up_instead_of_hanging) {
   } catch (const device_error& e) {
     EXPECT_NE(std::string(e.what()).find("timed out"), std::string::npos) << e.what();
   }
+  // The wait is 1.5 s; 30 s only separates "gave up at its timeout" from
+  // "waited for the default 2 minutes" (or forever), whatever the machine's speed.
   EXPECT_LT(seconds_since(t0), 30.0);
   // And a cancel flag stops the wait early.
   auto cancel = std::make_shared<std::atomic<bool>>(false);
@@ -348,6 +354,7 @@ TEST(nccl_gpu, a_rank_whose_peer_never_joins_gives_up_instead_of_hanging) {
     EXPECT_NE(std::string(e.what()).find("cancelled"), std::string::npos) << e.what();
   }
   raiser.join();
+  // Cancelled after 0.3 s; without the cancel the wait is 5 minutes.
   EXPECT_LT(seconds_since(t0), 30.0);
 }
 
@@ -399,6 +406,8 @@ TEST(nccl_gpu, dropping_a_group_while_it_forms_does_not_hang_shutdown) {
     test::test_system ts;
     auto group = spawn_nccl_group(ts.sys, {0});
   }
+  // Forming one rank takes a second or so; shutdown that waited for the
+  // group's formation timeout instead would take at least 2 minutes.
   EXPECT_LT(seconds_since(t0), 60.0);
 }
 
