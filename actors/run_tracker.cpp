@@ -5,19 +5,25 @@
 
 namespace chorus {
 
-double run_plan::number(const std::string& key, double fallback) const {
+const std::string& run_plan::text(const std::string& key) const {
   auto i = options.find(key);
   if (i == options.end())
-    return fallback;
+    throw std::invalid_argument("option " + key + " is not set (spawn_algorithm fills in every "
+                                "option's default from the registry)");
+  return i->second;
+}
+
+double run_plan::number(const std::string& key) const {
+  const auto& value = text(key);
   size_t used = 0;
   double x = 0;
   try {
-    x = std::stod(i->second, &used);
+    x = std::stod(value, &used);
   } catch (const std::exception&) {
     used = 0;
   }
-  if (used != i->second.size() || !std::isfinite(x))
-    throw std::invalid_argument("option " + key + ": '" + i->second + "' is not a number");
+  if (used != value.size() || !std::isfinite(x))
+    throw std::invalid_argument("option " + key + ": '" + value + "' is not a number");
   return x;
 }
 

@@ -30,9 +30,15 @@ struct run_plan {
   std::chrono::milliseconds timeout{60000};  ///< longest wait for one reply
   std::map<std::string, std::string> options;  ///< protocol-specific (tau, ...)
 
-  /// options[key] as a number, or `fallback` when absent; throws
-  /// std::invalid_argument naming the key for a malformed value.
-  double number(const std::string& key, double fallback) const;
+  /// options[key]; throws std::invalid_argument naming the key when it is
+  /// not set. A protocol spawned by name (spawn_algorithm, or its own spawn_*
+  /// entry point) has every option it reads set, with the registry's
+  /// defaults for those not given: protocols hold no defaults of their own.
+  const std::string& text(const std::string& key) const;
+
+  /// options[key] as a number; throws std::invalid_argument naming the key
+  /// when it is not set or not a finite number.
+  double number(const std::string& key) const;
 };
 
 class run_tracker {

@@ -21,6 +21,7 @@
 #include <random>
 
 #include "algorithms/gossip.hpp"
+#include "algorithms/registry.hpp"
 #include "engines/gossip.hpp"
 
 namespace chorus {
@@ -59,6 +60,7 @@ pairwise_rule ad_psgd_rule(const run_plan& plan) {
 
 protocol_actor spawn_async_gossip_from(caf::actor_system& sys, run_context ctx,
                                        std::vector<buffer> initial) {
+  complete_options(find_algorithm("async_gossip"), ctx.plan);
   auto rule = ad_psgd_rule(ctx.plan);
   return spawn_asynchronous_gossip(sys, std::move(ctx), std::move(rule), std::move(initial));
 }

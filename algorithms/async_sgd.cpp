@@ -18,6 +18,7 @@
 // A step is one applied update (one worker's mini-batch). With one worker
 // and no delay tau is always 0 and this is plain SGD, step for step.
 #include "algorithms/protocols.hpp"
+#include "algorithms/registry.hpp"
 #include "engines/async_server.hpp"
 
 namespace chorus {
@@ -25,8 +26,8 @@ namespace chorus {
 namespace {
 
 async_rule async_sgd_rule(const run_plan& plan) {
-  const auto bound = static_cast<int64_t>(plan.number("staleness_bound", -1));  // < 0: none
-  const bool staleness_lr = plan.number("staleness_lr", 0) != 0;
+  const auto bound = static_cast<int64_t>(plan.number("staleness_bound"));  // < 0: none
+  const bool staleness_lr = plan.number("staleness_lr") != 0;
   const float lr = plan.lr;
   const regularizer reg = plan.reg;
   async_rule rule;
@@ -48,6 +49,7 @@ async_rule async_sgd_rule(const run_plan& plan) {
 } // namespace
 
 protocol_actor spawn_async_sgd(caf::actor_system& sys, run_context ctx) {
+  complete_options(find_algorithm("async_sgd"), ctx.plan);
   auto rule = async_sgd_rule(ctx.plan);
   return spawn_async_server(sys, std::move(ctx), std::move(rule));
 }

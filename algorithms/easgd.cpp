@@ -22,6 +22,7 @@
 #include <stdexcept>
 
 #include "algorithms/leader.hpp"
+#include "algorithms/registry.hpp"
 #include "engines/options.hpp"
 #include "engines/replicas.hpp"
 
@@ -124,9 +125,10 @@ private:
 } // namespace
 
 protocol_actor spawn_easgd(caf::actor_system& sys, run_context ctx) {
+  complete_options(find_algorithm("easgd"), ctx.plan);
   const auto& plan = ctx.plan;
-  const float alpha = option_weight(plan, "alpha", 0.1);
-  const int64_t tau = option_count(plan, "tau", 4, 1);
+  const float alpha = option_weight(plan, "alpha");
+  const int64_t tau = option_count(plan, "tau", 1);
   const bool async = option_flag(plan, "async");
   if (!(alpha > 0 && alpha < 1))
     throw std::invalid_argument("option alpha must be in (0, 1) (got " + std::to_string(alpha) + ")");

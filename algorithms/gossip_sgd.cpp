@@ -21,6 +21,7 @@
 // Options: topology (default ring), weights (uniform | metropolis),
 //          mix_order (atc | cta), seed (random graphs).
 #include "algorithms/gossip.hpp"
+#include "algorithms/registry.hpp"
 
 #include <stdexcept>
 #include <string>
@@ -32,8 +33,7 @@ namespace chorus {
 namespace {
 
 gossip_rule dsgd_rule(const run_plan& plan) {
-  auto it = plan.options.find("mix_order");
-  std::string order = it == plan.options.end() ? "atc" : it->second;
+  const std::string& order = plan.text("mix_order");
   if (order != "atc" && order != "cta")
     throw std::invalid_argument("option mix_order: '" + order
                                 + "' is not a mixing order; valid: atc (adapt then combine), "
@@ -85,6 +85,7 @@ gossip_rule dsgd_rule(const run_plan& plan) {
 
 protocol_actor spawn_gossip_sgd_from(caf::actor_system& sys, run_context ctx,
                                      std::vector<buffer> initial) {
+  complete_options(find_algorithm("gossip_sgd"), ctx.plan);
   auto rule = dsgd_rule(ctx.plan);
   return spawn_synchronous_gossip(sys, std::move(ctx), std::move(rule), std::move(initial));
 }

@@ -25,6 +25,7 @@
 #include <stdexcept>
 
 #include "algorithms/gossip.hpp"
+#include "algorithms/registry.hpp"
 #include "engines/gossip.hpp"
 
 namespace chorus {
@@ -73,6 +74,7 @@ gossip_rule tracking_rule(const run_plan& plan) {
 
 protocol_actor spawn_gradient_tracking_from(caf::actor_system& sys, run_context ctx,
                                             std::vector<buffer> initial) {
+  complete_options(find_algorithm("gradient_tracking"), ctx.plan);
   auto rule = tracking_rule(ctx.plan);
   return spawn_synchronous_gossip(sys, std::move(ctx), std::move(rule), std::move(initial));
 }

@@ -18,6 +18,7 @@
 #include <memory>
 
 #include "algorithms/protocols.hpp"
+#include "algorithms/registry.hpp"
 
 namespace chorus {
 
@@ -80,7 +81,8 @@ worker_actor::behavior_type lazy_uplink(worker_actor::stateful_pointer<uplink_st
 } // namespace
 
 protocol_actor spawn_lazy_sgd(caf::actor_system& sys, run_context ctx) {
-  const float xi = static_cast<float>(ctx.plan.number("lazy_threshold", 1));
+  complete_options(find_algorithm("lazy_sgd"), ctx.plan);
+  const float xi = static_cast<float>(ctx.plan.number("lazy_threshold"));
   if (!(xi >= 0))
     throw std::invalid_argument("--lazy-threshold must be >= 0");
   for (auto& w : ctx.workers)

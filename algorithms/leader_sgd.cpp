@@ -37,6 +37,7 @@
 #include <stdexcept>
 
 #include "algorithms/leader.hpp"
+#include "algorithms/registry.hpp"
 #include "engines/options.hpp"
 #include "engines/replicas.hpp"
 #include "gpu/assert.hpp"
@@ -219,11 +220,12 @@ private:
 } // namespace
 
 protocol_actor spawn_leader_sgd(caf::actor_system& sys, run_context ctx) {
+  complete_options(find_algorithm("leader_sgd"), ctx.plan);
   const auto& plan = ctx.plan;
-  const float lambda = option_weight(plan, "lambda", 0.1);
-  const float lambda_global = option_weight(plan, "lambda_global", 0.05);
-  const int64_t tau = option_count(plan, "tau", 8, 1);
-  const int64_t groups = option_count(plan, "groups", 1, 1);
+  const float lambda = option_weight(plan, "lambda");
+  const float lambda_global = option_weight(plan, "lambda_global");
+  const int64_t tau = option_count(plan, "tau", 1);
+  const int64_t groups = option_count(plan, "groups", 1);
   const bool async = option_flag(plan, "async");
   if (groups > static_cast<int64_t>(ctx.workers.size()))
     throw std::invalid_argument("option groups (" + std::to_string(groups)

@@ -20,6 +20,7 @@
 #include <random>
 
 #include "algorithms/protocols.hpp"
+#include "algorithms/registry.hpp"
 
 namespace chorus {
 
@@ -34,18 +35,18 @@ struct local_sgd_options {
 
 local_sgd_options read_options(const run_plan& plan) {
   local_sgd_options o;
-  double tau = plan.number("tau", 8);
+  double tau = plan.number("tau");
   if (tau < 1 || tau != std::floor(tau) || tau > 1e6)
     throw std::invalid_argument("--tau must be a whole number >= 1");
   o.tau = static_cast<int32_t>(tau);
-  o.fraction = plan.number("fraction", 1);
+  o.fraction = plan.number("fraction");
   if (!(o.fraction > 0 && o.fraction <= 1))
     throw std::invalid_argument("--fraction must be in (0, 1]");
-  double post = plan.number("post_local", 0);
+  double post = plan.number("post_local");
   if (post < 0 || post != std::floor(post))
     throw std::invalid_argument("--post-local must be a whole number >= 0");
   o.post_local = static_cast<int64_t>(post);
-  o.seed = static_cast<uint64_t>(plan.number("seed", 1));
+  o.seed = static_cast<uint64_t>(plan.number("seed"));
   return o;
 }
 
@@ -95,6 +96,7 @@ round_rule local_sgd_rule(const run_plan& plan, std::vector<int64_t> shard_sizes
 }
 
 protocol_actor spawn_local_sgd(caf::actor_system& sys, run_context ctx) {
+  complete_options(find_algorithm("local_sgd"), ctx.plan);
   auto rule = local_sgd_rule(ctx.plan, ctx.shard_sizes);
   return spawn_round_server(sys, std::move(ctx), std::move(rule));
 }

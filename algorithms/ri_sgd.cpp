@@ -15,22 +15,24 @@
 #include <algorithm>
 
 #include "algorithms/protocols.hpp"
+#include "algorithms/registry.hpp"
 
 namespace chorus {
 
 partition ri_sgd_shards(const partition& base, const run_plan& plan) {
-  return make_redundant(base, plan.number("redundancy", 0.25),
-                        static_cast<uint64_t>(plan.number("seed", 1)))
+  return make_redundant(base, plan.number("redundancy"),
+                        static_cast<uint64_t>(plan.number("seed")))
     .held;
 }
 
 protocol_actor spawn_ri_sgd(caf::actor_system& sys, run_context ctx) {
+  complete_options(find_algorithm("ri_sgd"), ctx.plan);
   auto rule = local_sgd_rule(ctx.plan, ctx.shard_sizes);
   // Coverage of the training set by the live workers, from the held shards.
   if (ctx.shards) {
     auto held = std::make_shared<redundant_partition>();
     held->held = *ctx.shards;
-    held->mu = ctx.plan.number("redundancy", 0.25);
+    held->mu = ctx.plan.number("redundancy");
     held->copies = redundant_copies(static_cast<int>(ctx.workers.size()), held->mu);
     auto live_now = std::make_shared<std::vector<size_t>>();
     auto select = rule.select;

@@ -33,6 +33,7 @@
 
 #include "actors/nccl_group.hpp"
 #include "algorithms/protocols.hpp"
+#include "algorithms/registry.hpp"
 #include "gpu/device.hpp"
 
 namespace chorus {
@@ -40,8 +41,7 @@ namespace chorus {
 namespace {
 
 std::string allreduce_mode(const run_plan& plan) {
-  auto it = plan.options.find("allreduce");
-  std::string mode = it == plan.options.end() ? "none" : it->second;
+  const std::string& mode = plan.text("allreduce");
   if (mode != "none" && mode != "nccl")
     throw std::invalid_argument("allreduce=" + mode + " is not known (valid: none, nccl)");
   return mode;
@@ -126,11 +126,13 @@ round_rule sync_sgd_avg_rule(const run_plan& plan) {
 }
 
 protocol_actor spawn_sync_sgd(caf::actor_system& sys, run_context ctx) {
+  complete_options(find_algorithm("sync_sgd"), ctx.plan);
   auto rule = sync_sgd_rule(ctx.plan);
   return spawn_with_allreduce(sys, std::move(ctx), std::move(rule));
 }
 
 protocol_actor spawn_sync_sgd_avg(caf::actor_system& sys, run_context ctx) {
+  complete_options(find_algorithm("sync_sgd_avg"), ctx.plan);
   auto rule = sync_sgd_avg_rule(ctx.plan);
   return spawn_with_allreduce(sys, std::move(ctx), std::move(rule));
 }

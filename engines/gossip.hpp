@@ -53,9 +53,9 @@ namespace chorus {
 /// computed with `be`; writes x_bar to *mean when given. 0 for no vectors.
 double consensus_distance(backend& be, const std::vector<buffer>& xs, buffer* mean = nullptr);
 
-/// The graph a gossip run uses, from the plan's options "topology" (spec,
-/// default "ring"), "weights" ("uniform" | "metropolis", default uniform)
-/// and "seed" (for random graphs, default 1). Throws std::invalid_argument.
+/// The graph a gossip run uses, from the plan's options "topology" (spec),
+/// "weights" ("uniform" | "metropolis") and "seed" (for random graphs).
+/// Throws std::invalid_argument.
 topology read_topology(const run_plan& plan, int n);
 
 /// Every node peer i ever exchanges with: its in- and out-neighbours over

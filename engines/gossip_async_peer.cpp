@@ -119,7 +119,7 @@ async_peer_actor::behavior_type async_peer(async_peer_pointer self, int32_t rank
   st.x = std::move(x0);
   st.neighbours = std::move(neighbours);
   st.rule = std::move(rule);
-  st.rng.seed(static_cast<uint64_t>(ctx->plan.number("seed", 1)) * 1000003 + static_cast<uint64_t>(rank));
+  st.rng.seed(static_cast<uint64_t>(ctx->plan.number("seed")) * 1000003 + static_cast<uint64_t>(rank));
   self->set_down_handler([self](caf::down_msg& dm) { on_worker_down(self, dm); });
   return {
     [self](run_atom, std::vector<caf::actor>& all) {

@@ -31,13 +31,9 @@ double consensus_distance(backend& be, const std::vector<buffer>& xs, buffer* me
 }
 
 topology read_topology(const run_plan& plan, int n) {
-  auto option = [&plan](const std::string& key, const std::string& fallback) {
-    auto i = plan.options.find(key);
-    return i == plan.options.end() ? fallback : i->second;
-  };
-  auto rule = parse_weight_rule(option("weights", "uniform"));
-  auto seed = static_cast<uint64_t>(plan.number("seed", 1));
-  return make_topology(option("topology", "ring"), n, rule, seed);
+  auto rule = parse_weight_rule(plan.text("weights"));
+  auto seed = static_cast<uint64_t>(plan.number("seed"));
+  return make_topology(plan.text("topology"), n, rule, seed);
 }
 
 std::vector<int32_t> all_neighbours(const topology& t, int i) {

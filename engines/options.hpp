@@ -11,16 +11,15 @@
 
 namespace chorus {
 
-/// options[key] as a bool ("0"/"1", default 0); throws std::invalid_argument otherwise.
+/// options[key] as a bool ("0" or "1"); throws std::invalid_argument otherwise.
 bool option_flag(const run_plan& plan, const std::string& key);
 
-/// options[key] as a whole number >= `lowest` (or `fallback` when absent);
-/// throws std::invalid_argument naming the key otherwise.
-int64_t option_count(const run_plan& plan, const std::string& key, int64_t fallback,
-                     int64_t lowest);
+/// options[key] as a whole number >= `lowest`; throws std::invalid_argument
+/// naming the key otherwise.
+int64_t option_count(const run_plan& plan, const std::string& key, int64_t lowest);
 
-/// options[key] as a number >= 0 (or `fallback` when absent); throws
-/// std::invalid_argument naming the key otherwise.
-float option_weight(const run_plan& plan, const std::string& key, double fallback);
+/// options[key] as a number >= 0; throws std::invalid_argument naming the
+/// key otherwise.
+float option_weight(const run_plan& plan, const std::string& key);
 
 } // namespace chorus
