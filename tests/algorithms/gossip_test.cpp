@@ -570,7 +570,12 @@ TEST(async_gossip, converges_on_least_squares) {
   const double f0 = ls.loss(Eigen::VectorXd::Zero(16));
   EXPECT_LT(ls.loss(r->final_weights) - ls.f_star, 5e-3 * (f0 - ls.f_star));
   EXPECT_EQ(r->steps, 8 * 300);
-  // The peers take turns: none is starved (see async_gossip.cpp).
+  // The peers take turns: none is starved (see async_gossip.cpp). Which peer
+  // runs when is the scheduler's, so the spread is not deterministic; the
+  // window is +-20% of the mean (+-60 steps) where the spread measured was
+  // 291..312 beside two busy loops (pinned to one core or not; 293..307 with
+  // no load):
+  // 3x margin. A starved peer (the bug the turns fix) sat at 0.
   std::printf("[ measured ] async_gossip: local steps per peer %g .. %g (mean 300)\n",
               metric(*r, "peer_steps_min"), metric(*r, "peer_steps_max"));
   EXPECT_GT(metric(*r, "peer_steps_min"), 240);
