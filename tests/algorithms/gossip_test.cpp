@@ -28,32 +28,17 @@
 #include "algorithms/gossip.hpp"
 #include "engines/gossip.hpp"
 #include "tests/algorithms/harness.hpp"
+#include "tests/algorithms/scripted.hpp"
 
 using namespace chorus;
 
 namespace {
 
-// -- a recording monitor and a small network builder -------------------------------
+// -- a small network builder (with a recording monitor) -----------------------------
 
-struct recording {
-  std::mutex m;
-  std::vector<metrics_row> rows;
-  std::vector<std::string> lines;
-};
-
-monitor_actor::behavior_type recorder(std::shared_ptr<recording> rec) {
-  return {
-    [rec](metrics_atom, metrics_row& row) {
-      std::lock_guard<std::mutex> lock(rec->m);
-      rec->rows.push_back(std::move(row));
-    },
-    [rec](log_atom, std::string& line) {
-      std::lock_guard<std::mutex> lock(rec->m);
-      rec->lines.push_back(std::move(line));
-    },
-    [](flush_atom) { return ok_atom_v; },
-  };
-}
+using test::metric;
+using test::recorder;
+using test::recording;
 
 using spawn_fn = std::function<protocol_actor(caf::actor_system&, run_context, std::vector<buffer>)>;
 
@@ -205,6 +190,27 @@ TEST(gossip, consensus_distance_is_the_mean_squared_distance_to_the_average) {
   EXPECT_EQ(consensus_distance(*be, {}), 0.0);
 }
 
+// The consensus distance of x_r = W^r x_0, in double: the exact prediction
+// for a run with eta = 0 (round r's row is taken after r rounds).
+std::vector<double> predicted_consensus(const mixing_matrix& m, const std::vector<buffer>& x0, int rounds) {
+  const auto n = static_cast<Eigen::Index>(m.n);
+  const auto d = static_cast<Eigen::Index>(x0[0].size());
+  Eigen::MatrixXd w(n, n), x(n, d);
+  for (Eigen::Index i = 0; i < n; ++i) {
+    for (Eigen::Index j = 0; j < n; ++j)
+      w(i, j) = m.at(static_cast<int>(i), static_cast<int>(j));
+    for (Eigen::Index k = 0; k < d; ++k)
+      x(i, k) = x0[static_cast<size_t>(i)][static_cast<size_t>(k)];
+  }
+  std::vector<double> out;
+  for (int r = 0; r <= rounds; ++r) {
+    Eigen::RowVectorXd mean = x.colwise().mean();
+    out.push_back((x.rowwise() - mean).rowwise().squaredNorm().mean());
+    x = w * x;
+  }
+  return out;
+}
+
 // With eta = 0 DSGD is x <- W x. Write x = x_bar 1 + sum_k c_k v_k over W's
 // eigenvectors: each round multiplies c_k by lambda_k, so the squared
 // distance to consensus shrinks by |lambda_2|^2 per round once the other
@@ -214,7 +220,17 @@ TEST(gossip, consensus_distance_is_the_mean_squared_distance_to_the_average) {
 // equals the second singular value, which topology's SLEM reports; for a
 // non-normal W the two would differ). Measured: the geometric mean of the
 // per-round ratios between rounds r0 and r1, r0 late enough for the next
-// mode to be negligible, r1 early enough for float rounding not to matter.
+// mode to be negligible, r1 early enough for float rounding not to matter
+// (the run keeps x in float; its consensus distance is still ~1e-9 of the
+// start at r1, while rounding alone would leave ~1e-14).
+//
+// Two claims: each round's consensus distance is the one W^r x_0 has in
+// double, within 0.1% (the protocol mixes exactly by W), and the measured
+// rate is |lambda_2|^2 within 1% (the README's statement; measured: ring
+// n=8 0.64760 vs 0.64760, ring n=16 0.90097 vs 0.90108, exp n=16 0.35922 vs
+// 0.36). The exponential graph's next modulus is 0.530 against 0.6
+// (squared: 0.281 vs 0.36), so its window starts later than the rings' for
+// that mode to fade: from round 10 the rate came out 1.05% low.
 TEST(gossip_sgd, pure_gossip_contracts_by_the_squared_second_eigenvalue_per_round) {
   struct setting {
     std::string topology;
@@ -222,7 +238,7 @@ TEST(gossip_sgd, pure_gossip_contracts_by_the_squared_second_eigenvalue_per_roun
     int r0, r1;
   };
   auto data = make_least_squares(1024, 64, 16, 0.1, 21);
-  for (auto s : {setting{"ring", 8, 5, 40}, setting{"ring", 16, 15, 80}, setting{"exp", 16, 10, 22}}) {
+  for (auto s : {setting{"ring", 8, 5, 40}, setting{"ring", 16, 15, 80}, setting{"exp", 16, 16, 26}}) {
     for (std::string order : {"atc", "cta"}) {
       net nw(data, slices(iota_order(data.train->size()), s.n), 8);
       nw.g.ctx.plan.lr = 0;
@@ -237,22 +253,36 @@ TEST(gossip_sgd, pure_gossip_contracts_by_the_squared_second_eigenvalue_per_roun
       ASSERT_TRUE(r) << describe(r.error());
       std::map<int64_t, double> cd;
       for (auto& row : nw.rows())
-        cd[row.step] = row.extra.at("consensus_distance");
+        cd[row.step] = metric(row.extra, "consensus_distance");
       ASSERT_EQ(cd.size(), static_cast<size_t>(s.r1)) << "one row per round";
       const auto w = make_topology(s.topology, s.n, weight_rule::uniform);
+      const auto predicted = predicted_consensus(w.phases[0], x0, s.r1);
+      // Round by round, while the distance is above 1e-11 of the start
+      // (below, float rounding of x, ~1e-16 of the start, is a visible share).
+      double worst_round = 0;  // the largest relative gap to the prediction
+      for (int t = 1; t <= s.r1; ++t) {
+        const double p = predicted[static_cast<size_t>(t)];
+        if (p < 1e-11 * d0)
+          continue;
+        worst_round = std::max(worst_round, std::fabs(cd[t] - p) / p);
+        EXPECT_NEAR(cd[t], p, 1e-3 * p) << s.topology << " n=" << s.n << " " << order << " round " << t;
+      }
       const double expected = std::pow(lambda_2_modulus(w.phases[0]), 2);
       const double measured = std::pow(cd[s.r1] / cd[s.r0], 1.0 / (s.r1 - s.r0));
-      EXPECT_NEAR(measured, expected, 0.1 * expected) << s.topology << " n=" << s.n << " " << order;
+      const double exact = std::pow(predicted[static_cast<size_t>(s.r1)] / predicted[static_cast<size_t>(s.r0)],
+                                    1.0 / (s.r1 - s.r0));
+      EXPECT_NEAR(measured, expected, 0.01 * expected) << s.topology << " n=" << s.n << " " << order;
       EXPECT_LT(cd[1], d0);
       // Pure gossip keeps the average (W is doubly stochastic).
       double moved = 0;
       for (size_t j = 0; j < mean0.size(); ++j)
         moved = std::max(moved, double(std::fabs(r->final_weights[j] - mean0[j])));
       EXPECT_LT(moved, 1e-5);
-      EXPECT_NEAR(r->extra["spectral_gap"], spectral_gap(w), 1e-12);
-      std::printf("[ measured ] %s n=%d %s: per-round contraction %.5f, |lambda_2|^2 %.5f (SLEM^2 %.5f)\n",
-                  s.topology.c_str(), s.n, order.c_str(), measured, expected,
-                  std::pow(second_largest_eigenvalue_modulus(w.phases[0]), 2));
+      EXPECT_NEAR(metric(*r, "spectral_gap"), spectral_gap(w), 1e-12);
+      std::printf("[ measured ] %s n=%d %s rounds %d-%d: per-round contraction %.5f, in double %.5f, "
+                  "|lambda_2|^2 %.5f (SLEM^2 %.5f); cd(r1)/cd(0) %.3g, rounds within %.2g of W^r x0\n",
+                  s.topology.c_str(), s.n, order.c_str(), s.r0, s.r1, measured, exact, expected,
+                  std::pow(second_largest_eigenvalue_modulus(w.phases[0]), 2), cd[s.r1] / d0, worst_round);
     }
   }
 }
@@ -280,11 +310,39 @@ TEST(gossip_sgd, atc_and_cta_reach_the_least_squares_neighbourhood_and_count_byt
     // A ring: every node sends one message to each of its 2 neighbours.
     const int64_t message = static_cast<int64_t>(buffer::from(std::vector<float>(16)).wire_bytes());
     EXPECT_EQ(r->bytes_sent, int64_t{rounds} * n * 2 * message);
-    EXPECT_DOUBLE_EQ(r->extra["bytes_per_worker_per_round"], 2.0 * message);
-    EXPECT_GT(r->extra["worst_worker_acc"], -1);  // present: evaluated at the end
-    EXPECT_LT(r->extra["consensus_distance"], 1e-2);
+    EXPECT_DOUBLE_EQ(metric(*r, "bytes_per_worker_per_round"), 2.0 * message);
+    // Reported after the final evaluation of every x_i; the linear model's
+    // accuracy is 0 by definition (regression), so the worst is exactly 0
+    // (NaN if no peer was evaluated). The metric's meaning is checked on a
+    // scripted evaluator below.
+    EXPECT_EQ(metric(*r, "worst_worker_acc"), 0.0);
+    EXPECT_LT(metric(*r, "consensus_distance"), 1e-2);
     EXPECT_EQ(nw.rows().size(), 3u);  // rounds 100, 200 and the final one
   }
+}
+
+// worst_worker_acc is the lowest accuracy among the peers' own models x_i,
+// scored at the end. A scripted evaluator scores a model by its first
+// coordinate. Four peers on a ring (weights 1/3: self and both neighbours),
+// eta = 0, first coordinates 0.1, 0.4, 0.7, 1.0; after one round of mixing
+// they hold (1.0 + 0.1 + 0.4) / 3 = 0.5, 0.4, 0.7 and 0.6: the worst is 0.4
+// (peer 1), and the averaged model scores their mean 0.55.
+TEST(gossip_sgd, worst_worker_acc_is_the_lowest_accuracy_of_the_peers_models) {
+  auto data = make_least_squares(256, 64, 4, 0.1, 34);
+  net nw(data, partition_iid(*data.train, 4, 15), 8);
+  nw.g.ctx.evaluator = nw.g.guard.add(test::spawn_scripted(
+    nw.g.ts.sys, -1, [](const test::scripted_call&) { return test::scripted_reply{}; }, nullptr,
+    [](const std::vector<float>& w) { return static_cast<double>(w[0]); }));
+  nw.g.ctx.plan.lr = 0;
+  nw.g.ctx.plan.steps = 1;
+  nw.g.ctx.plan.options = {{"topology", "ring"}};
+  std::vector<buffer> x0;
+  for (float v : {0.1f, 0.4f, 0.7f, 1.0f})
+    x0.push_back(buffer::from(std::vector<float>{v, 0, 0, 0}));
+  auto r = nw.run(gossip_sgd, x0);
+  ASSERT_TRUE(r) << describe(r.error());
+  EXPECT_NEAR(metric(*r, "worst_worker_acc"), 0.4, 1e-6);
+  EXPECT_NEAR(r->test_acc, 0.55, 1e-6);
 }
 
 // Each worker holds one slice of the data sorted by target, and computes
@@ -319,8 +377,10 @@ TEST(gradient_tracking, reaches_the_optimum_on_a_split_by_target_where_dsgd_stal
 }
 
 // Worker 3 dies at round 20. Its peer leaves; its neighbours see it go and
-// mix without it. The timeout is long, and the run ends well before it: no
-// one waited for it.
+// mix without it. The timeout is long (30 s), and the run ends before it:
+// no one waited for it. The bound is the timeout itself, not a guess at the
+// machine's speed: the run needs ~0.1 s of work, so only a wait for the
+// timeout can reach it.
 TEST(gossip, a_crashed_worker_does_not_hang_its_neighbours) {
   auto data = make_least_squares(2048, 256, 16, 0.1, 24);
   least_squares ls(*data.train);
@@ -329,15 +389,15 @@ TEST(gossip, a_crashed_worker_does_not_hang_its_neighbours) {
     net nw(data, partition_iid(*data.train, 6, 4), 16, sampling::shuffle, 3, 20);
     nw.g.ctx.plan.lr = 0.03f;
     nw.g.ctx.plan.steps = std::string(name) == "async_gossip" ? 600 : 100;
-    nw.g.ctx.plan.timeout = std::chrono::milliseconds(5000);
+    nw.g.ctx.plan.timeout = std::chrono::milliseconds(30000);
     nw.g.ctx.plan.options = {{"topology", "ring"}};
     auto r = nw.run(spawn);
     ASSERT_TRUE(r) << name << ": " << describe(r.error());
     EXPECT_EQ(r->workers_lost, 1) << name;
     EXPECT_EQ(r->stop_reason, "budget") << name;
     EXPECT_EQ(r->steps, nw.g.ctx.plan.steps) << name;
-    EXPECT_LT(r->wall_s, 5.0) << name;
-    EXPECT_EQ(r->extra["workers_alive"], 5) << name;
+    EXPECT_LT(r->wall_s, 30.0) << name;
+    EXPECT_EQ(metric(*r, "workers_alive"), 5) << name;
     // Gradient tracking loses the dead node's share of the trackers' sum,
     // so its survivors settle at a biased point (see gradient_tracking.cpp).
     EXPECT_LT(ls.loss(r->final_weights) - ls.f_star, std::string(name) == "gradient_tracking" ? 0.5 : 0.05)
@@ -378,7 +438,10 @@ worker_actor::behavior_type silent(worker_actor::stateful_pointer<silent_state> 
 // Worker 2 stops answering at round 10 but stays alive. In the round
 // protocols its neighbours must wait for it: its peer gives up on it after
 // plan.timeout and leaves, and the others go on. The run ends later than the
-// timeout (waiting for it is the point), with one worker lost.
+// timeout (waiting for it is the point: a lower bound a timer implies), with
+// one worker lost. The upper bound only tells one wait from many: a wait in
+// each of the 50 rounds left would take 25 s; the run's own work is ~0.1 s,
+// so 10 s leaves a 20x margin for a loaded machine.
 TEST(gossip, a_silent_worker_is_given_up_after_the_timeout) {
   auto data = make_least_squares(1024, 64, 16, 0.1, 25);
   for (auto [name, spawn] : {std::pair{"gossip_sgd", gossip_sgd}, std::pair{"gradient_tracking", gradient_tracking}}) {
@@ -399,39 +462,42 @@ TEST(gossip, a_silent_worker_is_given_up_after_the_timeout) {
 }
 
 // In async_gossip nobody waits for a silent node: it still answers averages
-// while its own step hangs, and the others' steps fill the budget long
-// before the timeout.
+// while its own step hangs, and the others' steps fill the budget before the
+// timeout (30 s, against ~0.1 s of work: only a wait for it reaches it).
 TEST(async_gossip, a_silent_worker_holds_nobody_up) {
   auto data = make_least_squares(1024, 64, 16, 0.1, 25);
   net nw(data, partition_iid(*data.train, 5, 5), 16);
   nw.g.ctx.workers[2] = nw.g.guard.add(nw.g.ts.sys.spawn(silent, 2, size_t{16}, int64_t{10}));
   nw.g.ctx.plan.lr = 0.03f;
   nw.g.ctx.plan.steps = 400;
-  nw.g.ctx.plan.timeout = std::chrono::milliseconds(5000);
+  nw.g.ctx.plan.timeout = std::chrono::milliseconds(30000);
   nw.g.ctx.plan.options = {{"topology", "ring"}};
   auto r = nw.run(async_gossip);
   ASSERT_TRUE(r) << describe(r.error());
   EXPECT_EQ(r->stop_reason, "budget");
   EXPECT_EQ(r->steps, 400);
-  EXPECT_LT(r->wall_s, 5.0);
-  EXPECT_EQ(r->extra["peer_steps_min"], 10);  // the silent one, stuck at its 10th step
+  EXPECT_LT(r->wall_s, 30.0);
+  EXPECT_EQ(metric(*r, "peer_steps_min"), 10);  // the silent one, stuck at its 10th step
 }
 
 // Many peers: the first ones started send round-0 messages to peers whose
 // own start message has not been handled yet. Those messages must be kept,
 // not taken for strays (that would stall the receiver until the timeout and
-// drop a live neighbour).
+// drop a live neighbour, which its log says). The timeout is long (30 s)
+// against the run's ~10 ms of work, so the wall-time bound is the timeout
+// itself, not the machine's speed.
 TEST(gossip_sgd, early_messages_from_neighbours_that_started_first_are_kept) {
   auto data = make_least_squares(2048, 64, 4, 0.1, 33);
   for (int attempt = 0; attempt < 5; ++attempt) {
     net nw(data, partition_iid(*data.train, 64, 14), 4);
     nw.g.ctx.plan.lr = 0.01f;
     nw.g.ctx.plan.steps = 5;
-    nw.g.ctx.plan.timeout = std::chrono::milliseconds(1000);
+    nw.g.ctx.plan.timeout = std::chrono::milliseconds(30000);
     nw.g.ctx.plan.options = {{"topology", "ring"}};
     auto r = nw.run(gossip_sgd);
     ASSERT_TRUE(r) << describe(r.error());
-    EXPECT_LT(r->wall_s, 1.0);
+    EXPECT_EQ(r->workers_lost, 0);
+    EXPECT_LT(r->wall_s, 30.0);
     for (auto& line : nw.rec->lines)
       EXPECT_EQ(line.find("drops neighbour"), std::string::npos) << line;
   }
@@ -454,7 +520,7 @@ TEST(gossip_sgd, the_time_varying_one_peer_exponential_graph_converges) {
   const int64_t message = static_cast<int64_t>(buffer::from(std::vector<float>(16)).wire_bytes());
   EXPECT_EQ(r->bytes_sent, int64_t{rounds} * n * message);
   // Over a period of log2 n rounds the phases multiply to exact averaging.
-  EXPECT_NEAR(r->extra["spectral_gap"], 1.0, 1e-9);
+  EXPECT_NEAR(metric(*r, "spectral_gap"), 1.0, 1e-9);
 }
 
 TEST(gossip_sgd, a_sample_budget_ends_the_run_after_whole_rounds) {
@@ -485,7 +551,7 @@ TEST(async_gossip, pairwise_averaging_keeps_the_mean_and_reaches_consensus) {
   const double d0 = consensus_distance(*be, x0, &mean0);
   auto r = nw.run(async_gossip, x0);
   ASSERT_TRUE(r) << describe(r.error());
-  EXPECT_LT(r->extra["consensus_distance"], 1e-6 * d0);
+  EXPECT_LT(metric(*r, "consensus_distance"), 1e-6 * d0);
   for (size_t j = 0; j < mean0.size(); ++j)
     EXPECT_NEAR(r->final_weights[j], mean0[j], 1e-4) << j;
   EXPECT_EQ(r->steps, 2000);
@@ -505,11 +571,16 @@ TEST(async_gossip, converges_on_least_squares) {
   const double f0 = ls.loss(Eigen::VectorXd::Zero(16));
   EXPECT_LT(ls.loss(r->final_weights) - ls.f_star, 5e-3 * (f0 - ls.f_star));
   EXPECT_EQ(r->steps, 8 * 300);
-  // The peers take turns: none is starved (see async_gossip.cpp).
+  // The peers take turns: none is starved (see async_gossip.cpp). Which peer
+  // runs when is the scheduler's, so the spread is not deterministic; the
+  // window is +-20% of the mean (+-60 steps) where the spread measured was
+  // 291..312 beside two busy loops (pinned to one core or not; 293..307 with
+  // no load):
+  // 3x margin. A starved peer (the bug the turns fix) sat at 0.
   std::printf("[ measured ] async_gossip: local steps per peer %g .. %g (mean 300)\n",
-              r->extra["peer_steps_min"], r->extra["peer_steps_max"]);
-  EXPECT_GT(r->extra["peer_steps_min"], 240);
-  EXPECT_LT(r->extra["peer_steps_max"], 360);
+              metric(*r, "peer_steps_min"), metric(*r, "peer_steps_max"));
+  EXPECT_GT(metric(*r, "peer_steps_min"), 240);
+  EXPECT_LT(metric(*r, "peer_steps_max"), 360);
   const int64_t exchange = 2 * static_cast<int64_t>(buffer::from(std::vector<float>(16)).wire_bytes());
   EXPECT_EQ(r->bytes_sent, r->steps * exchange);
   EXPECT_EQ(nw.rows().size(), 3u);
