@@ -12,7 +12,7 @@
 #include "algorithms/registry.hpp"
 #include "algorithms/topology.hpp"
 #include "data/dataset.hpp"
-#include "gpu/regularizer.hpp"
+#include "messages/regularizer.hpp"
 #include "models/model.hpp"
 #include "tools/options.hpp"
 
