@@ -12,7 +12,7 @@
 #include <string>
 
 #include "actors/interfaces.hpp"
-#include "gpu/regularizer.hpp"
+#include "messages/regularizer.hpp"
 
 namespace chorus {
 

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "gpu/regularizer.hpp"
+#include "messages/regularizer.hpp"
 #include "messages/buffer.hpp"
 
 namespace chorus {

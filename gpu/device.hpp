@@ -1,5 +1,7 @@
 // The device layer: whether this build has CUDA, which GPUs the process can
-// see, and the raw memory calls the payload buffer needs for device blocks.
+// see, the raw memory calls, and the payload buffers on a device
+// (make_buffer, to_device: messages/buffer.hpp knows no device and reaches
+// device memory only through the memory_ops() table these hand it).
 //
 // This header has no CUDA in it, so host code (the buffer, the worker, the
 // runner) can ask "is there a GPU?" in every build. In a build without CUDA
@@ -49,6 +51,18 @@ void zero(void* p, size_t bytes, int dev);
 
 /// Throws device_error naming `what` if no device `dev` exists.
 void require(int dev, const char* what);
+
+/// The calls above as the table a device block keeps (gpu/device.cpp).
+const device_memory_ops& memory_ops();
+
+/// `n` uninitialized floats on device `dev` (mutable_buffer::on_device with
+/// memory_ops()); throws device_error in a build without CUDA or when there
+/// is no such device, also for n == 0.
+mutable_buffer make_buffer(size_t n, int dev);
+
+/// `x` itself if it is already on device `dev` (same block), else a copy of
+/// it there (buffer::to_device with memory_ops()); throws as make_buffer.
+buffer to_device(const buffer& x, int dev);
 
 #ifndef CHORUS_HAVE_CUDA
 /// For the *_none.cpp stand-ins of a build without CUDA: throws device_error

@@ -14,57 +14,21 @@
 // a device_error instead of hanging its thread forever. A failed
 // communicator is aborted at once (ncclCommAbort); every later call throws.
 //
-// This header has no CUDA or NCCL in it: host code and CAF messages use it
-// in every build.
+// This header has no CUDA or NCCL in it: host code uses it in every build.
+// The id itself is a plain payload in messages/nccl_id.hpp.
 #pragma once
 
-#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <type_traits>
-
-#include <caf/deserializer.hpp>
-#include <caf/meta/type_name.hpp>
-#include <caf/serializer.hpp>
 
 #include "gpu/device.hpp"
 #include "messages/buffer.hpp"
+#include "messages/nccl_id.hpp"
 
 namespace chorus {
-
-/// The rendezvous token of an NCCL communicator: ncclUniqueId's 128 bytes,
-/// opaque. Made once by make_nccl_id(), sent to every rank, passed to each
-/// rank's nccl_comm. A plain payload: it serializes as its raw bytes.
-struct nccl_unique_id {
-  static constexpr size_t size = 128;
-  std::array<uint8_t, size> bytes{};
-
-  friend bool operator==(const nccl_unique_id& a, const nccl_unique_id& b) {
-    return a.bytes == b.bytes;
-  }
-  friend bool operator!=(const nccl_unique_id& a, const nccl_unique_id& b) { return !(a == b); }
-};
-
-/// CAF inspection: the 128 raw bytes for (de)serializers; for to_string a
-/// short fingerprint (the id admits anyone holding it to the communicator,
-/// so logs get no more than its first bytes).
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, nccl_unique_id& x) {
-  if constexpr (std::is_base_of<caf::serializer, Inspector>::value
-                || std::is_base_of<caf::deserializer, Inspector>::value) {
-    return f.apply_raw(nccl_unique_id::size, x.bytes.data());
-  } else {
-    constexpr const char* hex = "0123456789abcdef";
-    std::string summary;
-    for (size_t i = 0; i < 4; ++i)
-      summary += {hex[x.bytes[i] >> 4], hex[x.bytes[i] & 15]};
-    summary += "...";
-    return f(caf::meta::type_name("nccl_unique_id"), summary);
-  }
-}
 
 /// A fresh unique id (ncclGetUniqueId). Throws device_error without CUDA,
 /// without a GPU, or when NCCL cannot set up its bootstrap.

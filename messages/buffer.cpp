@@ -1,11 +1,12 @@
+// The payload buffer: its block pool and its copies. Device memory is
+// reached only through a block's device_memory_ops (see buffer.hpp).
 #include "messages/buffer.hpp"
-
-#include "gpu/device.hpp"
 
 #include <algorithm>
 #include <cstdlib>
 #include <mutex>
 #include <new>
+#include <stdexcept>
 #include <unordered_map>
 #include <vector>
 
@@ -22,7 +23,8 @@ constexpr size_t alignment = 64;
 // that showed up as a third of the run time. The pool keeps at most
 // `max_cached_bytes` of idle blocks; beyond that they are freed. Device blocks
 // are pooled the same way, keyed by device as well as size: a device
-// allocation or free can stall every stream on the device.
+// allocation or free can stall every stream on the device. (A process has
+// one table of device calls, the gpu layer's, so the key needs no more.)
 class block_pool {
 public:
   static block_pool& instance() {
@@ -30,8 +32,9 @@ public:
     return *pool;
   }
 
-  // `where` is -1 for host memory, else the device index.
-  float* take(size_t bytes, int where = -1) {
+  // `where` is -1 for host memory, else the device index, with `ops` the
+  // device calls.
+  float* take(size_t bytes, int where = -1, const device_memory_ops* ops = nullptr) {
     {
       std::lock_guard<std::mutex> guard(mtx_);
       auto i = idle_.find(key(bytes, where));
@@ -43,14 +46,14 @@ public:
       }
     }
     if (where >= 0)
-      return static_cast<float*>(device::allocate(bytes, where));
+      return static_cast<float*>(ops->allocate(bytes, where));
     auto* p = static_cast<float*>(std::aligned_alloc(alignment, bytes));
     if (p == nullptr)
       throw std::bad_alloc();
     return p;
   }
 
-  void give(float* p, size_t bytes, int where = -1) {
+  void give(float* p, size_t bytes, int where = -1, const device_memory_ops* ops = nullptr) {
     {
       std::lock_guard<std::mutex> guard(mtx_);
       if (cached_ + bytes <= max_cached_bytes) {
@@ -60,7 +63,7 @@ public:
       }
     }
     if (where >= 0)
-      device::release(p, where);
+      ops->release(p, where);
     else
       std::free(p);
   }
@@ -95,17 +98,18 @@ block::block(size_t n) : size(n) {
   g_floats.fetch_add(n, std::memory_order_relaxed);
 }
 
-block::block(size_t n, int dev) : size(n), kind(memory_kind::device), device(dev) {
+block::block(size_t n, int dev, const device_memory_ops& device_ops)
+    : size(n), kind(memory_kind::device), device(dev), ops(&device_ops) {
   if (n == 0)
     return;
-  data = block_pool::instance().take(padded_bytes(n), dev);
+  data = block_pool::instance().take(padded_bytes(n), dev, ops);
   g_allocations.fetch_add(1, std::memory_order_relaxed);
   g_floats.fetch_add(n, std::memory_order_relaxed);
 }
 
 block::~block() {
   if (data != nullptr)
-    block_pool::instance().give(data, padded_bytes(size), device);
+    block_pool::instance().give(data, padded_bytes(size), device, ops);
 }
 
 } // namespace detail
@@ -122,17 +126,21 @@ mutable_buffer mutable_buffer::copy_of(cview x) {
   mutable_buffer out(x.size);
   if (x.size == 0)
     return out;
-  if (x.kind == memory_kind::host)
+  if (x.kind == memory_kind::host) {
     std::memcpy(out.data(), x.data, x.size * sizeof(float));
-  else
-    device::copy(out.data(), memory_kind::host, x.data, x.kind, x.size * sizeof(float));
+  } else {
+    if (x.ops == nullptr)
+      throw std::invalid_argument("mutable_buffer::copy_of: a device view without its device "
+                                  "calls (take device views from a buffer's span())");
+    x.ops->copy(out.data(), memory_kind::host, x.data, x.kind, x.size * sizeof(float));
+  }
   return out;
 }
 
-mutable_buffer mutable_buffer::on_device(size_t n, int dev) {
-  device::require(dev, "a device buffer");  // also when n == 0: a bad index is a bad index
+mutable_buffer mutable_buffer::on_device(size_t n, int dev, const device_memory_ops& ops) {
+  ops.require(dev, "a device buffer");  // also when n == 0: a bad index is a bad index
   mutable_buffer out;
-  out.block_ = std::make_shared<detail::block>(n, dev);
+  out.block_ = std::make_shared<detail::block>(n, dev, ops);
   return out;
 }
 
@@ -150,7 +158,7 @@ std::vector<float> buffer::to_vector() const {
   if (kind() == memory_kind::host)
     return {begin(), end()};
   std::vector<float> out(size());
-  device::copy(out.data(), memory_kind::host, data(), kind(), size() * sizeof(float));
+  ops()->copy(out.data(), memory_kind::host, data(), kind(), size() * sizeof(float));
   return out;
 }
 
@@ -160,11 +168,11 @@ buffer buffer::to_host() const {
   return mutable_buffer::copy_of(span()).freeze();
 }
 
-buffer buffer::to_device(int dev) const {
+buffer buffer::to_device(int dev, const device_memory_ops& ops) const {
   if (kind() == memory_kind::device && device() == dev)
     return *this;
-  auto out = mutable_buffer::on_device(size(), dev);
-  device::copy(out.data(), memory_kind::device, data(), kind(), size() * sizeof(float));
+  auto out = mutable_buffer::on_device(size(), dev, ops);
+  ops.copy(out.data(), memory_kind::device, data(), kind(), size() * sizeof(float));
   return std::move(out).freeze();
 }
 

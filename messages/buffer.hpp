@@ -16,6 +16,11 @@
 // the host as it is serialized, and arrives as a host block. Element access
 // (operator[], begin/end, data() dereferenced) is for host blocks only;
 // to_vector() and to_host() work for both.
+//
+// This layer knows no device: a device block is made by the gpu layer
+// (gpu/device.hpp: device::make_buffer, device::to_device), which hands it
+// a `device_memory_ops` table; the block keeps it for its copies to the host
+// and its release, and its views carry it along.
 #pragma once
 
 #include <atomic>
@@ -47,6 +52,22 @@ struct buffer_stats {
   static uint64_t floats_allocated();
 };
 
+/// The calls a block on a CUDA device needs, from the code that allocated
+/// it: the gpu layer fills one table (device::memory_ops() in
+/// gpu/device.hpp) and every device block keeps a pointer to it.
+struct device_memory_ops {
+  /// Throws (device_error) naming `what` if there is no device `dev`.
+  void (*require)(int dev, const char* what);
+  /// Allocates `bytes` on device `dev`; throws on failure.
+  void* (*allocate)(size_t bytes, int dev);
+  /// Frees what allocate returned; never throws.
+  void (*release)(void* p, int dev) noexcept;
+  /// Copies `bytes` between host and device memory (either direction, or
+  /// between devices) and waits for the copy.
+  void (*copy)(void* dst, memory_kind dst_kind, const void* src, memory_kind src_kind,
+               size_t bytes);
+};
+
 namespace detail {
 /// One 64-byte aligned block of floats; owned by shared_ptr.
 struct block {
@@ -54,8 +75,9 @@ struct block {
   size_t size = 0;
   memory_kind kind = memory_kind::host;
   int device = -1;           // CUDA device index for device blocks
+  const device_memory_ops* ops = nullptr;  // device blocks: who allocated it
   explicit block(size_t n);  // uninitialized host block
-  block(size_t n, int device);  // uninitialized block on a CUDA device
+  block(size_t n, int device, const device_memory_ops& ops);  // uninitialized, on a CUDA device
   block(const block&) = delete;
   block& operator=(const block&) = delete;
   ~block();
@@ -67,6 +89,9 @@ struct cview {
   const float* data = nullptr;
   size_t size = 0;
   memory_kind kind = memory_kind::host;
+  /// Device views of a buffer: the calls of the code that allocated it
+  /// (copy_of uses them); null for host memory.
+  const device_memory_ops* ops = nullptr;
   const float& operator[](size_t i) const { return data[i]; }
   const float* begin() const { return data; }
   const float* end() const { return data + size; }
@@ -77,10 +102,12 @@ struct view {
   float* data = nullptr;
   size_t size = 0;
   memory_kind kind = memory_kind::host;
+  /// As cview::ops.
+  const device_memory_ops* ops = nullptr;
   float& operator[](size_t i) const { return data[i]; }
   float* begin() const { return data; }
   float* end() const { return data + size; }
-  operator cview() const { return {data, size, kind}; }
+  operator cview() const { return {data, size, kind, ops}; }
 };
 
 class buffer;
@@ -96,9 +123,10 @@ public:
   /// Allocates a copy of `x` on the host (the one explicit copy in this
   /// API; x may be device memory).
   static mutable_buffer copy_of(cview x);
-  /// Allocates `n` uninitialized floats on CUDA device `dev` (throws
-  /// device_error in a build without CUDA or when there is no such device).
-  static mutable_buffer on_device(size_t n, int dev);
+  /// Allocates `n` uninitialized floats on CUDA device `dev` with `ops`
+  /// (which throw device_error in a build without CUDA or when there is no
+  /// such device). Code above the gpu layer calls device::make_buffer.
+  static mutable_buffer on_device(size_t n, int dev, const device_memory_ops& ops);
 
   mutable_buffer(mutable_buffer&&) noexcept = default;
   mutable_buffer& operator=(mutable_buffer&&) noexcept = default;
@@ -111,11 +139,13 @@ public:
   bool empty() const { return size() == 0; }
   float& operator[](size_t i) { return block_->data[i]; }
   float operator[](size_t i) const { return block_->data[i]; }
-  view span() { return {data(), size(), kind()}; }
-  cview span() const { return {data(), size(), kind()}; }
+  view span() { return {data(), size(), kind(), ops()}; }
+  cview span() const { return {data(), size(), kind(), ops()}; }
   memory_kind kind() const { return block_ ? block_->kind : memory_kind::host; }
   /// CUDA device index of a device block, -1 for host memory.
   int device() const { return block_ ? block_->device : -1; }
+  /// The device calls of a device block; null for host memory.
+  const device_memory_ops* ops() const { return block_ ? block_->ops : nullptr; }
 
   /// Publishes the block; this object is left empty. No copy.
   buffer freeze() &&;
@@ -141,11 +171,13 @@ public:
   size_t size() const { return block_ ? block_->size : 0; }
   bool empty() const { return size() == 0; }
   float operator[](size_t i) const { return block_->data[i]; }
-  cview span() const { return {data(), size(), kind()}; }
+  cview span() const { return {data(), size(), kind(), ops()}; }
   operator cview() const { return span(); }
   memory_kind kind() const { return block_ ? block_->kind : memory_kind::host; }
   /// CUDA device index of a device block, -1 for host memory.
   int device() const { return block_ ? block_->device : -1; }
+  /// The device calls of a device block; null for host memory.
+  const device_memory_ops* ops() const { return block_ ? block_->ops : nullptr; }
   const float* begin() const { return data(); }
   const float* end() const { return data() + size(); }
   /// The floats, copied to the host (from either kind of block).
@@ -155,8 +187,9 @@ public:
   /// copy of it.
   buffer to_host() const;
   /// This buffer if it is already on device `dev` (same block), else a copy
-  /// of it there.
-  buffer to_device(int dev) const;
+  /// of it there, allocated with `ops`. Code above the gpu layer calls
+  /// device::to_device.
+  buffer to_device(int dev, const device_memory_ops& ops) const;
 
   /// True if both handles point at the same block (no copy was made).
   bool same_storage(const buffer& other) const { return block_ == other.block_; }

@@ -12,9 +12,9 @@
 
 #include <caf/meta/type_name.hpp>
 
-#include "gpu/nccl_comm.hpp"
-#include "gpu/regularizer.hpp"
 #include "messages/buffer.hpp"
+#include "messages/nccl_id.hpp"
+#include "messages/regularizer.hpp"
 
 namespace chorus {
 

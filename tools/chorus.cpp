@@ -13,7 +13,7 @@
 #include "algorithms/registry.hpp"
 #include "engines/topology.hpp"
 #include "data/dataset.hpp"
-#include "gpu/regularizer.hpp"
+#include "messages/regularizer.hpp"
 #include "models/model.hpp"
 #include "tools/options.hpp"
 

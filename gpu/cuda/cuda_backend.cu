@@ -184,7 +184,7 @@ public:
   std::string name() const override { return "cuda"; }
   memory_kind kind() const override { return memory_kind::device; }
 
-  mutable_buffer allocate(size_t n) override { return mutable_buffer::on_device(n, dev_); }
+  mutable_buffer allocate(size_t n) override { return device::make_buffer(n, dev_); }
 
   mutable_buffer zeros(size_t n) override {
     auto out = allocate(n);
@@ -195,7 +195,7 @@ public:
     return out;
   }
 
-  buffer adopt(const buffer& x) override { return x.to_device(dev_); }
+  buffer adopt(const buffer& x) override { return device::to_device(x, dev_); }
 
   void axpy(float a, cview x, view y) override {
     require(x), require(y), same_size(x.size, y.size);

@@ -43,7 +43,7 @@ struct pair_buf {
 
 pair_buf make_pair(size_t n, uint64_t seed) {
   auto h = buffer::from(random_vector(n, seed));
-  return {h, h.to_device(0)};
+  return {h, device::to_device(h, 0)};
 }
 
 } // namespace
@@ -60,9 +60,9 @@ TEST(cuda_backend, without_a_device_asking_for_one_is_a_clear_error) {
     std::string what = e.what();
     EXPECT_NE(what.find("cuda backend"), std::string::npos) << what;
   }
-  EXPECT_THROW(mutable_buffer::on_device(16, 0), device_error);
-  EXPECT_THROW(mutable_buffer::on_device(0, 0), device_error);  // an empty one too
-  EXPECT_THROW(buffer::from({1.0f, 2.0f}).to_device(0), device_error);
+  EXPECT_THROW(device::make_buffer(16, 0), device_error);
+  EXPECT_THROW(device::make_buffer(0, 0), device_error);  // an empty one too
+  EXPECT_THROW(device::to_device(buffer::from({1.0f, 2.0f}), 0), device_error);
   EXPECT_THROW(make_backend("cuda"), device_error);
 }
 
@@ -91,10 +91,10 @@ TEST(cuda_backend_gpu, device_buffers_round_trip_and_share_storage) {
   CHORUS_SKIP_WITHOUT_GPUS(1);
   auto values = random_vector(100003, 1);
   auto h = buffer::from(values);
-  auto d = h.to_device(0);
+  auto d = device::to_device(h, 0);
   EXPECT_EQ(d.kind(), memory_kind::device);
   EXPECT_EQ(d.device(), 0);
-  EXPECT_TRUE(d.to_device(0).same_storage(d));  // already there: no copy
+  EXPECT_TRUE(device::to_device(d, 0).same_storage(d));  // already there: no copy
   EXPECT_EQ(d.to_vector(), values);
   EXPECT_EQ(d.to_host().to_vector(), values);
   auto copy = d;  // a hop inside the process: the handle, not the floats
@@ -117,14 +117,14 @@ TEST(cuda_backend_gpu, an_adopted_buffer_has_landed_before_the_next_call) {
     auto got = std::move(out).freeze().to_vector();
     ASSERT_EQ(got, values) << "round " << round;
   }
-  EXPECT_THROW(mutable_buffer::on_device(8, device::count()), device_error);
+  EXPECT_THROW(device::make_buffer(8, device::count()), device_error);
 }
 
 TEST(cuda_backend_gpu, a_device_buffer_serializes_through_the_host) {
   CHORUS_SKIP_WITHOUT_GPUS(1);
   test::test_system ts;
   auto values = random_vector(4097, 2);
-  gradient g{1, 7, buffer::from(values).to_device(0), 0.5f, 32};
+  gradient g{1, 7, device::to_device(buffer::from(values), 0), 0.5f, 32};
   std::vector<char> bytes;
   caf::binary_serializer sink{ts.sys, bytes};
   ASSERT_FALSE(sink(g));
@@ -231,7 +231,8 @@ TEST(cuda_backend_gpu, a_mean_of_exact_values_is_exact) {
     std::vector<buffer> ds;
     std::vector<cview> dv;
     for (int r = 0; r < n; ++r)
-      ds.push_back(buffer::from(std::vector<float>(1000, static_cast<float>(r))).to_device(0));
+      ds.push_back(
+        device::to_device(buffer::from(std::vector<float>(1000, static_cast<float>(r))), 0));
     for (auto& d : ds)
       dv.push_back(d);
     auto out = gpu->allocate(1000);
@@ -251,13 +252,13 @@ TEST(cuda_backend_gpu, non_finite_values_are_found_anywhere) {
                       -std::numeric_limits<float>::infinity()}) {
       auto v = random_vector(n, 5);
       v[at] = bad;
-      EXPECT_FALSE(gpu->all_finite(buffer::from(v).to_device(0))) << "at " << at;
+      EXPECT_FALSE(gpu->all_finite(device::to_device(buffer::from(v), 0))) << "at " << at;
     }
   }
   // The largest finite float and denormals are finite.
   std::vector<float> edge{std::numeric_limits<float>::max(), -std::numeric_limits<float>::max(),
                           std::numeric_limits<float>::denorm_min(), 0.0f, -0.0f};
-  EXPECT_TRUE(gpu->all_finite(buffer::from(edge).to_device(0)));
+  EXPECT_TRUE(gpu->all_finite(device::to_device(buffer::from(edge), 0)));
 }
 
 TEST(cuda_backend_gpu, proximal_operators_match_eigen_for_every_regularizer) {
@@ -318,7 +319,7 @@ TEST(cuda_backend_gpu, several_backends_share_one_device_from_several_threads) {
       auto gpu = make_cuda_backend(0);
       auto cpu = make_eigen_backend();
       auto x = buffer::from(random_vector(n, 300 + t));
-      auto dx = x.to_device(0);
+      auto dx = device::to_device(x, 0);
       for (int rep = 0; rep < 20; ++rep)
         got[t] = gpu->squared_norm(dx);
       want[t] = cpu->squared_norm(x);

@@ -75,7 +75,7 @@ dataset image_classes(int64_t n, uint64_t seed) {
 }
 
 mutable_buffer upload(const std::vector<float>& host) {
-  mutable_buffer b = mutable_buffer::on_device(host.size(), 0);
+  mutable_buffer b = device::make_buffer(host.size(), 0);
   device::copy(b.data(), memory_kind::device, host.data(), memory_kind::host,
                host.size() * sizeof(float));
   return b;
@@ -258,7 +258,7 @@ struct twins {
         gpu(make_device_model(spec, features, classes, 0)),
         w(jittered_init(*cpu, seed, jitter)),
         w_dev(upload(w)),
-        g_dev(mutable_buffer::on_device(w.size(), 0)) {}
+        g_dev(device::make_buffer(w.size(), 0)) {}
 };
 
 // The whole comparison for one spec: two batches (indices with a repeat,
@@ -397,7 +397,7 @@ TEST(cuda_model, cnn_matches_cpu_on_odd_sides) {
   auto gpu = make_device_model("cnn:3,5", f, 3, 0);
   std::vector<float> w(static_cast<size_t>(cpu->num_params()));
   cpu->init(w.data(), rng);
-  mutable_buffer wd = upload(w), gd = mutable_buffer::on_device(w.size(), 0);
+  mutable_buffer wd = upload(w), gd = device::make_buffer(w.size(), 0);
   std::vector<float> g(w.size());
   const double lc = cpu->loss_grad(w.data(), d, nullptr, 40, g.data());
   const double lg = gpu->loss_grad(wd.data(), d, nullptr, 40, gd.data());
@@ -504,7 +504,7 @@ TEST(cuda_model, models_on_one_device_share_the_data_and_agree) {
   const dataset data = image_classes(300, 31);
   twins a("mlp:32,16", 3, 0.05f);
   auto b = make_device_model("mlp:32,16", features, classes, 0);
-  mutable_buffer gb = mutable_buffer::on_device(a.w.size(), 0);
+  mutable_buffer gb = device::make_buffer(a.w.size(), 0);
   const std::vector<int64_t> idx = random_batch(data, 32, 5);
   const step alone = gpu_step(*a.gpu, a.w_dev, a.g_dev, data, idx.data(), 32);
   const step from_b = gpu_step(*b, a.w_dev, gb, data, idx.data(), 32);

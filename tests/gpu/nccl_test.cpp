@@ -312,12 +312,12 @@ TEST(nccl_gpu, a_one_rank_communicator_returns_its_input) {
     std::vector<float> v(n);
     for (size_t i = 0; i < n; ++i)
       v[i] = std::sin(0.001f * float(i)) * 100.0f;
-    auto in = buffer::from(v).to_device(0);
-    auto out = mutable_buffer::on_device(n, 0);
+    auto in = device::to_device(buffer::from(v), 0);
+    auto out = device::make_buffer(n, 0);
     comm.all_reduce_mean(in, out.span());
     EXPECT_EQ(std::move(out).freeze().to_vector(), v) << "n=" << n;
-    auto dev = buffer::from(v).to_device(0);
-    auto work = mutable_buffer::on_device(n, 0);
+    auto dev = device::to_device(buffer::from(v), 0);
+    auto work = device::make_buffer(n, 0);
     make_backend("cuda", 0)->copy(dev, work.span());
     comm.all_reduce_mean(work.span(), work.span());
     EXPECT_EQ(std::move(work).freeze().to_vector(), v) << "in place, n=" << n;
@@ -367,7 +367,7 @@ TEST(nccl_gpu, a_one_rank_group_all_reduce_returns_the_same_values) {
   std::vector<float> v(4097);
   for (size_t i = 0; i < v.size(); ++i)
     v[i] = 0.5f * float(i) - 1000.0f;
-  auto x = buffer::from(v).to_device(0);
+  auto x = device::to_device(buffer::from(v), 0);
   // Per rank, through the front and straight to the rank actor.
   auto each = ask<std::vector<buffer>>(self, group.actor(), all_reduce_atom_v, std::vector<buffer>{x});
   ASSERT_TRUE(each) << describe(each.error());
@@ -386,7 +386,7 @@ TEST(nccl_gpu, a_one_rank_group_all_reduce_returns_the_same_values) {
   std::vector<buffer> grads;
   for (int i = 0; i < 4; ++i) {
     auto g = buffer::from(std::vector<float>(1000, float(i)));
-    grads.push_back(i % 2 == 0 ? g.to_device(0) : g);
+    grads.push_back(i % 2 == 0 ? device::to_device(g, 0) : g);
   }
   auto mean = ask<buffer>(self, group.actor(), reduce_atom_v, grads);
   ASSERT_TRUE(mean) << describe(mean.error());
@@ -418,8 +418,8 @@ TEST(nccl_gpu, two_ranks_on_two_gpus_average_across_them) {
   caf::scoped_actor self{ts.sys};
   ASSERT_TRUE(ask<ok_atom>(self, group.actor(), ready_atom_v));
   const size_t n = 1 << 16;
-  std::vector<buffer> in{buffer::from(std::vector<float>(n, 1.0f)).to_device(0),
-                         buffer::from(std::vector<float>(n, 2.0f)).to_device(1)};
+  std::vector<buffer> in{device::to_device(buffer::from(std::vector<float>(n, 1.0f)), 0),
+                         device::to_device(buffer::from(std::vector<float>(n, 2.0f)), 1)};
   auto each = ask<std::vector<buffer>>(self, group.actor(), all_reduce_atom_v, in);
   ASSERT_TRUE(each) << describe(each.error());
   for (int r = 0; r < 2; ++r) {
@@ -427,9 +427,9 @@ TEST(nccl_gpu, two_ranks_on_two_gpus_average_across_them) {
     EXPECT_EQ((*each)[r].to_vector(), std::vector<float>(n, 1.5f));
   }
   // Unevenly placed: two buffers on GPU 0, one on GPU 1 -> the plain mean.
-  std::vector<buffer> grads{buffer::from(std::vector<float>(n, 0.0f)).to_device(0),
-                            buffer::from(std::vector<float>(n, 3.0f)).to_device(0),
-                            buffer::from(std::vector<float>(n, 6.0f)).to_device(1)};
+  std::vector<buffer> grads{device::to_device(buffer::from(std::vector<float>(n, 0.0f)), 0),
+                            device::to_device(buffer::from(std::vector<float>(n, 3.0f)), 0),
+                            device::to_device(buffer::from(std::vector<float>(n, 6.0f)), 1)};
   auto mean = ask<buffer>(self, group.actor(), reduce_atom_v, grads);
   ASSERT_TRUE(mean) << describe(mean.error());
   for (float v : mean->to_vector())

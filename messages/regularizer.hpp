@@ -6,6 +6,9 @@
 //   l2 (lam):    r = lam/2 ||w||^2          u = v / (1 + eta lam)
 //   elastic:     r = l1 ||w||_1 + l2/2 ||w||^2
 //                                           u = soft(v, eta l1) / (1 + eta l2)
+// This header is the plain value (kind and strengths, its parse and r(w));
+// it sits in messages/ because run plans carry it. The backends apply the
+// proximal operator (gpu/backend.hpp: prox, prox_step).
 #pragma once
 
 #include <cstdint>

@@ -1,4 +1,4 @@
-#include "gpu/regularizer.hpp"
+#include "messages/regularizer.hpp"
 
 #include <cmath>
 #include <stdexcept>
