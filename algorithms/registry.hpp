@@ -39,7 +39,7 @@ struct algorithm_info {
   protocol_factory spawn;    ///< the entry point; takes a plan whose options are complete
   std::vector<protocol_option> options;  ///< every option it reads, besides the run's seed
   bool runs_on_cuda = false;  ///< its protocol actor works with --backend cuda
-  reshard_hook reshard;      ///< empty for most protocols
+  reshard_hook reshard{};    ///< empty for most protocols
 };
 
 /// Every registered protocol, in the order `chorus list` prints them.
