@@ -24,9 +24,10 @@ build: configure
 demo: build
 	./$(BUILD)/chorus train --out runs/demo
 
+# check-install first, so that ctest's summary is the last thing printed.
 test: build
-	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --no-tests=error
 	$(MAKE) --no-print-directory check-install
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --no-tests=error
 
 # Embedding as a user would: `cmake --install` the build into a scratch prefix,
 # then build tests/consumer/ (find_package(chorus), chorus::chorus) against it
