@@ -16,8 +16,8 @@
 // (engines/gossip_async_peer.cpp) runs it: the message loop, neighbours
 // that stop answering, the step and byte counts.
 //
-// Options: topology (default ring), weights (unused: only the graph's edges
-//          matter), seed (neighbour choice; random graphs).
+// Options (defaults in registry.cpp): topology, weights (unused: only the
+//          graph's edges matter), seed (neighbour choice; random graphs).
 #include <random>
 
 #include "algorithms/gossip.hpp"

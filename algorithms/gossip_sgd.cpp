@@ -18,7 +18,7 @@
 // only for its in-neighbours' messages of its round, and each message to
 // each out-neighbour costs wire_bytes of x.
 //
-// Options: topology (default ring), weights (uniform | metropolis),
+// Options (defaults in registry.cpp): topology, weights (uniform | metropolis),
 //          mix_order (atc | cta), seed (random graphs).
 #include "algorithms/gossip.hpp"
 #include "algorithms/registry.hpp"

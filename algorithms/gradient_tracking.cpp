@@ -21,7 +21,7 @@
 // No regularizer: the tracking recursion has no proximal form here, so a
 // plan with one is refused. A step is one round.
 //
-// Options: topology (default ring), weights (uniform | metropolis), seed.
+// Options (defaults in registry.cpp): topology, weights (uniform | metropolis), seed.
 #include <stdexcept>
 
 #include "algorithms/gossip.hpp"

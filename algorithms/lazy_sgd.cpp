@@ -6,7 +6,7 @@
 //   server:  w+ = Prox(w - eta * mean_i g_i^last)
 //
 // (LAG-WK's condition with one look-back term; xi is option `lazy_threshold`,
-// default 1. The right side shrinks as the model settles, so uploads get rarer
+// its default in registry.cpp. The right side shrinks as the model settles, so uploads get rarer
 // exactly when they carry least news.) The trigger compares a worker's own
 // gradients, so the decision belongs on the worker's side of the link: each
 // worker gets a LAZY UPLINK, a decorator actor with the worker interface that

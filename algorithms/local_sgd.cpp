@@ -8,11 +8,12 @@
 // communication by tau, at the price of client drift when the shards'
 // distributions differ (visible as a residual error under Dirichlet skew).
 //
-// Options:  tau       local steps per round (default 8)
+// Options (defaults in registry.cpp):
+//           tau       local steps per round
 //           fraction  FedAvg client sampling: the share of live workers
-//                     drawn (seeded, without replacement) each round (default 1)
+//                     drawn (seeded, without replacement) each round
 //           post_local  synchronous (tau = 1) for the first K rounds, then
-//                     tau local steps (Lin et al.'s post-local SGD; default 0)
+//                     tau local steps (Lin et al.'s post-local SGD)
 // A step is one communication round.
 #include <algorithm>
 #include <cmath>

@@ -1,7 +1,8 @@
 // An application embedding Chorus in its own CAF actor system, built against
 // an installed Chorus (tests/consumer/CMakeLists.txt: find_package(chorus)).
-// It spawns two workers on a synthetic logistic problem, runs a few steps of
-// sync_sgd and exits 0 only if the test loss dropped from w_0's.
+// It builds a run graph with two workers on a synthetic logistic problem,
+// runs a few steps of sync_sgd (spawned by name from the registry) and exits
+// 0 only if the test loss dropped from w_0's.
 //
 // Prints: initial test loss 0.6931, after 40 steps 0.3730: ok
 #include <cstdio>
@@ -11,11 +12,10 @@
 
 #include <caf/all.hpp>
 
-#include "actors/monitor.hpp"
 #include "actors/system.hpp"
-#include "actors/worker.hpp"
-#include "algorithms/protocols.hpp"
+#include "algorithms/registry.hpp"
 #include "data/dataset.hpp"
+#include "engines/run_graph.hpp"
 #include "messages/errors.hpp"
 #include "messages/type_ids.hpp"
 #include "models/model.hpp"
@@ -27,11 +27,17 @@ namespace {
 int run(caf::actor_system& sys) {
   constexpr int workers = 2;
   constexpr int batch = 32;
+
   auto data = make_sparse_logistic(/*n_train=*/2000, /*n_test=*/500, /*d=*/20,
                                    /*nonzeros=*/5, /*seed=*/7);
   auto shards = partition_iid(*data.train, workers, /*seed=*/1);
 
-  run_context ctx;
+  // The graph: a monitor, the workers and an evaluator; it exits them all
+  // when it goes out of scope.
+  monitor_config mc;
+  mc.progress = false;
+  mc.quiet_log = true;
+  run_graph graph(sys, mc);
   for (int i = 0; i < workers; ++i) {
     worker_config wc;
     wc.rank = i;
@@ -40,55 +46,41 @@ int run(caf::actor_system& sys) {
     wc.shard = shards[i];
     wc.batch = batch;
     wc.seed = 100 + i;
-    ctx.workers.push_back(spawn_worker(sys, wc));
+    graph.add_worker(wc);
   }
   worker_config ec;
   ec.model = "logistic";
   ec.data = data.test;
-  ctx.evaluator = spawn_worker(sys, ec);
-  monitor_config mc;
-  mc.progress = false;
-  mc.quiet_log = true;
-  ctx.monitor = spawn_monitor(sys, mc);
+  auto evaluator = graph.set_evaluator(ec);
 
+  auto& ctx = graph.context();
   auto net = make_model("logistic", data.train->num_features, data.train->num_classes);
   mutable_buffer w0(net->num_params());
   std::mt19937_64 rng(1);
   net->init(w0.data(), rng);
   ctx.initial = std::move(w0).freeze();
-  ctx.plan.algorithm = "sync_sgd";
   ctx.plan.steps = 40;
   ctx.plan.lr = 0.5f;
   ctx.plan.train_size = data.train->size();
 
-  caf::scoped_actor self{sys};
   double initial_loss = -1;
-  self->request(ctx.evaluator, caf::infinite, evaluate_atom_v, weights{-1, 0, ctx.initial})
-    .receive([&](const evaluation& e) { initial_loss = e.loss; },
-             [&](const caf::error& err) {
-               std::fprintf(stderr, "evaluating w_0 failed: %s\n", describe(err).c_str());
-             });
+  {
+    caf::scoped_actor self{sys};
+    self->request(evaluator, caf::infinite, evaluate_atom_v, weights{-1, 0, ctx.initial})
+      .receive([&](const evaluation& e) { initial_loss = e.loss; },
+               [&](const caf::error& err) {
+                 std::fprintf(stderr, "evaluating w_0 failed: %s\n", describe(err).c_str());
+               });
+  }
 
-  std::vector<caf::actor> to_stop{caf::actor_cast<caf::actor>(ctx.evaluator),
-                                  caf::actor_cast<caf::actor>(ctx.monitor)};
-  for (auto& w : ctx.workers)
-    to_stop.push_back(caf::actor_cast<caf::actor>(w));
-  auto server = spawn_sync_sgd(sys, std::move(ctx));
-  run_summary summary;
-  bool finished = false;
-  self->request(server, caf::infinite, run_atom_v)
-    .receive(
-      [&](const run_summary& s) {
-        summary = s;
-        finished = true;
-      },
-      [&](const caf::error& err) {
-        std::fprintf(stderr, "sync_sgd failed: %s\n", describe(err).c_str());
-      });
-  for (auto& a : to_stop)
-    self->send_exit(a, caf::exit_reason::user_shutdown);
-
-  if (!finished || initial_loss < 0)
+  // Any registered protocol by name, with its option defaults filled in.
+  auto result = graph.run(spawn_algorithm(sys, "sync_sgd", ctx));
+  if (!result) {
+    std::fprintf(stderr, "sync_sgd failed: %s\n", describe(result.error()).c_str());
+    return 1;
+  }
+  const run_summary& summary = *result;
+  if (initial_loss < 0)
     return 1;
   // At w_0 the logistic loss is ln 2 = 0.69; 40 steps of 2 x 32 samples at
   // lr 0.5 take it to 0.37 here. Asking for a drop of a tenth leaves a wide
