@@ -126,16 +126,20 @@ std::vector<std::string> cuda_algorithms() {
   return names;
 }
 
+void check_backend(const algorithm_info& algo, const std::string& backend) {
+  if (backend != "cuda" || algo.runs_on_cuda)
+    return;
+  std::string list;
+  for (auto& a : cuda_algorithms())
+    list += (list.empty() ? "" : ", ") + a;
+  throw std::invalid_argument(algo.name + " does not run on --backend cuda yet (those that do: "
+                              + list + ")");
+}
+
 protocol_actor spawn_algorithm(caf::actor_system& sys, const std::string& name, run_context ctx) {
   const auto& algo = find_algorithm(name);
   check_options(algo, ctx.plan.options);
-  if (ctx.backend == "cuda" && !algo.runs_on_cuda) {
-    std::string list;
-    for (auto& a : cuda_algorithms())
-      list += (list.empty() ? "" : ", ") + a;
-    throw std::invalid_argument(name + " does not run on --backend cuda yet (those that do: "
-                                + list + ")");
-  }
+  check_backend(algo, ctx.backend);
   complete_options(algo, ctx.plan);
   ctx.plan.algorithm = name;
   return algo.spawn(sys, std::move(ctx));

@@ -53,6 +53,10 @@ const algorithm_info& find_algorithm(const std::string& name);
 /// the ones it does. "seed" (the run's seed) is always allowed.
 void check_options(const algorithm_info& algo, const std::map<std::string, std::string>& options);
 
+/// Throws std::invalid_argument, naming the protocols that do run there,
+/// when `algo` does not run on `backend` ("eigen" always works).
+void check_backend(const algorithm_info& algo, const std::string& backend);
+
 /// Gives every option of `algo` that `plan` does not set its default (and
 /// "seed" the value 1). Protocol code reads options from a completed plan,
 /// so the defaults live in this table only.

@@ -18,6 +18,7 @@
 #include <random>
 
 #include "data/dataset.hpp"
+#include "engines/run_graph.hpp"
 #include "messages/json.hpp"
 
 namespace chorus::bench {
@@ -33,6 +34,34 @@ private:
   using clock = std::chrono::steady_clock;
   clock::time_point t0_;
 };
+
+/// One protocol run timed end to end (the run_atom request, and the
+/// monitor's flush that closes it).
+struct run_result {
+  double seconds = 0;
+  run_summary summary;
+};
+
+/// Runs `protocol` on `graph` and times it; throws std::runtime_error if
+/// the run fails.
+inline run_result timed_run(run_graph& graph, protocol_actor protocol) {
+  timer t;
+  auto summary = graph.run(std::move(protocol));
+  run_result r;
+  r.seconds = t.seconds();
+  if (!summary)
+    throw std::runtime_error("run failed: " + describe(summary.error()));
+  r.summary = std::move(*summary);
+  return r;
+}
+
+/// A monitor that prints nothing (benchmarks print JSON lines only).
+inline monitor_config quiet_monitor() {
+  monitor_config mc;
+  mc.progress = false;
+  mc.quiet_log = true;
+  return mc;
+}
 
 /// Median of `xs` (the mean of the two middle values for an even count).
 inline double median(std::vector<double> xs) {

@@ -35,17 +35,12 @@ namespace {
 constexpr size_t threads = 2;
 
 
-struct run_result {
-  double seconds = 0;  // the run_atom request, end to end
-  run_summary summary;
-};
-
 // N workers and an evaluator on `data`, reused by every repetition (the
 // protocol actor quits at the end of its run; the workers stay).
 class graph {
 public:
   graph(caf::actor_system& sys, dataset_ptr data, int32_t n, int32_t batch)
-      : data_(std::move(data)), run_(sys, quiet()) {
+      : data_(std::move(data)), run_(sys, bench::quiet_monitor()) {
     for (int32_t i = 0; i < n; ++i) {
       worker_config wc;
       wc.rank = i;
@@ -69,26 +64,12 @@ public:
     ctx.initial = mutable_buffer::filled(static_cast<size_t>(data_->num_features), 0.0f).freeze();
   }
 
-  run_result run(int64_t steps) {
+  bench::run_result run(int64_t steps) {
     run_.context().plan.steps = steps;
-    auto protocol = spawn_sync_sgd(run_.system(), run_.context());
-    run_result r;
-    bench::timer t;
-    auto summary = run_.run(protocol);
-    r.seconds = t.seconds();
-    if (!summary)
-      throw std::runtime_error("run failed: " + describe(summary.error()));
-    r.summary = std::move(*summary);
-    return r;
+    return bench::timed_run(run_, spawn_sync_sgd(run_.system(), run_.context()));
   }
 
 private:
-  static monitor_config quiet() {
-    monitor_config mc;
-    mc.progress = false;
-    mc.quiet_log = true;
-    return mc;
-  }
   dataset_ptr data_;
   run_graph run_;
 };

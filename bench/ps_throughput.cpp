@@ -199,17 +199,12 @@ worker_actor::behavior_type fake_worker(worker_actor::pointer, int32_t rank, buf
 }
 
 
-struct run_result {
-  double seconds = 0;  // the run_atom request, end to end
-  run_summary summary;
-};
-
 // N workers (fake or real) and an evaluator, reused by every repetition
 // (the protocol actor quits at the end of its run; the workers stay).
 class graph {
 public:
   graph(caf::actor_system& sys, bool fake, size_t n_params, dataset_ptr data, int32_t n)
-      : run_(sys, quiet()) {
+      : run_(sys, bench::quiet_monitor()) {
     if (fake) {
       buffer g = mutable_buffer::filled(n_params, grad_value).freeze();
       for (int32_t i = 0; i < n; ++i)
@@ -241,16 +236,9 @@ public:
     ctx.initial = mutable_buffer::filled(n_params, 0.0f).freeze();
   }
 
-  run_result run(int64_t steps) {
+  bench::run_result run(int64_t steps) {
     run_.context().plan.steps = steps;
-    auto protocol = spawn_async_sgd(run_.system(), run_.context());
-    run_result r;
-    bench::timer t;
-    auto summary = run_.run(protocol);
-    r.seconds = t.seconds();
-    if (!summary)
-      throw std::runtime_error("run failed: " + describe(summary.error()));
-    r.summary = std::move(*summary);
+    auto r = bench::timed_run(run_, spawn_async_sgd(run_.system(), run_.context()));
     if (r.summary.steps != steps)
       throw std::runtime_error("run applied " + std::to_string(r.summary.steps) + " of "
                                + std::to_string(steps) + " updates");
@@ -258,12 +246,6 @@ public:
   }
 
 private:
-  static monitor_config quiet() {
-    monitor_config mc;
-    mc.progress = false;
-    mc.quiet_log = true;
-    return mc;
-  }
   run_graph run_;
 };
 

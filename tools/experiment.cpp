@@ -77,13 +77,7 @@ std::vector<injection> validate(const experiment_config& cfg) {
   for (int d : cfg.devices)
     require(d >= 0, "--devices: a device index must be >= 0 (got " + std::to_string(d) + ")");
   const auto& algo = find_algorithm(cfg.algorithm);  // throws with the valid names
-  if (cfg.backend == "cuda") {
-    std::string list;
-    for (auto& a : cuda_algorithms())
-      list += (list.empty() ? "" : ", ") + a;
-    require(algo.runs_on_cuda,
-            cfg.algorithm + " does not run on --backend cuda yet (those that do: " + list + ")");
-  }
+  check_backend(algo, cfg.backend);
   auto injections = parse_injections(cfg.workers, cfg.slow, cfg.delay, cfg.link_delay, cfg.crash);
   check_options(algo, cfg.options);
   // Dataset names are checked here, before any file is read; the data
