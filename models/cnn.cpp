@@ -39,6 +39,7 @@
 #include <utility>
 #include <vector>
 
+#include "messages/checked.hpp"
 #include "models/model.hpp"
 
 #ifdef CHORUS_USE_BLAS
@@ -334,7 +335,7 @@ private:
                                   std::to_string(side_) + " = " + std::to_string(inputs) +
                                   " inputs, but dataset '" + d.name + "' has " +
                                   std::to_string(d.num_features) + " features");
-    if (static_cast<int64_t>(d.x.size()) != d.size() * inputs)
+    if (checked_mul(d.size(), inputs) != static_cast<int64_t>(d.x.size()))
       throw std::invalid_argument(spec_ + ": dataset '" + d.name + "' holds " +
                                   std::to_string(d.x.size()) + " feature values for " +
                                   std::to_string(d.size()) + " labels");
