@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "gpu/cuda/check.hpp"
+#include "messages/checked.hpp"
 #include "models/cuda/device_model.cuh"
 
 namespace chorus::cuda_models {

@@ -610,6 +610,19 @@ TEST(model_registry, dimension_mismatches_throw) {
   }
 }
 
+TEST(model_registry, parameter_counts_past_64_bits_are_refused) {
+  const int64_t huge = int64_t{1} << 62;  // also (2^31)^2, a square image
+  for (auto spec : {"softmax", "mlp:1048576", "mlp:4,1048576", "cnn"}) {
+    try {
+      make_model(spec, huge, 10);
+      ADD_FAILURE() << spec << ": accepted 2^62 features";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("overflows a 64-bit integer"), std::string::npos)
+          << e.what();
+    }
+  }
+}
+
 // 2^16 samples of 2^48 features claim 2^64 values, which wraps to 0 = the
 // size of the (empty) feature block: every model must still refuse it
 // instead of reading features that are not there.
