@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <new>
 #include <numeric>
 #include <random>
 #include <thread>
@@ -90,11 +91,18 @@ using worker_pointer = worker_actor::stateful_pointer<worker_state>;
 
 template <class F>
 auto guarded(worker_pointer self, F&& f) -> decltype(f()) {
+  const auto& st = self->state;
   try {
     return f();
-  } catch (const std::exception& e) {
+  } catch (const std::bad_alloc&) {
+    // Said in full: "std::bad_alloc" alone names neither the model nor the size.
     return make_error(errc::compute_failed,
-                      "worker " + std::to_string(self->state.cfg.rank) + ": " + e.what());
+                      "worker " + std::to_string(st.cfg.rank) + ": out of memory computing "
+                        + st.net->name() + " (" + std::to_string(st.net->num_params())
+                        + " parameters) on batches of " + std::to_string(st.cfg.batch)
+                        + "; try a smaller model or --batch");
+  } catch (const std::exception& e) {
+    return make_error(errc::compute_failed, "worker " + std::to_string(st.cfg.rank) + ": " + e.what());
   }
 }
 

@@ -6,6 +6,7 @@
 // uncompressed files transparently. This file does not download anything and
 // knows nothing about partitions or workers.
 #include "data/dataset.hpp"
+#include "messages/checked.hpp"
 
 #include <zlib.h>
 
@@ -122,19 +123,26 @@ std::vector<uint32_t> read_header(gz_reader& in, const std::string& path, uint32
   return dims;
 }
 
-// Reads `n` payload bytes and maps each byte b to table[b], in chunks so the
-// bytes never need a second full-size buffer.
+// Reads `n` payload bytes and maps each byte b to table[b]. The header's
+// `n` is a claim, not a fact: the output grows with what has really been
+// decompressed (doubling, capped at n), so a tiny file claiming a billion
+// bytes fails as truncated after allocating about twice what it held.
 std::vector<float> read_payload(gz_reader& in, const std::string& path, uint64_t n,
                                 const std::array<float, 256>& table, const char* what) {
   if (n > max_payload_bytes)
     fail(path, std::string("implausible dimensions: ") + what + " would take " +
-                   std::to_string(n) + " bytes");
-  std::vector<float> out(n);
-  std::vector<unsigned char> chunk(std::min<uint64_t>(n, 1u << 20));
+                   std::to_string(n) + " bytes (at most " + std::to_string(max_payload_bytes) +
+                   " are read)");
+  constexpr uint64_t chunk_bytes = uint64_t{1} << 20;
+  std::vector<float> out;
+  std::vector<unsigned char> chunk(std::min<uint64_t>(n, chunk_bytes));
   uint64_t done = 0;
   while (done < n) {
     uint64_t want = std::min<uint64_t>(n - done, chunk.size());
     uint64_t got = in.read(chunk.data(), want);
+    if (done + got > out.capacity())
+      out.reserve(std::min<uint64_t>(n, std::max<uint64_t>(2 * out.capacity(), done + got)));
+    out.resize(done + got);
     float* dst = out.data() + done;
     for (uint64_t i = 0; i < got; ++i)
       dst[i] = table[chunk[i]];
@@ -173,6 +181,9 @@ dataset read_split(const std::string& images_path, const std::string& labels_pat
   if (count != label_count)
     throw data_error(images_path + " holds " + std::to_string(count) + " images but " +
                      labels_path + " holds " + std::to_string(label_count) + " labels");
+  if (rows <= 0 || cols <= 0)
+    fail(images_path, "images of " + std::to_string(rows) + "x" + std::to_string(cols) +
+                          " pixels: an image needs at least one pixel");
   d.num_features = rows * cols;
   for (int64_t i = 0; i < label_count; ++i)
     if (d.y[i] >= static_cast<float>(num_classes))
@@ -188,9 +199,19 @@ std::vector<float> read_idx_images(const std::string& path, int64_t* count, int6
                                    int64_t* cols) {
   gz_reader in(path);
   auto dims = read_header(in, path, idx_images_magic, 3, "images");
-  uint64_t n = uint64_t{dims[0]} * dims[1] * dims[2];
+  // Two 32-bit dimensions always fit in 64 bits, three can wrap past 2^64;
+  // a wrapped product would pass the size cap and describe far more pixels
+  // than were read. One image is capped too, so that an empty file of
+  // enormous images cannot claim a feature count that overflows later.
+  const uint64_t pixels = uint64_t{dims[1]} * dims[2];
+  auto n = checked_mul<uint64_t>(dims[0], pixels);
+  if (!n || pixels > max_payload_bytes)
+    fail(path, "implausible dimensions: " + std::to_string(dims[0]) + " images of " +
+                   std::to_string(dims[1]) + "x" + std::to_string(dims[2]) + " pixels" +
+                   (n ? " (" + std::to_string(pixels) + " pixels per image)"
+                      : std::string(" overflow a 64-bit size")));
   static const auto table = pixel_table();
-  auto out = read_payload(in, path, n, table, "pixel data");
+  auto out = read_payload(in, path, *n, table, "pixel data");
   if (count)
     *count = dims[0];
   if (rows)

@@ -39,6 +39,7 @@
 #include <utility>
 #include <vector>
 
+#include "messages/checked.hpp"
 #include "models/model.hpp"
 
 #ifdef CHORUS_USE_BLAS
@@ -334,7 +335,7 @@ private:
                                   std::to_string(side_) + " = " + std::to_string(inputs) +
                                   " inputs, but dataset '" + d.name + "' has " +
                                   std::to_string(d.num_features) + " features");
-    if (static_cast<int64_t>(d.x.size()) != d.size() * inputs)
+    if (checked_mul(d.size(), inputs) != static_cast<int64_t>(d.x.size()))
       throw std::invalid_argument(spec_ + ": dataset '" + d.name + "' holds " +
                                   std::to_string(d.x.size()) + " feature values for " +
                                   std::to_string(d.size()) + " labels");
@@ -487,6 +488,12 @@ std::unique_ptr<model> make_cnn(const std::string& spec, const std::string& args
   if (side < 4)
     throw std::invalid_argument(name + ": needs images of at least 4x4 (two 2x2 poolings), got " +
                                 std::to_string(side) + "x" + std::to_string(side));
+  // The dense head holds classes * C2 * (H/4)^2 weights, and im2col makes
+  // 9 * C taps of every pixel: neither may overflow for a huge image.
+  if (!checked_product<int64_t>({num_classes, c2, side / 4, side / 4}) ||
+      !checked_product<int64_t>({num_features, std::max(c1, c2), 9}))
+    throw std::invalid_argument(name + ": the parameter count for " + std::to_string(side) + "x" +
+                                std::to_string(side) + " images overflows a 64-bit integer");
   return std::make_unique<cnn_model>(name, side, c1, c2, num_classes);
 }
 

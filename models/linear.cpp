@@ -12,6 +12,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "messages/checked.hpp"
 #include "models/model.hpp"
 
 namespace chorus {
@@ -123,7 +124,7 @@ private:
       throw std::invalid_argument(spec + ": model has " + std::to_string(d_) +
                                   " inputs, dataset '" + d.name + "' has " +
                                   std::to_string(d.num_features) + " features");
-    if (static_cast<int64_t>(d.x.size()) != d.size() * d.num_features)
+    if (checked_mul(d.size(), d.num_features) != static_cast<int64_t>(d.x.size()))
       throw std::invalid_argument(spec + ": dataset '" + d.name +
                                   "' has features for a different number of samples than labels");
     if (!idx && n > d.size())

@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "messages/checked.hpp"
 #include "models/model.hpp"
 
 #ifdef CHORUS_USE_BLAS
@@ -60,6 +61,18 @@ float uniform_sym(std::mt19937_64& rng, double a) {
   return static_cast<float>(a * (2 * u - 1));
 }
 
+// offset + rows * cols, refusing a parameter count past 2^63 (a LIBSVM file
+// can name millions of features, and a spec can list many wide layers).
+int64_t grown(const std::string& spec, int64_t features, int64_t offset, int64_t rows,
+              int64_t cols) {
+  auto size = checked_mul(rows, cols);
+  auto end = size ? checked_add(offset, *size) : std::nullopt;
+  if (!end)
+    throw std::invalid_argument(spec + ": the parameter count for " + std::to_string(features) +
+                                " inputs overflows a 64-bit integer");
+  return *end;
+}
+
 class mlp_model final : public model {
 public:
   mlp_model(std::string spec, int64_t num_features, const std::vector<int64_t>& hidden,
@@ -74,9 +87,9 @@ public:
       l.in = in;
       l.out = out;
       l.w_offset = offset;
-      offset += in * out;
+      offset = grown(spec_, d_, offset, in, out);
       l.b_offset = offset;
-      offset += out;
+      offset = grown(spec_, d_, offset, out, 1);
       layers_.push_back(l);
       in = out;
     }
@@ -194,7 +207,7 @@ private:
       throw std::invalid_argument(spec_ + ": model has " + std::to_string(d_) +
                                   " inputs, dataset '" + d.name + "' has " +
                                   std::to_string(d.num_features) + " features");
-    if (static_cast<int64_t>(d.x.size()) != d.size() * d.num_features)
+    if (checked_mul(d.size(), d.num_features) != static_cast<int64_t>(d.x.size()))
       throw std::invalid_argument(spec_ + ": dataset '" + d.name +
                                   "' has features for a different number of samples than labels");
     if (!idx && n > d.size())

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <optional>
 #include <random>
 #include <stdexcept>
@@ -18,6 +19,7 @@
 #include "gpu/device.hpp"
 #include "messages/json.hpp"
 #include "messages/type_ids.hpp"
+#include "tools/memory.hpp"
 
 namespace chorus {
 
@@ -28,13 +30,25 @@ void require(bool ok, const std::string& what) {
     throw std::invalid_argument(what);
 }
 
+std::string short_number(double x);
+
 // With --steps the run is counted in protocol steps; otherwise in samples
 // (epochs * training set), which means the same for every protocol: a sync
 // round processes N batches, an async update one.
+// The count is capped at 2^53 (every integer below is exact as a double, and
+// the counters that add batches to it have room): more is a typo, and the
+// cast of a larger double to int64 would be undefined.
 int64_t max_samples_for(const experiment_config& cfg, int64_t train_size) {
   if (cfg.steps > 0)
     return 0;
-  return std::max<int64_t>(1, static_cast<int64_t>(std::ceil(cfg.epochs * train_size)));
+  constexpr double max_samples = 9007199254740992.0;  // 2^53
+  const double samples = std::ceil(cfg.epochs * static_cast<double>(train_size));
+  if (!(samples <= max_samples))
+    throw std::invalid_argument("--epochs " + short_number(cfg.epochs) + " over " +
+                                std::to_string(train_size) + " training samples asks for " +
+                                short_number(samples) + " samples, more than 2^53; use fewer " +
+                                "epochs, or --steps");
+  return std::max<int64_t>(1, static_cast<int64_t>(samples));
 }
 
 std::string layout_json(const std::vector<param_tensor>& layout) {
@@ -61,7 +75,9 @@ std::vector<injection> validate(const experiment_config& cfg) {
   require(cfg.workers >= 1, "--workers must be at least 1 (got " + std::to_string(cfg.workers) + ")");
   require(cfg.workers <= 4096, "--workers must be at most 4096");
   require(cfg.batch >= 1, "--batch must be at least 1 (got " + std::to_string(cfg.batch) + ")");
-  require(std::isfinite(cfg.lr) && cfg.lr > 0, "--lr must be a finite number > 0");
+  // Protocols take the step size as a float: a larger double has no float value.
+  require(std::isfinite(cfg.lr) && cfg.lr > 0 && cfg.lr <= std::numeric_limits<float>::max(),
+          "--lr must be a finite number > 0 (at most 3.4e38)");
   require(std::isfinite(cfg.epochs) && cfg.epochs > 0, "--epochs must be > 0");
   require(cfg.steps >= 0, "--steps must be >= 0 (0: derived from --epochs)");
   require(cfg.threads >= 1 && cfg.threads <= 256, "--threads must be between 1 and 256");
@@ -143,6 +159,7 @@ experiment_result run_checked(const experiment_config& cfg, const train_test& da
   auto parts = make_partition(*data.train, cfg.workers, cfg.partition, cfg.seed);
   // Built here once to validate the spec and to initialize w_0.
   auto net = make_model(cfg.model, data.train->num_features, data.train->num_classes);
+  check_model_memory(cfg, net->num_params());
 
   experiment_result result;
   result.layout = net->layout();
@@ -255,6 +272,17 @@ experiment_result run_checked(const experiment_config& cfg, const train_test& da
   return result;
 }
 
+// run_checked, with std::bad_alloc turned into a message that says what
+// needed the memory.
+experiment_result run_checked_in_memory(const experiment_config& cfg, const train_test& data,
+                                        const std::vector<injection>& injections) {
+  try {
+    return run_checked(cfg, data, injections);
+  } catch (const std::bad_alloc&) {
+    throw std::runtime_error(out_of_memory_message(cfg, data));
+  }
+}
+
 } // namespace
 
 experiment_result run_experiment(const experiment_config& cfg) {
@@ -262,11 +290,17 @@ experiment_result run_experiment(const experiment_config& cfg) {
   dataset_options opts;
   opts.data_dir = cfg.data_dir;
   opts.seed = cfg.seed;
-  return run_checked(cfg, load_dataset(cfg.dataset, opts), injections);
+  train_test data;
+  try {
+    data = load_dataset(cfg.dataset, opts);
+  } catch (const std::bad_alloc&) {
+    throw std::runtime_error("out of memory loading dataset " + cfg.dataset);
+  }
+  return run_checked_in_memory(cfg, data, injections);
 }
 
 experiment_result run_experiment(const experiment_config& cfg, const train_test& data) {
-  return run_checked(cfg, data, validate(cfg));
+  return run_checked_in_memory(cfg, data, validate(cfg));
 }
 
 std::string summary_json(const experiment_config& cfg, const experiment_result& r) {

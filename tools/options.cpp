@@ -54,6 +54,12 @@ int32_t to_int32(const std::string& flag, const std::string& v) {
   return static_cast<int32_t>(x);
 }
 
+// The longest duration a flag may give: 30 days. Longer is a typo or a way
+// of saying "never"; it is refused before the cast to an integer, which
+// would be undefined for values past 2^63, and before any clock arithmetic
+// in nanoseconds could overflow.
+constexpr double max_millis = 30.0 * 24 * 3600 * 1000;
+
 // Parses "250ms", "2s", "1.5s", or plain milliseconds.
 int64_t to_millis(const std::string& flag, const std::string& v) {
   std::string num = v;
@@ -64,7 +70,10 @@ int64_t to_millis(const std::string& flag, const std::string& v) {
     num = v.substr(0, v.size() - 1);
     scale = 1000;
   }
-  return static_cast<int64_t>(to_double(flag, num) * scale);
+  const double ms = to_double(flag, num) * scale;
+  if (!(std::fabs(ms) <= max_millis))
+    throw usage_error("--" + flag + ": '" + v + "' is out of range (at most 30 days, 2592000s)");
+  return static_cast<int64_t>(ms);
 }
 
 std::string cuda_list() {

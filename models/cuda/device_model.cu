@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "gpu/cuda/check.hpp"
+#include "messages/checked.hpp"
 #include "models/cuda/device_model.cuh"
 
 namespace chorus::cuda_models {
@@ -229,7 +230,7 @@ void device_model::check_dataset(const dataset& d, const int64_t* idx, int64_t n
     throw std::invalid_argument(spec_ + ": model has " + std::to_string(inputs_)
                                 + " inputs, dataset '" + d.name + "' has "
                                 + std::to_string(d.num_features) + " features");
-  if (static_cast<int64_t>(d.x.size()) != d.size() * d.num_features)
+  if (checked_mul(d.size(), d.num_features) != static_cast<int64_t>(d.x.size()))
     throw std::invalid_argument(spec_ + ": dataset '" + d.name
                                 + "' has features for a different number of samples than labels");
   if (!idx && n > d.size())

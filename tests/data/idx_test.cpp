@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "tests/memory_bound.hpp"
+
 namespace {
 
 using bytes = std::vector<unsigned char>;
@@ -254,6 +256,74 @@ TEST(idx_read, large_file_reads_in_chunks_without_loss) {
   EXPECT_EQ(mismatches, 0u);
 }
 
+// Dimensions whose product wraps past 2^64 (here to exactly 0) must not
+// pass as an empty file of 65536 huge images.
+TEST(idx_read, dimensions_that_overflow_64_bits_are_refused) {
+  temp_dir dir;
+  const auto path = dir.file("wrap.gz");
+  write_gz(path, idx_images(1u << 16, 1u << 24, 1u << 24, {}));
+  auto msg = data_error_of([&] { chorus::read_idx_images(path, nullptr, nullptr, nullptr); });
+  EXPECT_TRUE(contains(msg, path)) << msg;
+  EXPECT_TRUE(contains(msg, "implausible dimensions")) << msg;
+  EXPECT_TRUE(contains(msg, "65536 images of 16777216x16777216")) << msg;
+
+  // A product just below 2^64 is caught by the size cap instead.
+  write_gz(path, idx_images(0xFFFFFFFFu, 0xFFFFFFFFu, 1, {}));
+  auto msg2 = data_error_of([&] { chorus::read_idx_images(path, nullptr, nullptr, nullptr); });
+  EXPECT_TRUE(contains(msg2, "implausible dimensions")) << msg2;
+}
+
+// No images at all, each claiming 2^64 - 2^33 + 1 pixels: the product is 0,
+// but the feature count would overflow downstream.
+TEST(idx_read, zero_images_of_enormous_size_are_refused) {
+  temp_dir dir;
+  const auto path = dir.file("empty.gz");
+  write_gz(path, idx_images(0, 0xFFFFFFFFu, 0xFFFFFFFFu, {}));
+  auto msg = data_error_of([&] { chorus::read_idx_images(path, nullptr, nullptr, nullptr); });
+  EXPECT_TRUE(contains(msg, "implausible dimensions")) << msg;
+  EXPECT_TRUE(contains(msg, "pixels per image")) << msg;
+}
+
+// A 44-byte file claiming 10^6 images of 28x28 (3.1 GB as floats) fails as
+// truncated without allocating for what it only claims: the child may map
+// 256 MiB more than the test process.
+TEST(idx_read, header_claims_cost_no_memory_beyond_the_data) {
+  temp_dir dir;
+  const auto path = dir.file("claims.gz");
+  bytes some(1000, 7);
+  write_gz(path, idx_images(1000000, 28, 28, some));
+  auto r = chorus::test::run_memory_bounded(size_t{256} << 20, [&] {
+    try {
+      chorus::read_idx_images(path, nullptr, nullptr, nullptr);
+    } catch (const chorus::data_error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  });
+  ASSERT_TRUE(r.finished);
+  EXPECT_FALSE(r.out_of_memory) << r.text;
+  EXPECT_TRUE(contains(r.text, "truncated pixel data: expected 784000000 bytes, got 1000")) << r.text;
+
+  // The same for labels: 2^32 - 1 claimed, 10 present.
+  const auto labels = dir.file("labels.gz");
+  bytes b;
+  put_be32(b, 0x00000801);
+  put_be32(b, 0xFFFFFFFFu);
+  b.resize(b.size() + 10, 1);
+  write_gz(labels, b);
+  auto r2 = chorus::test::run_memory_bounded(size_t{256} << 20, [&] {
+    try {
+      chorus::read_idx_labels(labels, nullptr);
+    } catch (const chorus::data_error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  });
+  ASSERT_TRUE(r2.finished);
+  EXPECT_FALSE(r2.out_of_memory) << r2.text;
+  EXPECT_TRUE(contains(r2.text, "truncated label data: expected 4294967295 bytes, got 10")) << r2.text;
+}
+
 // A miniature Fashion-MNIST directory: same file names, tiny images.
 struct mini_fashion {
   temp_dir dir;
@@ -320,6 +390,15 @@ TEST(fashion_mnist_loader, label_out_of_range_names_file) {
   auto msg = data_error_of([&] { chorus::load_fashion_mnist(m.dir.path); });
   EXPECT_TRUE(contains(msg, m.dir.file("t10k-labels-idx1-ubyte.gz"))) << msg;
   EXPECT_TRUE(contains(msg, "out of range")) << msg;
+}
+
+TEST(fashion_mnist_loader, images_without_pixels_are_refused) {
+  mini_fashion m;
+  m.write_all();
+  write_gz(m.dir.file("train-images-idx3-ubyte.gz"), idx_images(3, 0, 5, {}));
+  auto msg = data_error_of([&] { chorus::load_fashion_mnist(m.dir.path); });
+  EXPECT_TRUE(contains(msg, m.dir.file("train-images-idx3-ubyte.gz"))) << msg;
+  EXPECT_TRUE(contains(msg, "at least one pixel")) << msg;
 }
 
 TEST(fashion_mnist_loader, missing_directory_names_the_file) {

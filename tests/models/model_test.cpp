@@ -610,5 +610,43 @@ TEST(model_registry, dimension_mismatches_throw) {
   }
 }
 
+TEST(model_registry, parameter_counts_past_64_bits_are_refused) {
+  const int64_t huge = int64_t{1} << 62;  // also (2^31)^2, a square image
+  for (auto spec : {"softmax", "mlp:1048576", "mlp:4,1048576", "cnn"}) {
+    try {
+      make_model(spec, huge, 10);
+      ADD_FAILURE() << spec << ": accepted 2^62 features";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("overflows a 64-bit integer"), std::string::npos)
+          << e.what();
+    }
+  }
+}
+
+// 2^16 samples of 2^48 features claim 2^64 values, which wraps to 0 = the
+// size of the (empty) feature block: every model must still refuse it
+// instead of reading features that are not there.
+TEST(model_registry, feature_counts_whose_product_wraps_are_refused) {
+  const int64_t features = int64_t{1} << 48;
+  for (auto [spec, classes] : {std::pair<const char*, int64_t>{"linear", 0}, {"logistic", 2},
+                               {"softmax", 3}, {"mlp:4", 3}, {"cnn", 3}}) {
+    dataset d;
+    d.name = "wrapped";
+    d.task = classes == 0 ? task_kind::regression : task_kind::classification;
+    d.num_features = features;
+    d.num_classes = classes;
+    d.y.assign(size_t{1} << 16, 0.0f);
+    auto m = make_model(spec, features, classes);
+    const int64_t idx = 0;
+    try {
+      m->loss_grad(nullptr, d, &idx, 1, nullptr);
+      ADD_FAILURE() << spec << ": loss_grad accepted a dataset without its features";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("wrapped"), std::string::npos) << e.what();
+    }
+    EXPECT_THROW(m->evaluate(nullptr, d, nullptr, d.size()), std::invalid_argument) << spec;
+  }
+}
+
 } // namespace
 } // namespace chorus
