@@ -1,11 +1,16 @@
 // Datasets held in memory, and the loaders and generators that make them.
 //
-// Features are stored sample after sample (sample i occupies
+// Dense features are stored sample after sample (sample i occupies
 // x[i * num_features, (i + 1) * num_features)), which is an Eigen
 // column-major matrix of shape num_features x size: one column per sample.
-// Labels are class indices stored as floats for classification, real
-// targets for regression. A dataset is immutable once built and shared by
-// every worker through a dataset_ptr; a worker's shard is a list of indices.
+// A sparse dataset (LIBSVM files) leaves x empty and holds its samples as
+// CSR rows in `sparse` instead, so its memory is proportional to its
+// nonzeros, not to size * num_features. Models that take sparse input
+// check is_sparse(); every other consumer (partitioners, shards) needs only
+// y and size(). Labels are class indices stored as floats for
+// classification, real targets for regression. A dataset is immutable once
+// built and shared by every worker through a dataset_ptr; a worker's shard
+// is a list of indices.
 #pragma once
 
 #include <cstdint>
@@ -24,17 +29,55 @@ struct data_error : std::runtime_error {
 /// What the labels mean.
 enum class task_kind { classification, regression };
 
-/// An in-memory labelled dataset.
+/// The nonzeros of one sparse sample: `size` (column, value) pairs,
+/// columns strictly increasing and in [0, num_features).
+struct sparse_row {
+  const int32_t* columns = nullptr;
+  const float* values = nullptr;
+  int64_t size = 0;
+};
+
+/// Samples as CSR rows: row i is columns/values[offsets[i], offsets[i+1]).
+/// Columns are 32-bit, so a sparse dataset has at most
+/// max_sparse_features features.
+struct csr_rows {
+  std::vector<int64_t> offsets;  ///< size() + 1 entries, offsets[0] == 0
+  std::vector<int32_t> columns;  ///< strictly increasing within a row
+  std::vector<float> values;
+};
+
+/// The largest feature count a sparse dataset can index (int32 columns).
+inline constexpr int64_t max_sparse_features = 2147483647;
+
+/// An in-memory labelled dataset, dense (x) or sparse (sparse).
 struct dataset {
   std::string name;
   task_kind task = task_kind::classification;
   int64_t num_features = 0;
   int64_t num_classes = 0;  ///< 0 for regression
-  std::vector<float> x;     ///< size() * num_features, sample-major
+  std::vector<float> x;     ///< size() * num_features, sample-major; empty when sparse
   std::vector<float> y;     ///< one label or target per sample
+  csr_rows sparse;          ///< the samples when is_sparse(); empty otherwise
 
   int64_t size() const { return static_cast<int64_t>(y.size()); }
+  /// True when the samples are CSR rows in `sparse` (x is then empty).
+  bool is_sparse() const { return !sparse.offsets.empty(); }
+  /// Dense sample i (only when !is_sparse()).
   const float* sample(int64_t i) const { return x.data() + i * num_features; }
+  /// Sparse sample i (only when is_sparse()).
+  sparse_row row(int64_t i) const {
+    const auto at = static_cast<size_t>(sparse.offsets[static_cast<size_t>(i)]);
+    return {sparse.columns.data() + at, sparse.values.data() + at,
+            sparse.offsets[static_cast<size_t>(i) + 1] - sparse.offsets[static_cast<size_t>(i)]};
+  }
+  /// Whether the feature storage matches size() and num_features: x holds
+  /// size() * num_features floats, or the CSR arrays are consistent (O(1):
+  /// the per-row column bounds are the loader's promise).
+  bool well_formed() const;
+  /// Writes sample i as num_features dense floats to `out`, whichever the
+  /// storage (for models that need dense input, one mini-batch at a time).
+  /// Throws std::invalid_argument for a sparse column outside num_features.
+  void copy_sample(int64_t i, float* out) const;
 };
 
 using dataset_ptr = std::shared_ptr<const dataset>;
@@ -68,16 +111,25 @@ train_test load_fashion_mnist(const std::string& dir);
 
 // -- LIBSVM ---------------------------------------------------------------
 
+/// The default bound on a LIBSVM file's feature count (--max-features):
+/// 2^24, above rcv1 (47k), news20 (1.4M) and url (3.2M) features.
+inline constexpr int64_t default_max_features = int64_t{1} << 24;
+
 /// Reads a LIBSVM-format file ("label idx:val idx:val ...", 1-based indices)
-/// into a dense dataset. Labels: {-1,+1} or {0,1} become classes {0,1};
-/// other integer labels are mapped to 0..C-1 in sorted order; non-integer
-/// labels make a regression dataset. `num_features` 0 means "the largest
-/// index seen". Throws data_error with file and line on malformed input.
-dataset read_libsvm(const std::string& path, int64_t num_features = 0);
+/// into a sparse dataset (CSR rows; memory proportional to the nonzeros).
+/// Labels: {-1,+1} or {0,1} become classes {0,1}; other integer labels are
+/// mapped to 0..C-1 in sorted order; non-integer labels make a regression
+/// dataset. `num_features` 0 means "the largest index seen". An index above
+/// `max_features` (at most max_sparse_features) is refused, naming the
+/// --max-features flag that raises the bound. Throws data_error with file
+/// and line on malformed input.
+dataset read_libsvm(const std::string& path, int64_t num_features = 0,
+                    int64_t max_features = default_max_features);
 
 /// Loads `path` and holds out the last `test_fraction` of it (after a seeded
-/// shuffle) as the test set.
-train_test load_libsvm(const std::string& path, double test_fraction, uint64_t seed);
+/// shuffle) as the test set. Both halves are sparse.
+train_test load_libsvm(const std::string& path, double test_fraction, uint64_t seed,
+                       int64_t max_features = default_max_features);
 
 // -- synthetic problems -----------------------------------------------------
 
@@ -97,6 +149,8 @@ train_test make_sparse_logistic(int64_t n_train, int64_t n_test, int64_t d,
 struct dataset_options {
   std::string data_dir = default_fashion_mnist_dir;
   uint64_t seed = 1;
+  /// Largest feature index a LIBSVM file may use (--max-features).
+  int64_t max_features = default_max_features;
 };
 
 /// Builds a dataset from its spec: "fashion-mnist", "libsvm:PATH",

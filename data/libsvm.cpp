@@ -1,9 +1,12 @@
 // LIBSVM text format ("label idx:val idx:val ...", 1-based indices) read into
-// a dense dataset, and a seeded train/test split of such a file.
+// a sparse dataset (CSR rows), and a seeded train/test split of such a file.
 //
 // Blank lines and '#' comments are skipped; "qid:N" tokens (ranking files)
-// are ignored. This is not a sparse store: every sample is densified, so it
-// suits the small and medium LIBSVM benchmark sets, not 10^7-feature ones.
+// are ignored. Memory is the file's text while parsing plus 8 bytes per
+// nonzero and 8 per row: never size * num_features, so text sets with
+// millions of features (rcv1, news20, url) load in what their nonzeros need.
+// The feature count is bounded (max_features, the --max-features flag) so
+// that a stray huge index fails here, not as a huge weight vector later.
 #include "data/dataset.hpp"
 
 #include <algorithm>
@@ -20,7 +23,7 @@ namespace chorus {
 namespace {
 
 struct entry {
-  int64_t index; // 0-based
+  int32_t column; // 0-based
   float value;
 };
 
@@ -43,12 +46,30 @@ bool parse_double(std::string_view s, double* out) {
   return ec == std::errc() && ptr == s.data() + s.size() && std::isfinite(*out);
 }
 
-bool parse_int(std::string_view s, int64_t* out) {
+// 0 on success, else the errc from_chars gave (result_out_of_range for an
+// integer beyond int64) or invalid_argument.
+std::errc parse_int(std::string_view s, int64_t* out) {
   s = strip_plus(s);
   if (s.empty())
-    return false;
+    return std::errc::invalid_argument;
   auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), *out);
-  return ec == std::errc() && ptr == s.data() + s.size();
+  if (ec == std::errc() && ptr != s.data() + s.size())
+    return std::errc::invalid_argument;
+  return ec;
+}
+
+// Appends one parsed row to the CSR arrays: columns sorted, and a repeated
+// index keeps its last value (as a dense write would).
+void append_row(std::vector<entry>& row, csr_rows& out) {
+  std::stable_sort(row.begin(), row.end(),
+                   [](const entry& a, const entry& b) { return a.column < b.column; });
+  for (size_t k = 0; k < row.size(); ++k) {
+    if (k + 1 < row.size() && row[k + 1].column == row[k].column)
+      continue;
+    out.columns.push_back(row[k].column);
+    out.values.push_back(row[k].value);
+  }
+  out.offsets.push_back(static_cast<int64_t>(out.columns.size()));
 }
 
 bool is_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f'; }
@@ -57,9 +78,14 @@ std::string quoted(std::string_view s) { return "'" + std::string(s) + "'"; }
 
 } // namespace
 
-dataset read_libsvm(const std::string& path, int64_t num_features) {
-  if (num_features < 0)
-    throw std::invalid_argument("read_libsvm: num_features must be >= 0, got " +
+dataset read_libsvm(const std::string& path, int64_t num_features, int64_t max_features) {
+  if (max_features < 1 || max_features > max_sparse_features)
+    throw std::invalid_argument("read_libsvm: max_features must be in [1, " +
+                                std::to_string(max_sparse_features) + "], got " +
+                                std::to_string(max_features));
+  if (num_features < 0 || num_features > max_features)
+    throw std::invalid_argument("read_libsvm: num_features must be in [0, max_features = " +
+                                std::to_string(max_features) + "], got " +
                                 std::to_string(num_features));
   std::ifstream file(path, std::ios::binary);
   if (!file)
@@ -77,7 +103,10 @@ dataset read_libsvm(const std::string& path, int64_t num_features) {
     throw data_error(path + ": read error");
 
   std::vector<double> labels;
-  std::vector<std::vector<entry>> rows;
+  dataset d;
+  csr_rows& csr = d.sparse;
+  csr.offsets.push_back(0);
+  std::vector<entry> row;  // the current line's entries, reused
   int64_t max_index = 0;
   int64_t line_no = 0;
   size_t pos = 0;
@@ -91,7 +120,7 @@ dataset read_libsvm(const std::string& path, int64_t num_features) {
     if (auto hash = line.find('#'); hash != std::string_view::npos)
       line = line.substr(0, hash);
 
-    std::vector<entry> row;
+    row.clear();
     bool have_label = false;
     size_t i = 0;
     while (i < line.size()) {
@@ -121,35 +150,42 @@ dataset read_libsvm(const std::string& path, int64_t num_features) {
       if (key == "qid")
         continue;
       int64_t index = 0;
-      if (!parse_int(key, &index))
+      const std::errc ec = parse_int(key, &index);
+      if (ec == std::errc::result_out_of_range)
+        fail_at(path, line_no, "index out of range in " + quoted(token) +
+                                   " (the bound is " + std::to_string(max_features) +
+                                   " features; raise it with --max-features N)");
+      if (ec != std::errc())
         fail_at(path, line_no, "non-numeric index in " + quoted(token));
       if (index <= 0)
         fail_at(path, line_no, "index must be >= 1 (indices are 1-based), got " + quoted(token));
       if (num_features > 0 && index > num_features)
         fail_at(path, line_no, "index " + std::to_string(index) + " exceeds num_features " +
                                    std::to_string(num_features));
+      if (index > max_features)
+        fail_at(path, line_no, "feature index " + std::to_string(index) +
+                                   " exceeds the bound of " + std::to_string(max_features) +
+                                   " features; raise it with --max-features N (at most " +
+                                   std::to_string(max_sparse_features) + ")");
       double value = 0.0;
       if (!parse_double(val, &value))
         fail_at(path, line_no, "non-numeric value in " + quoted(token));
       max_index = std::max(max_index, index);
-      row.push_back({index - 1, static_cast<float>(value)});
+      // index <= max_features <= max_sparse_features: fits int32.
+      row.push_back({static_cast<int32_t>(index - 1), static_cast<float>(value)});
     }
     if (have_label)
-      rows.push_back(std::move(row));
+      append_row(row, csr);
   }
   if (labels.empty())
     throw data_error(path + ": empty file (no samples)");
+  text = std::string();  // release the text before the rest is built
 
-  dataset d;
   d.name = "libsvm:" + path;
   d.num_features = num_features > 0 ? num_features : max_index;
-  const int64_t n = static_cast<int64_t>(labels.size());
-  d.x.assign(static_cast<size_t>(n * d.num_features), 0.0f);
-  for (int64_t r = 0; r < n; ++r) {
-    float* dst = d.x.data() + r * d.num_features;
-    for (const entry& e : rows[r])
-      dst[e.index] = e.value; // a repeated index keeps its last value
-  }
+  csr.columns.shrink_to_fit();
+  csr.values.shrink_to_fit();
+  csr.offsets.shrink_to_fit();
 
   bool all_integer = std::all_of(labels.begin(), labels.end(),
                                  [](double v) { return v == std::floor(v); });
@@ -184,11 +220,12 @@ dataset read_libsvm(const std::string& path, int64_t num_features) {
   return d;
 }
 
-train_test load_libsvm(const std::string& path, double test_fraction, uint64_t seed) {
+train_test load_libsvm(const std::string& path, double test_fraction, uint64_t seed,
+                       int64_t max_features) {
   if (!(test_fraction >= 0.0 && test_fraction < 1.0))
     throw std::invalid_argument("load_libsvm: test_fraction must be in [0, 1), got " +
                                 std::to_string(test_fraction));
-  dataset all = read_libsvm(path);
+  dataset all = read_libsvm(path, 0, max_features);
   const int64_t n = all.size();
   std::vector<int64_t> order(static_cast<size_t>(n));
   std::iota(order.begin(), order.end(), int64_t{0});
@@ -204,11 +241,21 @@ train_test load_libsvm(const std::string& path, double test_fraction, uint64_t s
     d->task = all.task;
     d->num_features = all.num_features;
     d->num_classes = all.num_classes;
-    d->x.resize(static_cast<size_t>(count * all.num_features));
     d->y.resize(static_cast<size_t>(count));
+    csr_rows& csr = d->sparse;
+    int64_t nonzeros = 0;
+    for (int64_t k = 0; k < count; ++k)
+      nonzeros += all.row(order[from + k]).size;
+    csr.offsets.reserve(static_cast<size_t>(count) + 1);
+    csr.columns.reserve(static_cast<size_t>(nonzeros));
+    csr.values.reserve(static_cast<size_t>(nonzeros));
+    csr.offsets.push_back(0);
     for (int64_t k = 0; k < count; ++k) {
-      int64_t src = order[from + k];
-      std::copy_n(all.sample(src), all.num_features, d->x.data() + k * all.num_features);
+      const int64_t src = order[from + k];
+      const sparse_row r = all.row(src);
+      csr.columns.insert(csr.columns.end(), r.columns, r.columns + r.size);
+      csr.values.insert(csr.values.end(), r.values, r.values + r.size);
+      csr.offsets.push_back(static_cast<int64_t>(csr.columns.size()));
       d->y[k] = all.y[src];
     }
     return d;

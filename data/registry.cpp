@@ -27,7 +27,7 @@ const std::vector<dataset_entry>& dataset_table() {
        [](const std::string& path, const dataset_options& o) {
          if (path.empty())
            throw data_error("libsvm:PATH needs a file path, e.g. libsvm:/data/a9a");
-         return load_libsvm(path, 0.2, o.seed);
+         return load_libsvm(path, 0.2, o.seed, o.max_features);
        }},
       {"synthetic-lsq",
        "least squares, 8192 train / 2048 test, d = 64, noise 0.1, ground truth known",

@@ -31,7 +31,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -335,10 +334,11 @@ private:
                                   std::to_string(side_) + " = " + std::to_string(inputs) +
                                   " inputs, but dataset '" + d.name + "' has " +
                                   std::to_string(d.num_features) + " features");
-    if (checked_mul(d.size(), inputs) != static_cast<int64_t>(d.x.size()))
+    if (!d.well_formed())
       throw std::invalid_argument(spec_ + ": dataset '" + d.name + "' holds " +
-                                  std::to_string(d.x.size()) + " feature values for " +
-                                  std::to_string(d.size()) + " labels");
+                                  (d.is_sparse() ? std::to_string(d.sparse.offsets.size()) + " row offsets"
+                                                 : std::to_string(d.x.size()) + " feature values") +
+                                  " for " + std::to_string(d.size()) + " labels");
     if (!idx && n > d.size())
       throw std::invalid_argument(spec_ + ": asked for " + std::to_string(n) +
                                   " samples of dataset '" + d.name + "', which has " +
@@ -348,11 +348,12 @@ private:
   // Samples start .. start + m - 1 of the batch (idx[...] when given, else
   // consecutive): checks each index and label, fills labels_, and returns
   // their images, contiguous and NCHW — the dataset's own memory when there
-  // are no indices, else a copy in x_.
+  // are no indices, else a copy in x_. A sparse dataset (LIBSVM) is always
+  // copied, densified one batch at a time: images are small (side^2 floats).
   const float* load_batch(const dataset& d, const int64_t* idx, int64_t start, int64_t m) {
     const int64_t inputs = side_ * side_;
     labels_.resize(static_cast<size_t>(m));
-    float* copy = idx ? grow(x_, inputs * m) : nullptr;
+    float* copy = idx || d.is_sparse() ? grow(x_, inputs * m) : nullptr;
     for (int64_t j = 0; j < m; ++j) {
       const int64_t i = idx ? idx[start + j] : start + j;
       if (i < 0 || i >= d.size())
@@ -370,9 +371,9 @@ private:
                                     ")");
       labels_[static_cast<size_t>(j)] = static_cast<int64_t>(label);
       if (copy)
-        std::memcpy(copy + j * inputs, d.sample(i), static_cast<size_t>(inputs) * sizeof(float));
+        d.copy_sample(i, copy + j * inputs);
     }
-    return idx ? copy : d.sample(start);
+    return copy ? copy : d.sample(start);
   }
 
   // Both stages and the head on n images x; returns the logits (classes x n),

@@ -3,7 +3,9 @@
 // log(1 + exp(-s <w,x>)) with s = 2y - 1). Both share one per-sample loop that
 // differs only in the scalar loss of the score <w,x>. Not for multiclass data
 // (that is "softmax", in mlp.cpp) and with no regularizer (the protocol's prox
-// applies it).
+// applies it). On a sparse dataset (LIBSVM) the score and the gradient walk
+// each row's nonzeros only; the gradient stays a dense vector of d floats,
+// as every protocol exchanges, so a step costs O(d + nonzeros of the batch).
 #include <Eigen/Core>
 
 #include <algorithm>
@@ -77,12 +79,20 @@ public:
     double loss = 0;
     for (int64_t j = 0; j < n; ++j) {
       int64_t s = sample_index(d, idx, j);
-      cvec_map x(d.sample(s), d_);
       float y = d.y[static_cast<size_t>(s)];
       Loss::check_label(y);
       double ds = 0;
-      loss += Loss::value(wv.dot(x), y, &ds);
-      gv += static_cast<float>(ds * inv_n) * x;
+      if (d.is_sparse()) {
+        const sparse_row r = checked_row(d, s);
+        loss += Loss::value(sparse_dot(w, r), y, &ds);
+        const auto scale = static_cast<float>(ds * inv_n);
+        for (int64_t k = 0; k < r.size; ++k)
+          g[r.columns[k]] += scale * r.values[k];
+      } else {
+        cvec_map x(d.sample(s), d_);
+        loss += Loss::value(wv.dot(x), y, &ds);
+        gv += static_cast<float>(ds * inv_n) * x;
+      }
     }
     return loss * inv_n;
   }
@@ -103,7 +113,8 @@ public:
       int64_t s = sample_index(d, idx, j);
       float y = d.y[static_cast<size_t>(s)];
       Loss::check_label(y);
-      double score = wv.dot(cvec_map(d.sample(s), d_));
+      double score = d.is_sparse() ? sparse_dot(w, checked_row(d, s))
+                                   : static_cast<double>(wv.dot(cvec_map(d.sample(s), d_)));
       double unused = 0;
       loss += Loss::value(score, y, &unused);
       correct += Loss::correct(score, y) ? 1 : 0;
@@ -124,12 +135,33 @@ private:
       throw std::invalid_argument(spec + ": model has " + std::to_string(d_) +
                                   " inputs, dataset '" + d.name + "' has " +
                                   std::to_string(d.num_features) + " features");
-    if (checked_mul(d.size(), d.num_features) != static_cast<int64_t>(d.x.size()))
+    if (!d.well_formed())
       throw std::invalid_argument(spec + ": dataset '" + d.name +
                                   "' has features for a different number of samples than labels");
     if (!idx && n > d.size())
       throw std::invalid_argument(spec + ": " + std::to_string(n) + " samples asked of dataset '" +
                                   d.name + "' with " + std::to_string(d.size()));
+  }
+
+  // Row s of a sparse dataset, its columns checked against d (the loader
+  // promises them; a hand-built dataset must not write outside g).
+  sparse_row checked_row(const dataset& d, int64_t s) const {
+    const sparse_row r = d.row(s);
+    for (int64_t k = 0; k < r.size; ++k)
+      if (r.columns[k] < 0 || r.columns[k] >= d_)
+        throw std::invalid_argument(std::string(Loss::spec) + ": dataset '" + d.name +
+                                    "' sample " + std::to_string(s) + " has column " +
+                                    std::to_string(r.columns[k]) + " outside [0, " +
+                                    std::to_string(d_) + ")");
+    return r;
+  }
+
+  // <w, x> over the nonzeros of x, summed in double.
+  static double sparse_dot(const float* w, const sparse_row& r) {
+    double score = 0;
+    for (int64_t k = 0; k < r.size; ++k)
+      score += static_cast<double>(w[r.columns[k]]) * static_cast<double>(r.values[k]);
+    return score;
   }
 
   static int64_t sample_index(const dataset& d, const int64_t* idx, int64_t j) {

@@ -4,7 +4,10 @@
 // into a workspace and each layer is one GEMM over maps of the flat parameter
 // block, so steady-state calls allocate nothing of their own. Not a layer
 // library: dense ReLU layers only, no dropout, no normalization, no dX for the
-// input (nothing upstream of the data needs it).
+// input (nothing upstream of the data needs it). On a sparse dataset (LIBSVM)
+// the first layer reads each sample's nonzeros directly (W1 x as a sum of
+// columns of W1, its gradient scattered into those columns), so no batch is
+// ever densified; every later layer is dense as usual.
 #include <Eigen/Core>
 
 #include <algorithm>
@@ -147,9 +150,20 @@ public:
     for (size_t i = layers_.size(); i-- > 0;) {
       const layer& l = layers_[i];
       cmat_map dz(delta_[i].at_least(l.out * n), l.out, n);
-      cmat_map a_in = layer_input(i, x, n);
-      mat_map(g + l.w_offset, l.out, l.in).noalias() = dz * a_in.transpose();
       vec_map(g + l.b_offset, l.out).noalias() = dz.rowwise().sum();
+      mat_map gw(g + l.w_offset, l.out, l.in);
+      if (i == 0 && sparse_batch_) {
+        // dW1 = dZ X^T, one nonzero of X at a time.
+        gw.setZero();
+        for (int64_t j = 0; j < n; ++j) {
+          const sparse_row& r = rows_[static_cast<size_t>(j)];
+          for (int64_t k = 0; k < r.size; ++k)
+            gw.col(r.columns[k]) += r.values[k] * dz.col(j);
+        }
+        break;
+      }
+      cmat_map a_in = layer_input(i, x, n);
+      gw.noalias() = dz * a_in.transpose();
       if (i == 0)
         break;  // the data needs no gradient
       mat_map dz_in(delta_[i - 1].at_least(l.in * n), l.in, n);
@@ -207,7 +221,7 @@ private:
       throw std::invalid_argument(spec_ + ": model has " + std::to_string(d_) +
                                   " inputs, dataset '" + d.name + "' has " +
                                   std::to_string(d.num_features) + " features");
-    if (checked_mul(d.size(), d.num_features) != static_cast<int64_t>(d.x.size()))
+    if (!d.well_formed())
       throw std::invalid_argument(spec_ + ": dataset '" + d.name +
                                   "' has features for a different number of samples than labels");
     if (!idx && n > d.size())
@@ -217,7 +231,16 @@ private:
 
   // Columns [start, start + m) of the batch as a d x m matrix: the dataset's
   // own memory when the samples are contiguous (no indices), else a copy.
+  // A sparse dataset fills rows_ instead and returns an empty map (d x 0),
+  // which only the dense branches would read.
   cmat_map load_inputs(const dataset& d, const int64_t* idx, int64_t start, int64_t m) {
+    sparse_batch_ = d.is_sparse();
+    if (sparse_batch_) {
+      rows_.resize(static_cast<size_t>(m));  // no reallocation below capacity
+      for (int64_t j = 0; j < m; ++j)
+        rows_[static_cast<size_t>(j)] = checked_row(d, idx ? idx[start + j] : start + j);
+      return cmat_map(nullptr, d_, 0);
+    }
     if (!idx)
       return cmat_map(d.sample(start), d_, m);
     float* x = x_.at_least(d_ * m);
@@ -230,6 +253,21 @@ private:
       std::memcpy(x + j * d_, d.sample(s), static_cast<size_t>(d_) * sizeof(float));
     }
     return cmat_map(x, d_, m);
+  }
+
+  // Row s of a sparse dataset, its index and columns checked against d.
+  sparse_row checked_row(const dataset& d, int64_t s) const {
+    if (s < 0 || s >= d.size())
+      throw std::invalid_argument(spec_ + ": sample index " + std::to_string(s) +
+                                  " outside dataset '" + d.name + "' of " + std::to_string(d.size()));
+    const sparse_row r = d.row(s);
+    for (int64_t k = 0; k < r.size; ++k)
+      if (r.columns[k] < 0 || r.columns[k] >= d_)
+        throw std::invalid_argument(spec_ + ": dataset '" + d.name + "' sample " +
+                                    std::to_string(s) + " has column " +
+                                    std::to_string(r.columns[k]) + " outside [0, " +
+                                    std::to_string(d_) + ")");
+    return r;
   }
 
   void load_labels(const dataset& d, const int64_t* idx, int64_t start, int64_t m) {
@@ -251,7 +289,19 @@ private:
       const layer& l = layers_[i];
       cvec_map bl(w + l.b_offset, l.out);
       mat_map z(act_[i].at_least(l.out * n), l.out, n);
-      z.noalias() = cmat_map(w + l.w_offset, l.out, l.in) * layer_input(i, x, n);
+      cmat_map wl(w + l.w_offset, l.out, l.in);
+      if (i == 0 && sparse_batch_) {
+        // W1 x = sum over the nonzeros of x of x_k W1[:, k].
+        for (int64_t j = 0; j < n; ++j) {
+          auto zj = z.col(j);
+          zj.setZero();
+          const sparse_row& r = rows_[static_cast<size_t>(j)];
+          for (int64_t k = 0; k < r.size; ++k)
+            zj += r.values[k] * wl.col(r.columns[k]);
+        }
+      } else {
+        z.noalias() = wl * layer_input(i, x, n);
+      }
       if (i + 1 < layers_.size())
         z = (z.array().colwise() + bl.array()).max(0.0f).matrix();  // bias + ReLU, one pass
       else
@@ -302,6 +352,8 @@ private:
   int64_t num_params_ = 0;
   std::vector<layer> layers_;
   workspace x_;                    // gathered inputs, d x n
+  bool sparse_batch_ = false;      // the current batch is rows_, not x
+  std::vector<sparse_row> rows_;   // the current sparse batch, one row per sample
   std::vector<workspace> act_;     // per layer: activations, out x n
   std::vector<workspace> delta_;   // per layer: dLoss/dZ, out x n
   std::vector<int32_t> labels_;

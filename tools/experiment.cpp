@@ -84,6 +84,8 @@ std::vector<injection> validate(const experiment_config& cfg) {
   require(cfg.spin_polls >= 1 && cfg.spin_polls <= 1000000000,
           "--spin-polls must be between 1 and 1e9 (CAF's own default is 100)");
   require(cfg.eval_every >= 0, "--eval-every must be >= 0");
+  require(cfg.max_features >= 1 && cfg.max_features <= max_sparse_features,
+          "--max-features must be between 1 and " + std::to_string(max_sparse_features));
   require(cfg.target_acc < 0 || cfg.target_acc <= 1, "--target-acc must be in [0, 1]");
   require(cfg.timeout_ms > 0, "--timeout must be > 0");
   regularizer::parse(cfg.reg);  // throws with the valid forms
@@ -118,6 +120,7 @@ std::string to_json(const experiment_config& cfg) {
     .add("model", cfg.model)
     .add("dataset", cfg.dataset)
     .add("data_dir", cfg.data_dir)
+    .add("max_features", cfg.max_features)
     .add("partition", cfg.partition)
     .add("epochs", cfg.epochs)
     .add("steps", cfg.steps)
@@ -290,6 +293,7 @@ experiment_result run_experiment(const experiment_config& cfg) {
   dataset_options opts;
   opts.data_dir = cfg.data_dir;
   opts.seed = cfg.seed;
+  opts.max_features = cfg.max_features;
   train_test data;
   try {
     data = load_dataset(cfg.dataset, opts);

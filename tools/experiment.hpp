@@ -26,6 +26,7 @@ struct experiment_config {
   std::string model = "mlp:256";
   std::string dataset = "fashion-mnist";
   std::string data_dir = default_fashion_mnist_dir;
+  int64_t max_features = default_max_features;  ///< bound on a LIBSVM file's feature index
   std::string partition = "iid";
   double epochs = 10;
   int64_t steps = 0;          ///< 0: derived from epochs

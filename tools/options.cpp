@@ -97,6 +97,8 @@ std::vector<option_spec> general_options() {
      [](auto& c, auto& v) { c.dataset = v; }},
     {"data-dir", "DIR", "where the Fashion-MNIST .gz files are [/usr/share/datasets/fashion-mnist]",
      [](auto& c, auto& v) { c.data_dir = v; }},
+    {"max-features", "N", "libsvm: refuse a feature index above N (data is stored sparse) [16777216]",
+     [](auto& c, auto& v) { c.max_features = to_int("max-features", v); }},
     {"partition", "SPEC", "iid | dirichlet:ALPHA | shards:K: how data is split over workers [iid]",
      [](auto& c, auto& v) { c.partition = v; }},
     {"epochs", "E", "passes over the training set (may be fractional) [10]",

@@ -226,6 +226,10 @@ void device_model::check_device_pointer(const void* p, const char* what) const {
 }
 
 void device_model::check_dataset(const dataset& d, const int64_t* idx, int64_t n) const {
+  if (d.is_sparse())
+    throw std::invalid_argument(spec_ + ": dataset '" + d.name
+                                + "' is stored sparse (LIBSVM) and the CUDA models take dense"
+                                + " data only; use --backend eigen");
   if (d.num_features != inputs_)
     throw std::invalid_argument(spec_ + ": model has " + std::to_string(inputs_)
                                 + " inputs, dataset '" + d.name + "' has "

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "algorithms/registry.hpp"
+#include "tools/experiment.hpp"
 #include "tools/options.hpp"
 
 namespace chorus {
@@ -118,6 +119,23 @@ TEST(options, cuda_algorithms_come_from_the_registry_and_the_help_names_them) {
   const auto help = train_help();
   for (auto& name : names)
     EXPECT_NE(help.find(name), std::string::npos) << name;
+}
+
+TEST(options, max_features_parses_defaults_and_is_range_checked) {
+  bool help = false;
+  EXPECT_EQ(parse_train_args({}, &help).max_features, default_max_features);
+  auto cfg = parse_train_args({"--max-features", "300000000"}, &help);
+  EXPECT_EQ(cfg.max_features, 300000000);
+  EXPECT_NE(to_json(cfg).find("\"max_features\":300000000"), std::string::npos) << to_json(cfg);
+  for (const char* bad : {"0", "-5", "2147483648", "1e9"}) {
+    try {
+      parse_train_args({"--max-features", bad}, &help);
+      ADD_FAILURE() << "--max-features " << bad << " was accepted";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("--max-features"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_NE(train_help().find("--max-features"), std::string::npos);
 }
 
 } // namespace
