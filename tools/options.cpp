@@ -142,6 +142,8 @@ std::vector<option_spec> general_options() {
      }},
     {"out", "DIR", "write config.json, metrics.jsonl, log.txt and model.npy to DIR",
      [](auto& c, auto& v) { c.out_dir = v; }},
+    {"overwrite", "", "with --out: take DIR over even while another run writes to it (that run then writes nothing more there)",
+     [](auto& c, auto&) { c.overwrite = true; }},
     {"quiet", "", "no progress lines (the summary line is still printed)",
      [](auto& c, auto&) { c.progress = false; }},
   };
