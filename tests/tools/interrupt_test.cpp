@@ -5,6 +5,7 @@
 // small synthetic problem with a budget it would never finish.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <csignal>
 #include <string>
 #include <vector>
@@ -79,6 +80,26 @@ TEST(interrupt, a_second_sigint_exits_at_once) {
   EXPECT_EQ(run.wait(), 130) << run.err();
   EXPECT_NE(run.err().find("second SIGINT"), std::string::npos) << run.err();
   EXPECT_EQ(run.out().find("stop_reason"), std::string::npos) << "ran to its end: " << run.out();
+  std::filesystem::remove_all(dir);
+  std::filesystem::remove(dir + ".out");
+  std::filesystem::remove(dir + ".err");
+}
+
+TEST(interrupt, sigkill_leaves_only_whole_metrics_rows_on_disk) {
+  // Rows are written and flushed one at a time: a kill loses at most the
+  // row in flight, and what is on disk is never a line cut short.
+  auto dir = test::temp_path("interrupt_kill");
+  chorus_process run(endless_run(dir), dir);
+  auto path = dir + "/metrics.jsonl";
+  ASSERT_TRUE(test::wait_for([&] {
+    auto text = test::read_text(path);
+    return std::count(text.begin(), text.end(), '\n') >= 5;
+  })) << run.err();
+  run.signal(SIGKILL);
+  EXPECT_EQ(run.wait(), -1);
+  auto metrics = test::read_text(path);
+  ASSERT_FALSE(metrics.empty());
+  EXPECT_EQ(metrics.back(), '\n') << metrics.substr(metrics.size() > 200 ? metrics.size() - 200 : 0);
   std::filesystem::remove_all(dir);
   std::filesystem::remove(dir + ".out");
   std::filesystem::remove(dir + ".err");
