@@ -35,7 +35,11 @@ struct monitor_state {
   std::unique_ptr<std::ofstream> log;
 };
 
+// A new file, never the old one truncated: a run that still writes to the
+// old one (an --overwrite took its folder) cannot mix its rows into ours.
 std::unique_ptr<std::ofstream> open_for_writing(const std::filesystem::path& p) {
+  std::error_code ec;
+  std::filesystem::remove(p, ec);
   auto f = std::make_unique<std::ofstream>(p, std::ios::out | std::ios::trunc);
   if (!*f)
     throw std::runtime_error("cannot write " + p.string());
@@ -49,8 +53,13 @@ monitor_actor::behavior_type monitor_behavior(monitor_actor::stateful_pointer<mo
   self->state.cfg = std::move(cfg);
   return {
     [=](metrics_atom, const metrics_row& row) {
-      if (metrics)
-        *metrics << to_json(row) << '\n';
+      // One write and a flush per row: a kill loses at most the row being
+      // written, never leaves half of one.
+      if (metrics) {
+        auto line = to_json(row) + '\n';
+        metrics->write(line.data(), static_cast<std::streamsize>(line.size()));
+        metrics->flush();
+      }
       if (self->state.cfg.progress) {
         char line[256];
         std::snprintf(line, sizeof(line),
@@ -62,8 +71,11 @@ monitor_actor::behavior_type monitor_behavior(monitor_actor::stateful_pointer<mo
       }
     },
     [=](log_atom, const std::string& line) {
-      if (log)
-        *log << line << '\n';
+      if (log) {
+        auto text = line + '\n';
+        log->write(text.data(), static_cast<std::streamsize>(text.size()));
+        log->flush();
+      }
       if (!self->state.cfg.quiet_log)
         std::cerr << "[chorus] " << line << std::endl;
     },

@@ -48,13 +48,35 @@ caf::expected<run_summary> run_graph::run(protocol_actor protocol, caf::duration
   keep(protocol);
   caf::expected<run_summary> out{caf::error{}};
   caf::scoped_actor self{sys_};
-  self->request(protocol, timeout, run_atom_v)
-    .receive([&](run_summary& s) { out = std::move(s); },
-             [&](caf::error& err) { out = std::move(err); });
+  auto pending = self->request(protocol, timeout, run_atom_v);
+  {
+    // run_atom is in the protocol's mailbox now, so a stop sent from here on
+    // reaches it after the run has begun.
+    std::lock_guard<std::mutex> guard(stop_mutex_);
+    running_ = protocol;
+    if (stop_pending_) {
+      stop_pending_ = false;
+      caf::anon_send(protocol, stop_atom_v);
+    }
+  }
+  pending.receive([&](run_summary& s) { out = std::move(s); },
+                  [&](caf::error& err) { out = std::move(err); });
+  {
+    std::lock_guard<std::mutex> guard(stop_mutex_);
+    running_ = protocol_actor{};
+  }
   // Every metrics row on disk before the caller reads or closes the files.
   self->request(ctx_.monitor, std::chrono::seconds(30), flush_atom_v)
     .receive([](ok_atom) {}, [](caf::error&) {});
   return out;
+}
+
+void run_graph::stop() {
+  std::lock_guard<std::mutex> guard(stop_mutex_);
+  if (running_)
+    caf::anon_send(running_, stop_atom_v);
+  else
+    stop_pending_ = true;
 }
 
 caf::expected<run_summary> run_graph::run(const protocol_factory& spawn, caf::duration timeout) {

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <functional>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -83,10 +84,18 @@ public:
   caf::expected<run_summary> run(const protocol_factory& spawn,
                                  caf::duration timeout = caf::infinite);
 
+  /// Asks the protocol now in run() to stop after its current step (its
+  /// summary then says "stopped"); before run(), the next run stops right
+  /// after it starts. Callable from any thread (a signal watcher's).
+  void stop();
+
 private:
   caf::actor_system& sys_;
   run_context ctx_;
   std::vector<caf::actor> members_;
+  std::mutex stop_mutex_;  // guards the two below
+  protocol_actor running_;
+  bool stop_pending_ = false;
 };
 
 } // namespace chorus

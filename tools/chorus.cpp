@@ -97,16 +97,20 @@ int train(const std::vector<std::string>& args) {
     std::cout << chorus::train_help();
     return 0;
   }
+  // SIGINT/SIGTERM end the run as a finished one, with exit 130/143
+  // (tools/interrupt.hpp); made before the actor system's threads.
+  chorus::stop_switch stop;
+  chorus::signal_watch signals(stop);
   try {
-    auto result = chorus::run_experiment(cfg);
+    auto result = chorus::run_experiment(cfg, &stop);
     std::cout << chorus::summary_json(cfg, result) << std::endl;
-    return 0;
+    return signals.exit_status();
   } catch (const std::invalid_argument& e) {
     std::cerr << "chorus train: " << e.what() << "\n";
-    return 2;
+    return signals.signal() ? signals.exit_status() : 2;
   } catch (const std::exception& e) {
     std::cerr << "chorus train: " << e.what() << "\n";
-    return 1;
+    return signals.signal() ? signals.exit_status() : 1;
   }
 }
 

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <random>
 #include <stdexcept>
@@ -20,6 +21,7 @@
 #include "messages/json.hpp"
 #include "messages/type_ids.hpp"
 #include "tools/memory.hpp"
+#include "tools/out_dir.hpp"
 
 namespace chorus {
 
@@ -150,8 +152,25 @@ std::string to_json(const experiment_config& cfg) {
 namespace {
 
 // The experiment proper, on a config validate() accepted.
+// Holds the output folder for the run, when there is one.
+std::unique_ptr<out_dir_lock> lock_out_dir(const experiment_config& cfg) {
+  if (cfg.out_dir.empty())
+    return nullptr;
+  return std::make_unique<out_dir_lock>(cfg.out_dir, cfg.overwrite);
+}
+
+// Detaches the stop switch from the graph before the graph goes.
+struct stop_attachment {
+  stop_switch* stop;
+  ~stop_attachment() {
+    if (stop)
+      stop->detach();
+  }
+};
+
 experiment_result run_checked(const experiment_config& cfg, const train_test& data,
-                              const std::vector<injection>& injections) {
+                              const std::vector<injection>& injections, const out_dir_lock* lock,
+                              stop_switch* stop) {
   const auto& algo = find_algorithm(cfg.algorithm);
   require(data.train && data.test && data.train->size() > 0 && data.test->size() > 0,
           "the dataset has no training or no test samples");
@@ -182,10 +201,6 @@ experiment_result run_checked(const experiment_config& cfg, const train_test& da
   net->init(w0.data(), rng);
 
   if (!cfg.out_dir.empty()) {
-    std::filesystem::create_directories(cfg.out_dir);
-    std::ofstream out(std::filesystem::path(cfg.out_dir) / "config.json");
-    if (!out)
-      throw std::runtime_error("cannot write " + cfg.out_dir + "/config.json");
     json_object effective;
     effective.raw("config", to_json(cfg))
       .add("train_size", result.train_size)
@@ -198,7 +213,13 @@ experiment_result run_checked(const experiment_config& cfg, const train_test& da
       .raw("model_layout", layout_json(result.layout))
       .add("model_file", "model.npy: flat float32, tensors in model_layout order, "
                          "matrices column-major");
-    out << effective.str() << '\n';
+    auto path = (std::filesystem::path(cfg.out_dir) / "config.json").string();
+    write_atomically(path, [&](const std::string& temp) {
+      std::ofstream out(temp);
+      out << effective.str() << '\n';
+      if (!out.flush())
+        throw std::runtime_error("cannot write " + path);
+    });
   }
 
   caf::actor_system_config sys_cfg;
@@ -264,23 +285,39 @@ experiment_result run_checked(const experiment_config& cfg, const train_test& da
               + data.train->name + " [" + cfg.partition + "], "
               + (cfg.steps > 0 ? std::to_string(cfg.steps) + " steps"
                                : short_number(cfg.epochs) + " epochs"));
+    stop_attachment attached{stop};
+    if (stop)
+      stop->attach([&graph](const std::string& why) {
+        graph.log(why + ": stopping after the current step");
+        graph.stop();
+      });
     summary = graph.run(spawn_algorithm(sys, cfg.algorithm, ctx));
   }
   if (!summary)
     throw std::runtime_error("training failed: " + describe(summary.error()));
   result.summary = std::move(*summary);
-  if (!cfg.out_dir.empty())
-    write_npy((std::filesystem::path(cfg.out_dir) / "model.npy").string(),
-              result.summary.final_weights);
+  // Only a stop_switch stops a run from here, so "stopped" means that.
+  if (stop && stop->requested() && result.summary.stop_reason == "stopped")
+    result.summary.stop_reason = "interrupted";
+  if (!cfg.out_dir.empty()) {
+    auto path = (std::filesystem::path(cfg.out_dir) / "model.npy").string();
+    if (lock && !lock->still_held())
+      throw std::runtime_error("another run took " + cfg.out_dir
+                               + " over (--overwrite); model.npy of this run not written");
+    write_atomically(path, [&](const std::string& temp) {
+      write_npy(temp, result.summary.final_weights);
+    });
+  }
   return result;
 }
 
 // run_checked, with std::bad_alloc turned into a message that says what
 // needed the memory.
 experiment_result run_checked_in_memory(const experiment_config& cfg, const train_test& data,
-                                        const std::vector<injection>& injections) {
+                                        const std::vector<injection>& injections,
+                                        const out_dir_lock* lock, stop_switch* stop) {
   try {
-    return run_checked(cfg, data, injections);
+    return run_checked(cfg, data, injections, lock, stop);
   } catch (const std::bad_alloc&) {
     throw std::runtime_error(out_of_memory_message(cfg, data));
   }
@@ -288,8 +325,9 @@ experiment_result run_checked_in_memory(const experiment_config& cfg, const trai
 
 } // namespace
 
-experiment_result run_experiment(const experiment_config& cfg) {
+experiment_result run_experiment(const experiment_config& cfg, stop_switch* stop) {
   auto injections = validate(cfg);
+  auto lock = lock_out_dir(cfg);  // before a long load, so a busy --out fails fast
   dataset_options opts;
   opts.data_dir = cfg.data_dir;
   opts.seed = cfg.seed;
@@ -300,11 +338,14 @@ experiment_result run_experiment(const experiment_config& cfg) {
   } catch (const std::bad_alloc&) {
     throw std::runtime_error("out of memory loading dataset " + cfg.dataset);
   }
-  return run_checked_in_memory(cfg, data, injections);
+  return run_checked_in_memory(cfg, data, injections, lock.get(), stop);
 }
 
-experiment_result run_experiment(const experiment_config& cfg, const train_test& data) {
-  return run_checked_in_memory(cfg, data, validate(cfg));
+experiment_result run_experiment(const experiment_config& cfg, const train_test& data,
+                                 stop_switch* stop) {
+  auto injections = validate(cfg);
+  auto lock = lock_out_dir(cfg);
+  return run_checked_in_memory(cfg, data, injections, lock.get(), stop);
 }
 
 std::string summary_json(const experiment_config& cfg, const experiment_result& r) {

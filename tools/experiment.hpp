@@ -16,6 +16,7 @@
 #include "data/dataset.hpp"
 #include "messages/payloads.hpp"
 #include "models/model.hpp"
+#include "tools/interrupt.hpp"
 
 namespace chorus {
 
@@ -40,6 +41,7 @@ struct experiment_config {
   double target_acc = -1;     ///< <0: none
   int64_t timeout_ms = 60000; ///< longest wait for one worker reply
   std::string out_dir;        ///< empty: write no files
+  bool overwrite = false;     ///< take out_dir over from a run that holds it (out_dir.hpp)
   bool progress = true;
   std::map<std::string, std::string> options;  ///< protocol-specific (tau, staleness_bound, ...)
   // Injected heterogeneity (actors/injection.hpp); empty: none.
@@ -74,14 +76,17 @@ struct experiment_result {
   std::string injected;  ///< what was injected into which worker ("" for nothing)
 };
 
-/// Runs the experiment. Throws std::invalid_argument (bad config),
-/// data_error (bad data) or std::runtime_error (the protocol failed; the
-/// message says why). Writes OUT/{config.json, metrics.jsonl, log.txt,
-/// model.npy} when out_dir is set.
-experiment_result run_experiment(const experiment_config& cfg);
+/// Runs the experiment. Throws std::invalid_argument (bad config, or
+/// out_dir in use by another run), data_error (bad data) or
+/// std::runtime_error (the protocol failed; the message says why). Writes
+/// OUT/{config.json, metrics.jsonl, log.txt, model.npy} when out_dir is set,
+/// holding a lock on OUT meanwhile. A request on `stop` ends the run after
+/// its current step, as a finished run, with stop_reason "interrupted".
+experiment_result run_experiment(const experiment_config& cfg, stop_switch* stop = nullptr);
 
 /// Runs on data already in memory (tests, benchmarks, embedding code).
-experiment_result run_experiment(const experiment_config& cfg, const train_test& data);
+experiment_result run_experiment(const experiment_config& cfg, const train_test& data,
+                                 stop_switch* stop = nullptr);
 
 /// The summary line `chorus train` prints last (one JSON object).
 std::string summary_json(const experiment_config& cfg, const experiment_result& r);

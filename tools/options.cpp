@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <sstream>
@@ -21,6 +22,14 @@ struct option_spec {
   setter set;
 };
 
+// User input as an error message quotes it: at most ~80 characters.
+std::string shown(const std::string& v) {
+  constexpr size_t most = 80;
+  if (v.size() <= most)
+    return v;
+  return v.substr(0, most) + "... (" + std::to_string(v.size()) + " characters)";
+}
+
 double to_double(const std::string& flag, const std::string& v) {
   size_t used = 0;
   double x = 0;
@@ -30,7 +39,7 @@ double to_double(const std::string& flag, const std::string& v) {
     used = 0;
   }
   if (used != v.size() || v.empty() || !std::isfinite(x))
-    throw usage_error("--" + flag + ": '" + v + "' is not a number");
+    throw usage_error("--" + flag + ": '" + shown(v) + "' is not a number");
   return x;
 }
 
@@ -43,14 +52,14 @@ int64_t to_int(const std::string& flag, const std::string& v) {
     used = 0;
   }
   if (used != v.size() || v.empty())
-    throw usage_error("--" + flag + ": '" + v + "' is not an integer");
+    throw usage_error("--" + flag + ": '" + shown(v) + "' is not an integer");
   return x;
 }
 
 int32_t to_int32(const std::string& flag, const std::string& v) {
   auto x = to_int(flag, v);
   if (x < INT32_MIN || x > INT32_MAX)
-    throw usage_error("--" + flag + ": '" + v + "' is out of range");
+    throw usage_error("--" + flag + ": '" + shown(v) + "' is out of range");
   return static_cast<int32_t>(x);
 }
 
@@ -153,12 +162,16 @@ std::vector<option_spec> general_options() {
      }},
     {"out", "DIR", "write config.json, metrics.jsonl, log.txt and model.npy to DIR",
      [](auto& c, auto& v) { c.out_dir = v; }},
+    {"overwrite", "", "with --out: take DIR over even while another run writes to it (that run then writes nothing more there)",
+     [](auto& c, auto&) { c.overwrite = true; }},
     {"quiet", "", "no progress lines (the summary line is still printed)",
      [](auto& c, auto&) { c.progress = false; }},
   };
 }
 
 constexpr size_t help_indent = 24;
+constexpr size_t max_value_size = 4096;              // PATH_MAX on Linux
+constexpr std::uintmax_t max_config_size = 1 << 20;  // 1 MiB
 
 // One flag per option key of the registry (--tau for "tau", --post-local for
 // "post_local"); its help lists the protocols that read it with their
@@ -234,18 +247,39 @@ void apply(experiment_config& cfg, const std::string& name, const std::string& v
            const std::string& where) {
   auto* opt = find_option(name);
   if (opt == nullptr || name == "config")
-    throw usage_error(where + "unknown option '" + name + "' (see chorus train --help)");
+    throw usage_error(where + "unknown option '" + shown(name) + "' (see chorus train --help)");
   if (!opt->arg.empty() && value.empty())
     throw usage_error(where + "--" + name + " needs a value " + opt->arg);
+  // No value is longer than a path may be; refused here, so no later
+  // message can quote a huge one.
+  if (value.size() > max_value_size)
+    throw usage_error(where + "--" + name + ": the value is " + std::to_string(value.size())
+                      + " characters long (at most " + std::to_string(max_value_size) + ")");
   opt->set(cfg, value);
 }
 
 } // namespace
 
 std::vector<std::pair<std::string, std::string>> read_config_file(const std::string& path) {
-  std::ifstream in(path);
-  if (!in)
-    throw usage_error("cannot open config file " + path);
+  // A directory, a device (/dev/zero) or a pipe is no config file; a regular
+  // one is read up to its bound and no further, even if it grows meanwhile.
+  std::error_code ec;
+  auto status = std::filesystem::status(path, ec);
+  if (ec || !std::filesystem::exists(status))
+    throw usage_error("cannot open config file " + shown(path));
+  if (!std::filesystem::is_regular_file(status))
+    throw usage_error("config file " + shown(path) + " is not a regular file"
+                      + (std::filesystem::is_directory(status) ? " (it is a directory)" : ""));
+  std::ifstream file(path, std::ios::binary);
+  if (!file)
+    throw usage_error("cannot open config file " + shown(path));
+  std::string text(max_config_size + 1, '\0');
+  file.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<size_t>(file.gcount()));
+  if (text.size() > max_config_size)
+    throw usage_error("config file " + shown(path) + " is larger than 1 MiB; a config file holds "
+                      "'key = value' lines");
+  std::istringstream in(text);
   std::vector<std::pair<std::string, std::string>> out;
   std::string line;
   for (int lineno = 1; std::getline(in, line); ++lineno) {
@@ -257,7 +291,7 @@ std::vector<std::pair<std::string, std::string>> read_config_file(const std::str
       continue;
     auto eq = line.find('=');
     if (eq == std::string::npos)
-      throw usage_error(path + ":" + std::to_string(lineno) + ": expected 'key = value'");
+      throw usage_error(shown(path) + ":" + std::to_string(lineno) + ": expected 'key = value'");
     out.emplace_back(trim(line.substr(0, eq)), trim(line.substr(eq + 1)));
   }
   return out;
@@ -275,7 +309,7 @@ experiment_config parse_train_args(const std::vector<std::string>& args, bool* h
       return cfg;
     }
     if (a.rfind("--", 0) != 0)
-      throw usage_error("unexpected argument '" + a + "' (options start with --)");
+      throw usage_error("unexpected argument '" + shown(a) + "' (options start with --)");
     auto name = a.substr(2);
     std::string value;
     auto eq = name.find('=');
@@ -288,13 +322,13 @@ experiment_config parse_train_args(const std::vector<std::string>& args, bool* h
       value = args[++i];
     }
     if (find_option(name) == nullptr)
-      throw usage_error("unknown option --" + name + " (see chorus train --help)");
+      throw usage_error("unknown option --" + shown(name) + " (see chorus train --help)");
     flags.emplace_back(name, value);
   }
   for (auto& [name, value] : flags)
     if (name == "config")
       for (auto& [k, v] : read_config_file(value))
-        apply(cfg, k, v, value + ": ");
+        apply(cfg, k, v, shown(value) + ": ");
   for (auto& [name, value] : flags)
     if (name != "config")
       apply(cfg, name, value, "");
