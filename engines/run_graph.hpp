@@ -12,6 +12,7 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,7 @@
 #include <caf/actor_system.hpp>
 #include <caf/duration.hpp>
 #include <caf/expected.hpp>
+#include <caf/scoped_actor.hpp>
 
 #include "actors/monitor.hpp"
 #include "actors/worker.hpp"
@@ -76,7 +78,10 @@ public:
   /// Runs `protocol` (spawned on this graph's context) to its end: asks it
   /// for run_atom, waits up to `timeout` for the summary or the error, then
   /// waits until the monitor has every row on disk. The protocol joins the
-  /// teardown.
+  /// teardown. A worker added with an injected crash that did not fire
+  /// during the run (the run ended, or lost it otherwise, before asking it
+  /// for its crash step) is a warning in the log, and the summary counts
+  /// such workers in extra["injections_not_fired"] (absent when none).
   caf::expected<run_summary> run(protocol_actor protocol, caf::duration timeout = caf::infinite);
 
   /// Spawns a protocol on a copy of context() with `spawn` and runs it.
@@ -84,9 +89,20 @@ public:
                                  caf::duration timeout = caf::infinite);
 
 private:
+  // Workers with an injected crash that has not fired, by their index in
+  // ctx_.workers; watch_ monitors them (made for the first one).
+  struct pending_crash {
+    size_t index;
+    caf::actor_addr addr;
+    int64_t step;
+  };
+  std::vector<pending_crash> check_crashes();
+
   caf::actor_system& sys_;
   run_context ctx_;
   std::vector<caf::actor> members_;
+  std::unique_ptr<caf::scoped_actor> watch_;
+  std::vector<pending_crash> crashes_;
 };
 
 } // namespace chorus

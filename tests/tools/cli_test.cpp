@@ -164,6 +164,27 @@ TEST(cli, repeated_crash_flags_inject_every_worker_named) {
             std::string::npos)
     << last;
   EXPECT_NE(last.find("\"workers_lost\":2"), std::string::npos) << last;
+  EXPECT_EQ(last.find("injections_not_fired"), std::string::npos) << last;
+}
+
+// local_sgd counts rounds of tau local steps: a crash set past the run's
+// last round never fires, and the run says so in its log and its summary.
+TEST(cli, an_injected_crash_that_never_fires_is_a_warning_and_a_summary_field) {
+  auto dir = temp_dir("not_fired");
+  auto r = run("train --algorithm local_sgd --tau 4 --dataset synthetic-lsq --model linear "
+               "--steps 5 --crash 1:30 --crash 2:3 --out " + dir);
+  ASSERT_EQ(r.status, 0) << r.output;
+  auto last = r.output.substr(r.output.rfind('{'));
+  EXPECT_NE(last.find("\"injections_not_fired\":1"), std::string::npos) << last;
+  EXPECT_NE(last.find("\"workers_lost\":1"), std::string::npos) << last;
+  std::ifstream log(dir + "/log.txt");
+  std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("warning: the injected crash of worker 1 at protocol step 30 never fired "
+                      "(the run ended at step 5)"),
+            std::string::npos)
+    << text;
+  EXPECT_EQ(text.find("crash of worker 2"), std::string::npos) << text;
+  std::filesystem::remove_all(dir);
 }
 
 // A wait longer than any run, injected into every worker: each is dropped
