@@ -1,5 +1,6 @@
 #include "actors/injection.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 #include <stdexcept>
@@ -30,10 +31,12 @@ double parse_number(const std::string& text, const std::string& what) {
   return x;
 }
 
-// "RANK:VALUE[,RANK:VALUE...]" with ranks checked against `workers`.
+// "RANK:VALUE[,RANK:VALUE...]" with ranks checked against `workers`, each
+// rank at most once.
 std::vector<std::pair<int, double>> parse_rank_values(const std::string& spec, int workers,
                                                       const std::string& flag) {
   std::vector<std::pair<int, double>> out;
+  std::vector<std::string> seen(static_cast<size_t>(std::max(workers, 0)));
   if (spec.empty())
     return out;
   for (auto& item : split(spec, ',')) {
@@ -45,9 +48,20 @@ std::vector<std::pair<int, double>> parse_rank_values(const std::string& spec, i
       throw std::invalid_argument(flag + ": worker " + item.substr(0, colon)
                                   + " does not exist (workers are 0.." + std::to_string(workers - 1)
                                   + ")");
+    auto& first = seen[static_cast<size_t>(rank)];
+    if (!first.empty())
+      throw std::invalid_argument(flag + ": worker " + item.substr(0, colon) + " is given twice ('"
+                                  + first + "' and '" + item + "'); give each worker once");
+    first = item;
     out.emplace_back(static_cast<int>(rank), parse_number(item.substr(colon + 1), flag));
   }
   return out;
+}
+
+std::string short_number(double x) {
+  std::ostringstream o;
+  o << x;
+  return o.str();
 }
 
 } // namespace
@@ -68,6 +82,8 @@ double parse_millis(const std::string& text) {
     ms = parse_number(text, "duration");
   if (ms < 0)
     throw std::invalid_argument("duration '" + text + "' is negative");
+  if (ms > max_injected_ms)
+    throw std::invalid_argument("duration '" + text + "' is too long (at most 1e15 ms)");
   return ms;
 }
 
@@ -134,7 +150,18 @@ std::chrono::microseconds delay_spec::sample(std::mt19937_64& rng) const {
     default:
       break;
   }
-  return std::chrono::microseconds(static_cast<int64_t>(ms * 1000));
+  // Compared as double before the cast: a cast of an out-of-range value is
+  // undefined.
+  double us = std::min(ms * 1000, static_cast<double>(max_injected_wait.count()));
+  return std::chrono::microseconds(static_cast<int64_t>(us));
+}
+
+std::chrono::microseconds injection::extra_time(std::chrono::nanoseconds compute,
+                                                std::mt19937_64& rng) const {
+  double us = static_cast<double>(compute.count()) / 1000 * (slowdown - 1)
+              + static_cast<double>(step_delay.sample(rng).count()) + 2000 * link_delay_ms;
+  us = std::min(std::max(us, 0.0), static_cast<double>(max_injected_wait.count()));
+  return std::chrono::microseconds(static_cast<int64_t>(us));
 }
 
 std::string injection::describe() const {
@@ -147,7 +174,7 @@ std::string injection::describe() const {
   if (link_delay_ms > 0)
     o << sep << "link " << link_delay_ms << "ms", sep = ", ";
   if (crash_at_step >= 0)
-    o << sep << "crash at step " << crash_at_step, sep = ", ";
+    o << sep << "crash at protocol step " << crash_at_step, sep = ", ";
   return o.str().empty() ? "none" : o.str();
 }
 
@@ -156,19 +183,29 @@ std::vector<injection> parse_injections(int workers, const std::string& slow,
                                         const std::string& crash) {
   std::vector<injection> out(static_cast<size_t>(std::max(workers, 0)));
   for (auto [rank, factor] : parse_rank_values(slow, workers, "--slow")) {
-    if (factor < 1)
-      throw std::invalid_argument("--slow: factor " + std::to_string(factor) + " must be >= 1");
+    if (factor < 1 || factor > max_slowdown)
+      throw std::invalid_argument("--slow: factor " + short_number(factor)
+                                  + " must be between 1 and 1e12");
     out[rank].slowdown = factor;
   }
-  auto d = delay_spec::parse(delay);
-  double link_ms = link.empty() ? 0 : parse_millis(link);
+  // The flag's name in front of the parsers' own messages.
+  auto named = [](const char* flag, auto parse) {
+    try {
+      return parse();
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument(std::string(flag) + ": " + e.what());
+    }
+  };
+  auto d = named("--delay", [&] { return delay_spec::parse(delay); });
+  double link_ms = named("--link-delay", [&] { return link.empty() ? 0 : parse_millis(link); });
   for (auto& inj : out) {
     inj.step_delay = d;
     inj.link_delay_ms = link_ms;
   }
   for (auto [rank, step] : parse_rank_values(crash, workers, "--crash")) {
-    if (step < 0 || step != std::floor(step))
-      throw std::invalid_argument("--crash: step must be a whole number >= 0");
+    if (step < 0 || step != std::floor(step) || step > static_cast<double>(max_crash_step))
+      throw std::invalid_argument("--crash: step " + short_number(step)
+                                  + " must be a whole number between 0 and 2^53");
     out[rank].crash_at_step = static_cast<int64_t>(step);
   }
   return out;

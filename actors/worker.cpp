@@ -8,7 +8,6 @@
 #include <new>
 #include <numeric>
 #include <random>
-#include <thread>
 
 #include <time.h>
 
@@ -61,21 +60,10 @@ struct worker_state {
     return caf::none;
   }
 
-  // Injected heterogeneity, after the real computation used `took` of CPU
-  // time: the slowdown stretches it, the step delay and both link directions
-  // add. CPU time, not wall time: on a busy machine the wall time includes
-  // being preempted, and stretching that would make "4x" mean much more.
-  void injected_wait(std::chrono::nanoseconds took) {
-    const auto& inj = cfg.inject;
-    if (!inj.active())
-      return;
-    auto extra = std::chrono::duration_cast<std::chrono::microseconds>(took * (inj.slowdown - 1));
-    extra += inj.step_delay.sample(rng);
-    extra += std::chrono::microseconds(static_cast<int64_t>(2000 * inj.link_delay_ms));
-    if (extra.count() > 0)
-      std::this_thread::sleep_for(extra);
-  }
-
+  // When the worker, were it one serial process, would be free for its next
+  // request: the end of the last reply it holds back. Only workers with
+  // injected delays hold replies back.
+  caf::actor_clock::time_point free_at{};
   bool crash_due(int64_t step) const {
     return cfg.inject.crash_at_step >= 0 && step >= cfg.inject.crash_at_step;
   }
@@ -115,6 +103,50 @@ caf::result<Reply> crash(worker_pointer self, int64_t step) {
   return caf::delegated<Reply>{};
 }
 
+// Answers the current request with `value` when a serial worker with the
+// injected delays would: its work started when it was free (at `arrived`, or
+// at the end of the reply it held back before), took the wall time since
+// `arrived`, and then `extra` (the injection's, for compute and local steps).
+// The actor clock delivers the reply then, as the response the requester
+// waits for; the worker itself goes on at once, so a huge injected wait
+// never keeps it (or the process) from ending. Without injected delays the
+// reply leaves now.
+//
+// An injected crash takes effect when its request is taken, so a reply held
+// back before may reach the requester after the worker's down message.
+template <class T>
+caf::result<T> reply(worker_pointer self, caf::actor_clock::time_point arrived,
+                     std::chrono::microseconds extra, T value) {
+  auto& st = self->state;
+  if (!st.cfg.inject.delays())
+    return value;
+  auto& clock = self->system().clock();
+  auto now = clock.now();
+  // free_at <= now + max_injected_wait, so this sum stays far from the
+  // clock's range (292 years); a reply is never held back past the cap.
+  auto at = std::max(arrived, st.free_at) + (now - arrived) + extra;
+  at = std::min(at, now + max_injected_wait);
+  st.free_at = at;
+  // What promise.deliver(value) would send now, sent at `at`.
+  auto promise = self->make_response_promise();
+  auto stages = promise.stages();
+  caf::strong_actor_ptr next;
+  caf::mailbox_element_ptr message;
+  if (stages.empty()) {
+    next = promise.source();
+    message = caf::make_mailbox_element(self->ctrl(), promise.id().response_id(), {},
+                                      std::move(value));
+  } else {
+    next = std::move(stages.back());
+    stages.pop_back();
+    message = caf::make_mailbox_element(promise.source(), promise.id(), std::move(stages),
+                                      std::move(value));
+  }
+  if (next)
+    clock.schedule_message(at, std::move(next), std::move(message));
+  return caf::delegated<T>{};
+}
+
 worker_actor::behavior_type worker_behavior(worker_pointer self, worker_config cfg,
                                             std::shared_ptr<model> prebuilt,
                                             std::shared_ptr<backend> prebuilt_backend) {
@@ -129,6 +161,7 @@ worker_actor::behavior_type worker_behavior(worker_pointer self, worker_config c
   return {
     [=](compute_atom, weights& w) -> caf::result<gradient> {
       auto& st = self->state;
+      auto arrived = self->system().clock().now();
       if (st.crash_due(w.step))
         return crash<gradient>(self, w.step);
       if (auto err = st.check_weights(w))
@@ -140,15 +173,17 @@ worker_actor::behavior_type worker_behavior(worker_pointer self, worker_config c
         auto wv = st.be->adopt(w.values);
         auto g = st.be->allocate(static_cast<size_t>(st.net->num_params()));
         double loss = st.net->loss_grad(wv.data(), *st.cfg.data, idx, n, g.data());
-        st.injected_wait(thread_cpu_time() - started);
+        auto extra = st.cfg.inject.extra_time(thread_cpu_time() - started, st.rng);
         if (!std::isfinite(loss) || !st.be->all_finite(g.span()))
           return st.non_finite("gradient", w.step);
-        return gradient{st.cfg.rank, w.step, std::move(g).freeze(), static_cast<float>(loss),
-                        static_cast<int32_t>(n)};
+        return reply(self, arrived, extra,
+                     gradient{st.cfg.rank, w.step, std::move(g).freeze(), static_cast<float>(loss),
+                              static_cast<int32_t>(n)});
       });
     },
     [=](local_atom, weights& w, local_plan plan) -> caf::result<local_result> {
       auto& st = self->state;
+      auto arrived = self->system().clock().now();
       if (st.crash_due(w.step))
         return crash<local_result>(self, w.step);
       if (auto err = st.check_weights(w))
@@ -169,32 +204,38 @@ worker_actor::behavior_type worker_behavior(worker_pointer self, worker_config c
           samples += static_cast<int32_t>(n);
           st.be->prox_step(plan.reg, plan.lr, g.span(), x.span());
         }
-        st.injected_wait(thread_cpu_time() - started);
+        auto extra = st.cfg.inject.extra_time(thread_cpu_time() - started, st.rng);
         if (!std::isfinite(loss_sum) || !st.be->all_finite(x.span()))
           return st.non_finite("local model", w.step);
         float mean_loss = plan.steps > 0 ? static_cast<float>(loss_sum / plan.steps) : 0.0f;
-        return local_result{st.cfg.rank, w.step, std::move(x).freeze(), mean_loss, samples};
+        return reply(self, arrived, extra,
+                     local_result{st.cfg.rank, w.step, std::move(x).freeze(), mean_loss, samples});
       });
     },
     [=](evaluate_atom, weights& w) -> caf::result<evaluation> {
       auto& st = self->state;
+      auto arrived = self->system().clock().now();
       if (auto err = st.check_weights(w))
         return err;
       return guarded(self, [&]() -> caf::result<evaluation> {
         auto wv = st.be->adopt(w.values);
         auto r = st.net->evaluate(wv.data(), *st.cfg.data, st.cfg.shard.data(),
                                   static_cast<int64_t>(st.cfg.shard.size()));
-        return evaluation{st.cfg.rank, w.step, r.loss, r.accuracy, r.samples};
+        return reply(self, arrived, {}, evaluation{st.cfg.rank, w.step, r.loss, r.accuracy, r.samples});
       });
     },
     [=](apply_atom, weights& w) -> caf::result<ok_atom> {
       auto& st = self->state;
+      auto arrived = self->system().clock().now();
       if (auto err = st.check_weights(w))
         return err;
       st.replica = std::move(w);
-      return ok_atom_v;
+      return reply(self, arrived, {}, ok_atom_v);
     },
-    [=](fetch_atom) -> weights { return self->state.replica; },
+    [=](fetch_atom) -> caf::result<weights> {
+      auto arrived = self->system().clock().now();
+      return reply(self, arrived, {}, self->state.replica);
+    },
   };
 }
 

@@ -43,8 +43,10 @@ struct worker_config {
   int device = 0;
 };
 
-/// Spawns a worker (detached when something is injected or when it computes
-/// on a GPU, so its sleeps and stream waits never hold a scheduler thread).
+/// Spawns a worker (detached when something is injected, so it has its own
+/// thread as on its own machine, or when it computes on a GPU, so its stream
+/// waits never hold a scheduler thread). Injected waits hold its replies
+/// back on the actor clock; it never sleeps, and an exit ends it at once.
 /// Throws std::invalid_argument for a bad config (unknown model or backend,
 /// batch <= 0, empty dataset, index out of range), device_error when the
 /// GPU it asks for is not there, before any actor exists, so callers get the

@@ -13,6 +13,7 @@
 
 #include <functional>
 #include <mutex>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,7 @@
 #include <caf/actor_system.hpp>
 #include <caf/duration.hpp>
 #include <caf/expected.hpp>
+#include <caf/scoped_actor.hpp>
 
 #include "actors/monitor.hpp"
 #include "actors/worker.hpp"
@@ -77,7 +79,10 @@ public:
   /// Runs `protocol` (spawned on this graph's context) to its end: asks it
   /// for run_atom, waits up to `timeout` for the summary or the error, then
   /// waits until the monitor has every row on disk. The protocol joins the
-  /// teardown.
+  /// teardown. A worker added with an injected crash that did not fire
+  /// during the run (the run ended, or lost it otherwise, before asking it
+  /// for its crash step) is a warning in the log, and the summary counts
+  /// such workers in extra["injections_not_fired"] (absent when none).
   caf::expected<run_summary> run(protocol_actor protocol, caf::duration timeout = caf::infinite);
 
   /// Spawns a protocol on a copy of context() with `spawn` and runs it.
@@ -90,12 +95,23 @@ public:
   void stop();
 
 private:
+  // Workers with an injected crash that has not fired, by their index in
+  // ctx_.workers; watch_ monitors them (made for the first one).
+  struct pending_crash {
+    size_t index;
+    caf::actor_addr addr;
+    int64_t step;
+  };
+  std::vector<pending_crash> check_crashes();
+
   caf::actor_system& sys_;
   run_context ctx_;
   std::vector<caf::actor> members_;
   std::mutex stop_mutex_;  // guards the two below
   protocol_actor running_;
   bool stop_pending_ = false;
+  std::unique_ptr<caf::scoped_actor> watch_;
+  std::vector<pending_crash> crashes_;
 };
 
 } // namespace chorus

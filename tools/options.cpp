@@ -137,14 +137,16 @@ std::vector<option_spec> general_options() {
     {"timeout", "T", "longest wait for one worker reply, e.g. 500ms, 30s; a worker that exceeds it is dropped [60s]",
      [](auto& c, auto& v) { c.timeout_ms = to_millis("timeout", v); }},
     // Then every protocol option of the registry (protocol_options()).
-    {"slow", "R:F[,R:F]", "inject: worker R computes F times slower, e.g. --slow 3:4",
-     [](auto& c, auto& v) { c.slow = v; }},
+    {"slow", "R:F[,R:F]", "inject: worker R computes F times slower, e.g. --slow 3:4; repeats add workers",
+     [](auto& c, auto& v) { c.slow += (c.slow.empty() ? "" : ",") + v; }},
     {"delay", "SPEC", "inject: extra time per step on every worker: fixed:2ms | uniform:1ms,3ms | exp:2ms",
      [](auto& c, auto& v) { c.delay = v; }},
     {"link-delay", "T", "inject: one-way delay on every worker-server link, e.g. 1ms",
      [](auto& c, auto& v) { c.link_delay = v; }},
-    {"crash", "R:S[,R:S]", "inject: worker R dies at step S, e.g. --crash 2:500",
-     [](auto& c, auto& v) { c.crash = v; }},
+    {"crash", "R:S[,R:S]", "inject: worker R dies at protocol step S (the step of metrics.jsonl: a round "
+                           "for sync and local protocols, an update for async ones), e.g. --crash 2:500; "
+                           "repeats add workers",
+     [](auto& c, auto& v) { c.crash += (c.crash.empty() ? "" : ",") + v; }},
     {"backend", "NAME", "where workers compute: eigen (CPU) | cuda (GPU; " + cuda_list() + ") [eigen]",
      [](auto& c, auto& v) { c.backend = v; }},
     {"devices", "I[,I...]", "cuda: GPU indices; worker i runs on the (i mod count)-th, so several share one [0]",
@@ -329,6 +331,11 @@ experiment_config parse_train_args(const std::vector<std::string>& args, bool* h
     if (name == "config")
       for (auto& [k, v] : read_config_file(value))
         apply(cfg, k, v, shown(value) + ": ");
+  // --slow and --crash add up when repeated; on the command line they
+  // replace the config file's lists, as every other flag does.
+  for (auto& [name, value] : flags)
+    if (name == "slow" || name == "crash")
+      (name == "slow" ? cfg.slow : cfg.crash).clear();
   for (auto& [name, value] : flags)
     if (name != "config")
       apply(cfg, name, value, "");

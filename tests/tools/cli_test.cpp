@@ -18,8 +18,9 @@ struct outcome {
   std::string output;  // stdout and stderr together
 };
 
-outcome run(const std::string& args) {
-  std::string cmd = std::string(CHORUS_BINARY_DIR) + "/chorus " + args + " 2>&1";
+// Runs `prefix` chorus `args` in a shell.
+outcome run_prefixed(const std::string& prefix, const std::string& args) {
+  std::string cmd = prefix + std::string(CHORUS_BINARY_DIR) + "/chorus " + args + " 2>&1";
   outcome out;
   FILE* pipe = popen(cmd.c_str(), "r");
   if (pipe == nullptr)
@@ -31,6 +32,8 @@ outcome run(const std::string& args) {
   out.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
   return out;
 }
+
+outcome run(const std::string& args) { return run_prefixed("", args); }
 
 void expect_usage_error(const std::string& args, const std::string& says) {
   auto r = run(args);
@@ -121,4 +124,78 @@ TEST(cli, a_run_writes_model_metrics_config_and_a_summary_line) {
   EXPECT_EQ(w.size(), 100u);  // logistic on d = 100
   std::filesystem::remove_all(dir);
   std::filesystem::remove(cfg);
+}
+
+namespace {
+
+// Runs chorus under coreutils' timeout: a hang shows as status 124 (or 137)
+// instead of blocking the suite; the limit is generous, it only bounds a
+// hang.
+outcome run_bounded(const std::string& args) {
+  return run_prefixed("timeout -k 10 120 ", args);
+}
+
+} // namespace
+
+TEST(cli, injection_values_out_of_range_and_repeated_workers_are_usage_errors) {
+  expect_usage_error("train --crash 0:1e300", "--crash: step 1e+300 must be a whole number between 0 and 2^53");
+  expect_usage_error("train --crash 0:-1", "--crash: step -1 must be");
+  expect_usage_error("train --delay fixed:1e300", "--delay: duration '1e300' is too long");
+  expect_usage_error("train --link-delay 1e300s", "--link-delay: duration '1e300s' is too long");
+  expect_usage_error("train --slow 0:1e300", "--slow: factor 1e+300 must be between 1 and 1e12");
+  expect_usage_error("train --crash 0:5,0:10", "--crash: worker 0 is given twice ('0:5' and '0:10')");
+  expect_usage_error("train --crash 0:5 --crash 0:10", "--crash: worker 0 is given twice");
+  expect_usage_error("train --slow 1:2 --slow 1:3", "--slow: worker 1 is given twice");
+}
+
+// The command line's --crash replaces the config file's; repeats add workers.
+TEST(cli, repeated_crash_flags_inject_every_worker_named) {
+  auto cfg = temp_dir("crash") + ".cfg";
+  {
+    std::ofstream f(cfg);
+    f << "crash = 3:1\n";
+  }
+  auto r = run("train --config " + cfg + " --dataset synthetic-lsq --model linear --steps 6 "
+               "--quiet --crash 0:2 --crash 1:4");
+  std::filesystem::remove(cfg);
+  ASSERT_EQ(r.status, 0) << r.output;
+  auto last = r.output.substr(r.output.rfind('{'));
+  EXPECT_NE(last.find("worker 0: crash at protocol step 2; worker 1: crash at protocol step 4\""),
+            std::string::npos)
+    << last;
+  EXPECT_NE(last.find("\"workers_lost\":2"), std::string::npos) << last;
+  EXPECT_EQ(last.find("injections_not_fired"), std::string::npos) << last;
+}
+
+// local_sgd counts rounds of tau local steps: a crash set past the run's
+// last round never fires, and the run says so in its log and its summary.
+TEST(cli, an_injected_crash_that_never_fires_is_a_warning_and_a_summary_field) {
+  auto dir = temp_dir("not_fired");
+  auto r = run("train --algorithm local_sgd --tau 4 --dataset synthetic-lsq --model linear "
+               "--steps 5 --crash 1:30 --crash 2:3 --out " + dir);
+  ASSERT_EQ(r.status, 0) << r.output;
+  auto last = r.output.substr(r.output.rfind('{'));
+  EXPECT_NE(last.find("\"injections_not_fired\":1"), std::string::npos) << last;
+  EXPECT_NE(last.find("\"workers_lost\":1"), std::string::npos) << last;
+  std::ifstream log(dir + "/log.txt");
+  std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("warning: the injected crash of worker 1 at protocol step 30 never fired "
+                      "(the run ended at step 5)"),
+            std::string::npos)
+    << text;
+  EXPECT_EQ(text.find("crash of worker 2"), std::string::npos) << text;
+  std::filesystem::remove_all(dir);
+}
+
+// A wait longer than any run, injected into every worker: each is dropped
+// after --timeout, the run fails at step 0 (status 1), and the process ends
+// by itself instead of waiting for workers asleep in their handlers.
+TEST(cli, a_huge_injected_wait_fails_the_run_by_its_timeout_and_the_process_exits) {
+  for (std::string inject : {"--delay fixed:1e15ms", "--slow 0:1e9,1:1e9"}) {
+    auto r = run_bounded("train --dataset synthetic-lsq --model linear --workers 2 --steps 5 "
+                         "--timeout 300ms --quiet " + inject);
+    EXPECT_EQ(r.status, 1) << inject << "\n" << r.output;
+    EXPECT_NE(r.output.find("training failed: no_workers_left"), std::string::npos)
+      << inject << "\n" << r.output;
+  }
 }
