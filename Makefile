@@ -3,11 +3,14 @@
 #   make test    install what is missing, build, run every test with ctest, then
 #                build and run an app against the installed Chorus (check-install)
 #   make bench   build and run the benchmarks (JSON lines), PyTorch side by side
+#   make test-sanitize   the tests again under ASan + UBSan (CPU only, build-sanitize/)
+#   make fuzz    build the libFuzzer targets with clang and run each for
+#                FUZZ_SECONDS (default 30) on its seed corpus (build-fuzz/)
 BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=Release
 
-.PHONY: deps deps-bench configure build demo test check-install bench clean
+.PHONY: deps deps-bench configure build demo test check-install test-sanitize fuzz bench clean
 
 deps:
 	bash tools/install-deps.sh
@@ -42,6 +45,30 @@ check-install:
 	      -DCMAKE_CXX_COMPILER="$$(sed -n 's/^CMAKE_CXX_COMPILER:[A-Z]*=//p' $(BUILD)/CMakeCache.txt)"
 	cmake --build $(CONSUMER)/build -j $(JOBS)
 	$(CONSUMER)/build/chorus_consumer
+
+# The suite again with AddressSanitizer (+ LeakSanitizer) and UBSan, float
+# casts included; any report fails its test. CPU only and -O1 to keep the
+# build short; a build folder of its own so `make test`'s stays as it is.
+SAN_BUILD ?= build-sanitize
+SAN_FLAGS := -fsanitize=address,undefined -fsanitize=float-cast-overflow \
+             -fno-sanitize-recover=all -fno-omit-frame-pointer
+test-sanitize: deps
+	cmake -S . -B $(SAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	      -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" -DCMAKE_CXX_FLAGS="$(SAN_FLAGS)" \
+	      -DCMAKE_EXE_LINKER_FLAGS="$(SAN_FLAGS)" -DCMAKE_SHARED_LINKER_FLAGS="$(SAN_FLAGS)" \
+	      -DCHORUS_ENABLE_CUDA=OFF -DCHORUS_BUILD_BENCH=OFF -DCHORUS_BUILD_EXAMPLES=OFF
+	cmake --build $(SAN_BUILD) -j $(JOBS) --target chorus_tests chorus_cli
+	cd $(SAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+	  UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -j $(JOBS) --no-tests=error
+
+# libFuzzer targets (fuzz/): clang only, a build folder of their own. Each
+# target runs FUZZ_SECONDS on a scratch copy of fuzz/corpus/<target>/ (new
+# inputs do not land in the repository); a crash leaves its input in
+# $(FUZZ_BUILD)/artifacts/ and fails the target.
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 30
+fuzz:
+	bash fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
 
 bench: deps-bench configure
 	cmake --build $(BUILD) -j $(JOBS)

@@ -31,7 +31,11 @@
 // terminates, for whatever reason, it sends every peer an exit, so a run
 // always ends with all its peers. A peer whose worker dies (or stops
 // answering within plan.timeout) leaves; its neighbours see it go and mix
-// without it from then on.
+// without it from then on. When lost peers cut the graph (the union over
+// phases of the edges between live peers) into several components, the run
+// goes on, each part gossiping on its own, and the coordinator says so: a
+// warning in the log naming the parts, and "components" in the metrics
+// rows and the summary.
 //
 // Not here: the mixing matrices (engines/topology.hpp), the protocols' update
 // rules (algorithms/), compression, robust mixing.

@@ -93,6 +93,38 @@ struct coordinator_state : protocol_state {
   bool stopping = false;  // budget spent or stop asked: count nothing more
   double gap = 0;
   std::vector<std::vector<std::pair<int32_t, int32_t>>> edges;  // per phase: i -> j, i != j
+  int components = 1;  // of the live peers' graph, as last counted (see live_components)
+
+  // The connected components of the graph the live peers still form: the
+  // union over phases of the edges between two live peers, direction
+  // ignored (a peer that only sends to another still pulls it along). One
+  // component: gossip still draws every live model to one average. More:
+  // lost peers cut the graph, and each part goes on as a run of its own
+  // whose models never meet again. Sorted lists of ranks, by smallest rank.
+  std::vector<std::vector<int32_t>> live_components() const {
+    std::vector<int32_t> root(alive.size());
+    for (size_t i = 0; i < root.size(); ++i)
+      root[i] = static_cast<int32_t>(i);
+    auto find = [&root](int32_t i) {
+      while (root[static_cast<size_t>(i)] != i)
+        i = root[static_cast<size_t>(i)] = root[static_cast<size_t>(root[static_cast<size_t>(i)])];
+      return i;
+    };
+    for (const auto& phase : edges)
+      for (auto [i, j] : phase)
+        if (alive[static_cast<size_t>(i)] && alive[static_cast<size_t>(j)]) {
+          auto a = find(i), b = find(j);
+          root[static_cast<size_t>(std::max(a, b))] = std::min(a, b);
+        }
+    std::map<int32_t, std::vector<int32_t>> parts;
+    for (size_t i = 0; i < alive.size(); ++i)
+      if (alive[i])
+        parts[find(static_cast<int32_t>(i))].push_back(static_cast<int32_t>(i));
+    std::vector<std::vector<int32_t>> out;
+    for (auto& [r, members] : parts)
+      out.push_back(std::move(members));
+    return out;
+  }
 
   std::vector<buffer> live_models() const {
     std::vector<buffer> xs;
@@ -127,7 +159,8 @@ struct coordinator_state : protocol_state {
       {"bytes_per_worker_per_round",
        static_cast<double>(tracker.bytes()) / (cp.rounds ? units * live : units)},
       {"spectral_gap", gap},
-      {"workers_alive", static_cast<double>(live_workers())}};
+      {"workers_alive", static_cast<double>(live_workers())},
+      {"components", static_cast<double>(components)}};
     if (!cp.rounds) {
       // Local steps of the slowest and the fastest live peer: how unevenly
       // the asynchronous peers progress.
@@ -284,6 +317,23 @@ void lose(coordinator_pointer self, size_t i, const caf::error& reason) {
     return;
   if (i < st.peers.size())  // its worker died first: the peer goes with it
     self->send_exit(st.peers[i], make_error(errc::worker_lost, "worker " + std::to_string(i) + " is gone"));
+  // A run whose graph fell apart goes on, but it must say so: its average
+  // model now mixes parts that train apart (far worse than one graph).
+  auto parts = st.live_components();
+  int before = st.components;
+  st.components = static_cast<int>(parts.size());
+  if (st.components > 1 && st.components > before) {
+    std::string list;
+    for (auto& part : parts) {
+      list += list.empty() ? "{" : " {";
+      for (size_t k = 0; k < part.size(); ++k)
+        list += (k ? "," : "") + std::to_string(part[k]);
+      list += "}";
+    }
+    log_line(self, "warning: with worker " + std::to_string(i) + " lost, the gossip graph "
+                     + st.cp.topo->name + " is split into " + std::to_string(st.components)
+                     + " components " + list + " that no longer exchange models");
+  }
   if (st.live_workers() == 0)
     fail_run(self, make_error(errc::no_workers_left, "every peer is gone"));
   else

@@ -10,6 +10,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include <caf/binary_deserializer.hpp>
+
 namespace chorus {
 
 namespace {
@@ -198,6 +200,13 @@ caf::error buffer::load(caf::deserializer& source) {
   constexpr uint64_t max_floats = uint64_t{1} << 34;
   if (n > max_floats)
     return caf::make_error(caf::sec::invalid_argument, "buffer length too large");
+  // Never allocate more than the bytes at hand can fill: a 20-byte message
+  // claiming 2^33 floats would otherwise reserve 32 GB before failing. The
+  // middleman reads every message with a binary_deserializer over the whole
+  // message, so its remaining() bounds the payload.
+  if (auto* bytes = dynamic_cast<caf::binary_deserializer*>(&source))
+    if (n > bytes->remaining() / sizeof(float))
+      return caf::make_error(caf::sec::end_of_stream, "buffer length exceeds the message");
   mutable_buffer tmp(static_cast<size_t>(n));
   if (n > 0)
     if (auto err = source.apply_raw(n * sizeof(float), tmp.data()))

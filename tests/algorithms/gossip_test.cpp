@@ -6,6 +6,7 @@
 //  - gradient tracking reaches the exact optimum on a split by target where
 //    DSGD with the same constant step stalls far from it;
 //  - a crashed worker, or one that stops answering, never hangs the run;
+//    crashes that cut the graph are logged and counted ("components");
 //  - the time-varying one-peer exponential graph runs and converges;
 //  - a sample budget, a stop, and a diverging step size end the run;
 //  - async pairwise gossip keeps the mean exactly, converges, keeps its
@@ -59,7 +60,7 @@ struct net {
   train_test data;
 
   net(train_test d, const partition& parts, int32_t batch, sampling order = sampling::shuffle,
-      int64_t crash_rank = -1, int64_t crash_at = -1)
+      int64_t crash_rank = -1, int64_t crash_at = -1, std::vector<int64_t> also_crash = {})
     : data(std::move(d)) {
     g.ctx.monitor = g.guard.add(g.ts.sys.spawn(recorder, rec));
     for (size_t i = 0; i < parts.size(); ++i) {
@@ -71,7 +72,8 @@ struct net {
       wc.batch = batch;
       wc.seed = 100 + i;
       wc.order = order;
-      if (static_cast<int64_t>(i) == crash_rank)
+      if (static_cast<int64_t>(i) == crash_rank
+          || std::count(also_crash.begin(), also_crash.end(), static_cast<int64_t>(i)) > 0)
         wc.inject.crash_at_step = crash_at;
       g.add_worker(wc);
       g.ctx.shard_sizes.push_back(static_cast<int64_t>(parts[i].size()));
@@ -398,10 +400,63 @@ TEST(gossip, a_crashed_worker_does_not_hang_its_neighbours) {
     EXPECT_EQ(r->steps, nw.g.ctx.plan.steps) << name;
     EXPECT_LT(r->wall_s, 30.0) << name;
     EXPECT_EQ(metric(*r, "workers_alive"), 5) << name;
+    EXPECT_EQ(metric(*r, "components"), 1) << name;  // a ring less one node is a path
     // Gradient tracking loses the dead node's share of the trackers' sum,
     // so its survivors settle at a biased point (see gradient_tracking.cpp).
     EXPECT_LT(ls.loss(r->final_weights) - ls.f_star, std::string(name) == "gradient_tracking" ? 0.5 : 0.05)
       << name;
+  }
+}
+
+// Crashes that cut the graph in parts: the run goes on (each part gossips on
+// its own) but says so, in a log line naming the parts and in the
+// "components" metric of its rows and summary. A ring of 6 without 1 and 4
+// leaves {0,5} and {2,3}; a star without its hub leaves every leaf alone.
+// The one-peer exponential graph without 1 and 4 stays whole: no single
+// phase joins 0, 2, 3 and 5, but their union does (0->2, 2->3, 3->5).
+TEST(gossip, crashes_that_split_the_graph_are_logged_and_counted) {
+  auto data = make_least_squares(1536, 256, 8, 0.1, 25);
+  struct split_case {
+    const char* topology;
+    int n;
+    std::vector<int64_t> crashed;
+    int components;
+    const char* parts;
+  };
+  for (const auto& c : {split_case{"ring", 6, {1, 4}, 2, "{0,5} {2,3}"},
+                        split_case{"star", 4, {0}, 3, "{1} {2} {3}"},
+                        split_case{"onepeer-exp", 6, {1, 4}, 1, ""}}) {
+    for (auto [name, spawn] : {std::pair{"gossip_sgd", gossip_sgd}, std::pair{"async_gossip", async_gossip}}) {
+      SCOPED_TRACE(std::string(c.topology) + ", " + name);
+      net nw(data, partition_iid(*data.train, c.n, 4), 16, sampling::shuffle, -1, 10, c.crashed);
+      nw.g.ctx.plan.lr = 0.03f;
+      nw.g.ctx.plan.steps = std::string(name) == "async_gossip" ? 400 : 60;
+      nw.g.ctx.plan.timeout = std::chrono::milliseconds(30000);
+      nw.g.ctx.plan.options = {{"topology", c.topology}};
+      auto r = nw.run(spawn);
+      ASSERT_TRUE(r) << describe(r.error());
+      EXPECT_EQ(r->workers_lost, static_cast<int32_t>(c.crashed.size()));
+      EXPECT_EQ(r->stop_reason, "budget");
+      EXPECT_EQ(metric(*r, "components"), c.components);
+      std::vector<std::string> warnings;
+      {
+        std::lock_guard<std::mutex> lock(nw.rec->m);
+        for (auto& line : nw.rec->lines)
+          if (line.find("split into") != std::string::npos)
+            warnings.push_back(line);
+      }
+      if (c.components == 1) {
+        EXPECT_TRUE(warnings.empty()) << warnings.front();
+      } else {
+        // One warning per growth of the count: the ring splits at its second
+        // loss only, the star at its first.
+        ASSERT_EQ(warnings.size(), 1u);
+        EXPECT_NE(warnings[0].find("split into " + std::to_string(c.components) + " components "
+                                   + c.parts),
+                  std::string::npos)
+          << warnings[0];
+      }
+    }
   }
 }
 

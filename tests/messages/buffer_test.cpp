@@ -155,3 +155,24 @@ TEST(buffer, to_string_summarizes_instead_of_printing_floats) {
   EXPECT_NE(text.find("floats[100000]"), std::string::npos) << text;
   EXPECT_LT(text.size(), 200u);
 }
+
+// A hostile length (2^33 floats = 32 GB) followed by a few bytes must fail
+// without allocating: the message cannot hold what it claims.
+TEST(buffer, length_past_the_message_fails_without_allocating) {
+  weights w{1, 2, buffer::from(std::vector<float>{1, 2, 3})};
+  std::vector<char> bytes;
+  caf::binary_serializer sink{nullptr, bytes};
+  ASSERT_FALSE(sink(w));
+  // sender (4 bytes) and step (8 bytes) come first, then the 8-byte length.
+  ASSERT_EQ(bytes.size(), 4u + 8u + 8u + 3 * sizeof(float));
+  uint64_t huge = uint64_t{1} << 33;
+  caf::binary_serializer patch{nullptr, bytes};
+  patch.seek(12);
+  ASSERT_FALSE(patch(huge));
+  auto floats = buffer_stats::floats_allocated();
+  weights back;
+  caf::binary_deserializer source{nullptr, bytes};
+  auto err = source(back);
+  EXPECT_TRUE(static_cast<bool>(err));
+  EXPECT_LT(buffer_stats::floats_allocated() - floats, 1024u);
+}
