@@ -69,4 +69,17 @@ using nccl_group_actor = reducer_actor::extend<
   // device) out.
   caf::replies_to<all_reduce_atom, std::vector<buffer>>::with<std::vector<buffer>>>;
 
+/// A NODE is one Chorus process that hosts workers for coordinators in
+/// other processes or on other hosts (tools/node.hpp). Its messages use only
+/// types every version has (hello), so a mismatch is refused, not misread.
+using node_actor = caf::typed_actor<
+  // The caller's Chorus version and type_table_hash(); replies with the
+  // node's name ("host:pid") or refuses a mismatch, saying both versions.
+  caf::replies_to<hello_atom, std::string, uint64_t>::with<std::string>,
+  // Spawn the job's workers (the node loads the data itself); it keeps
+  // them until the caller releases them or goes down.
+  caf::replies_to<host_atom, node_job>::with<hosted_workers>,
+  // The caller's run is over: end its workers.
+  caf::reacts_to<release_atom>>;
+
 } // namespace chorus

@@ -4,6 +4,7 @@
 #include "data/dataset.hpp"
 
 #include <algorithm>
+#include <cstdio>
 
 namespace chorus {
 
@@ -36,4 +37,35 @@ void dataset::copy_sample(int64_t i, float* out) const {
   }
 }
 
+namespace {
+
+// FNV-1a over raw bytes, folded into `h`.
+uint64_t fold(uint64_t h, const void* data, size_t bytes) {
+  auto p = static_cast<const unsigned char*>(data);
+  for (size_t i = 0; i < bytes; ++i)
+    h = (h ^ p[i]) * 1099511628211ull;
+  return h;
+}
+
+std::string part_fingerprint(const char* part, const dataset& d) {
+  uint64_t h = 1469598103934665603ull;
+  h = fold(h, d.y.data(), d.y.size() * sizeof(float));
+  h = fold(h, d.x.data(), d.x.size() * sizeof(float));
+  h = fold(h, d.sparse.offsets.data(), d.sparse.offsets.size() * sizeof(d.sparse.offsets[0]));
+  h = fold(h, d.sparse.columns.data(), d.sparse.columns.size() * sizeof(d.sparse.columns[0]));
+  h = fold(h, d.sparse.values.data(), d.sparse.values.size() * sizeof(d.sparse.values[0]));
+  char hex[17];
+  std::snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(h));
+  return std::string(part) + " " + d.name + ": " + std::to_string(d.size()) + " x "
+         + std::to_string(d.num_features) + (d.is_sparse() ? " sparse" : "") + ", "
+         + std::to_string(d.num_classes) + " classes, hash " + hex;
+}
+
+} // namespace
+
+std::string fingerprint(const train_test& data) {
+  return part_fingerprint("train", *data.train) + "; " + part_fingerprint("test", *data.test);
+}
+
 } // namespace chorus
+

@@ -90,6 +90,11 @@ struct train_test {
   std::vector<float> ground_truth;
 };
 
+/// What two processes compare before they train on "the same" data: each
+/// part's name, size, shape and storage, and a hash of its labels and
+/// features. Equal fingerprints mean equal data for every practical purpose.
+std::string fingerprint(const train_test& data);
+
 // -- Fashion-MNIST ------------------------------------------------------------
 
 /// Default location of Debian's dataset-fashion-mnist package.

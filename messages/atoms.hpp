@@ -40,6 +40,12 @@ using all_reduce_atom = caf::atom_constant<caf::atom("allreduce")>;
 using ready_atom = caf::atom_constant<caf::atom("ready")>;
 /// NCCL rank: join the communicator (rank 0 makes the id and sends it on).
 using join_atom = caf::atom_constant<caf::atom("join")>;
+/// Node: check the caller's version and message types.
+using hello_atom = caf::atom_constant<caf::atom("hello")>;
+/// Node: spawn workers for a run (node_job).
+using host_atom = caf::atom_constant<caf::atom("host")>;
+/// Node: the caller's run is over; let its workers go.
+using release_atom = caf::atom_constant<caf::atom("release")>;
 
 constexpr compute_atom compute_atom_v{};
 constexpr local_atom local_atom_v{};
@@ -58,5 +64,8 @@ constexpr reduce_atom reduce_atom_v{};
 constexpr all_reduce_atom all_reduce_atom_v{};
 constexpr ready_atom ready_atom_v{};
 constexpr join_atom join_atom_v{};
+constexpr hello_atom hello_atom_v{};
+constexpr host_atom host_atom_v{};
+constexpr release_atom release_atom_v{};
 
 } // namespace chorus

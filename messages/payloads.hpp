@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include <caf/actor_control_block.hpp>
 #include <caf/meta/type_name.hpp>
 
 #include "messages/buffer.hpp"
@@ -165,6 +166,33 @@ struct reduce_share {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, reduce_share& x) {
   return f(caf::meta::type_name("reduce_share"), x.sender, x.step, x.parts, x.weight, x.size);
+}
+
+/// Coordinator -> node: host these workers of this run. `args` are the
+/// run's options as `chorus train` flags (the node parses them as the
+/// coordinator did, loads the data itself and builds the same seeded
+/// partition); `ranks` are the workers it hosts.
+struct node_job {
+  std::vector<std::string> args;
+  std::vector<int32_t> ranks;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, node_job& x) {
+  return f(caf::meta::type_name("node_job"), x.args, x.ranks);
+}
+
+/// Node -> coordinator: the workers it spawned for a node_job (in the
+/// job's rank order) and the fingerprint of the data it loaded.
+struct hosted_workers {
+  std::string node;         ///< "host:pid" of the node process
+  std::string fingerprint;  ///< data fingerprint (data/dataset.hpp)
+  std::vector<caf::strong_actor_ptr> workers;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, hosted_workers& x) {
+  return f(caf::meta::type_name("hosted_workers"), x.node, x.fingerprint, x.workers);
 }
 
 } // namespace chorus

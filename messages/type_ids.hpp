@@ -22,5 +22,19 @@ CAF_BEGIN_TYPE_ID_BLOCK(chorus, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(chorus, (chorus::peer_state))
   CAF_ADD_TYPE_ID(chorus, (chorus::nccl_unique_id))
   CAF_ADD_TYPE_ID(chorus, (chorus::reduce_share))
+  CAF_ADD_TYPE_ID(chorus, (chorus::node_job))
+  CAF_ADD_TYPE_ID(chorus, (chorus::hosted_workers))
 
 CAF_END_TYPE_ID_BLOCK(chorus)
+
+namespace chorus {
+
+/// Chorus's version, as CMake's project() says it.
+extern const char* const version;
+
+/// A hash of the names of every type in the block above, in ID order: two
+/// processes whose hashes differ would misread each other's messages, so a
+/// node refuses a coordinator whose hash is not its own.
+uint64_t type_table_hash();
+
+} // namespace chorus

@@ -15,6 +15,7 @@
 #include "data/dataset.hpp"
 #include "messages/regularizer.hpp"
 #include "models/model.hpp"
+#include "tools/node.hpp"
 #include "tools/options.hpp"
 
 namespace {
@@ -23,6 +24,7 @@ const char* top_help =
   "chorus: distributed and asynchronous training as CAF actor protocols\n\n"
   "usage:\n"
   "  chorus train [--config FILE] [options]   train a model (chorus train --help)\n"
+  "  chorus node [--listen HOST:PORT]         host workers for runs elsewhere (chorus node --help)\n"
   "  chorus list                              algorithms, models, datasets, partitioners\n"
   "  chorus --help                            this text\n\n"
   "Default experiment: chorus train  (sync_sgd, 4 workers, mlp:256 on Fashion-MNIST)\n";
@@ -128,6 +130,8 @@ int main(int argc, char** argv) {
     return train(args);
   if (command == "list")
     return list();
+  if (command == "node")
+    return chorus::node_main(args);
   std::cerr << "chorus: unknown command '" << command << "' (valid: train, list; see chorus --help)\n";
   return 2;
 }

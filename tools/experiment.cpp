@@ -20,7 +20,9 @@
 #include "gpu/device.hpp"
 #include "messages/json.hpp"
 #include "messages/type_ids.hpp"
+#include "tools/cluster.hpp"
 #include "tools/memory.hpp"
+#include "tools/options.hpp"
 #include "tools/out_dir.hpp"
 
 namespace chorus {
@@ -98,6 +100,7 @@ std::vector<injection> validate(const experiment_config& cfg) {
     require(d >= 0, "--devices: a device index must be >= 0 (got " + std::to_string(d) + ")");
   const auto& algo = find_algorithm(cfg.algorithm);  // throws with the valid names
   check_backend(algo, cfg.backend);
+  check_cluster_options(cfg);
   auto injections = parse_injections(cfg.workers, cfg.slow, cfg.delay, cfg.link_delay, cfg.crash);
   check_options(algo, cfg.options);
   // Dataset names are checked here, before any file is read; the data
@@ -113,6 +116,36 @@ std::vector<injection> validate(const experiment_config& cfg) {
   }
   require(known, "unknown dataset '" + cfg.dataset + "'; valid: " + valid);
   return injections;
+}
+
+partition plan_partition(const experiment_config& cfg, const dataset& train) {
+  auto parts = make_partition(train, cfg.workers, cfg.partition, cfg.seed);
+  const auto& algo = find_algorithm(cfg.algorithm);
+  if (!algo.reshard)
+    return parts;
+  run_plan plan;
+  plan.algorithm = cfg.algorithm;
+  plan.options = cfg.options;
+  plan.options["seed"] = std::to_string(cfg.seed);
+  complete_options(algo, plan);
+  return algo.reshard(parts, plan);
+}
+
+worker_config make_worker_config(const experiment_config& cfg, const train_test& data,
+                                 const partition& parts, const std::vector<injection>& injections,
+                                 int32_t rank) {
+  const auto i = static_cast<size_t>(rank);
+  worker_config wc;
+  wc.rank = rank;
+  wc.model = cfg.model;
+  wc.data = data.train;
+  wc.shard = parts.at(i);
+  wc.batch = cfg.batch;
+  wc.seed = cfg.seed * 1000003 + static_cast<uint64_t>(rank);
+  wc.inject = injections.at(i);
+  wc.backend = cfg.backend;
+  wc.device = cfg.devices[i % cfg.devices.size()];
+  return wc;
 }
 
 std::string to_json(const experiment_config& cfg) {
@@ -142,6 +175,12 @@ std::string to_json(const experiment_config& cfg) {
     .add("backend", cfg.backend)
     .raw("devices", json_int_array(cfg.devices))
     .add("out", cfg.out_dir);
+  if (distributed(cfg)) {
+    std::string nodes = "[";
+    for (size_t i = 0; i < cfg.nodes.size(); ++i)
+      nodes += (i ? "," : "") + json_quote(cfg.nodes[i]);
+    o.add("processes", cfg.processes).raw("nodes", nodes + "]").add("placement", cfg.placement);
+  }
   json_object opts;
   for (auto& [k, v] : cfg.options)
     opts.add(k, v);
@@ -178,7 +217,7 @@ experiment_result run_checked(const experiment_config& cfg, const train_test& da
   if (cfg.backend == "cuda")
     for (int d : cfg.devices)
       device::require(d, "--backend cuda");
-  auto parts = make_partition(*data.train, cfg.workers, cfg.partition, cfg.seed);
+  auto parts = plan_partition(cfg, *data.train);
   // Built here once to validate the spec and to initialize w_0.
   auto net = make_model(cfg.model, data.train->num_features, data.train->num_classes);
   check_model_memory(cfg, net->num_params());
@@ -225,8 +264,16 @@ experiment_result run_checked(const experiment_config& cfg, const train_test& da
   caf::actor_system_config sys_cfg;
   configure_actor_system(sys_cfg, static_cast<size_t>(cfg.threads),
                          static_cast<size_t>(cfg.spin_polls));
+  if (distributed(cfg))
+    configure_network(sys_cfg, tls_of(cfg));
   caf::actor_system sys{sys_cfg};
   caf::expected<run_summary> summary{caf::error{}};
+  // The nodes outlive the graph: its teardown ends their workers' stand-ins
+  // first, then the cluster releases the nodes (and reaps the processes it
+  // started).
+  std::unique_ptr<cluster> nodes;
+  if (distributed(cfg))
+    nodes = std::make_unique<cluster>(sys, cfg);
   {
     monitor_config mon_cfg;
     mon_cfg.out_dir = cfg.out_dir;
@@ -246,8 +293,6 @@ experiment_result run_checked(const experiment_config& cfg, const train_test& da
     ctx.plan.options = cfg.options;
     ctx.plan.options["seed"] = std::to_string(cfg.seed);
     complete_options(algo, ctx.plan);
-    if (algo.reshard)
-      parts = algo.reshard(parts, ctx.plan);
     for (auto& p : parts)
       ctx.shard_sizes.push_back(static_cast<int64_t>(p.size()));
     ctx.shards = std::make_shared<const partition>(parts);
@@ -255,18 +300,15 @@ experiment_result run_checked(const experiment_config& cfg, const train_test& da
       if (injections[static_cast<size_t>(i)].active())
         graph.log("worker " + std::to_string(i) + " injected: "
                   + injections[static_cast<size_t>(i)].describe());
-    for (int32_t i = 0; i < cfg.workers; ++i) {
-      worker_config wc;
-      wc.rank = i;
-      wc.model = cfg.model;
-      wc.data = data.train;
-      wc.shard = parts[static_cast<size_t>(i)];
-      wc.batch = cfg.batch;
-      wc.seed = cfg.seed * 1000003 + static_cast<uint64_t>(i);
-      wc.inject = injections[static_cast<size_t>(i)];
-      wc.backend = cfg.backend;
-      wc.device = cfg.devices[static_cast<size_t>(i) % cfg.devices.size()];
-      graph.add_worker(wc);
+    if (nodes) {
+      // The nodes build the same workers from the same flags and data.
+      for (auto& line : nodes->describe())
+        graph.log(line);
+      for (auto& w : nodes->host(to_args(cfg), cfg.workers, fingerprint(data)))
+        graph.add_worker(w);
+    } else {
+      for (int32_t i = 0; i < cfg.workers; ++i)
+        graph.add_worker(make_worker_config(cfg, data, parts, injections, i));
     }
     worker_config ec;
     ec.rank = -1;
@@ -292,6 +334,10 @@ experiment_result run_checked(const experiment_config& cfg, const train_test& da
         graph.stop();
       });
     summary = graph.run(spawn_algorithm(sys, cfg.algorithm, ctx));
+  }
+  if (nodes) {
+    result.nodes_json = nodes->report_json();
+    nodes.reset();
   }
   if (!summary)
     throw std::runtime_error("training failed: " + describe(summary.error()));
@@ -379,6 +425,8 @@ std::string summary_json(const experiment_config& cfg, const experiment_result& 
   }
   if (!r.injected.empty())
     o.add("injected", r.injected);
+  if (!r.nodes_json.empty())
+    o.raw("nodes", r.nodes_json);
   if (!cfg.out_dir.empty())
     o.add("out", cfg.out_dir);
   return o.str();

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "actors/injection.hpp"
+#include "actors/worker.hpp"
 #include "data/dataset.hpp"
 #include "messages/payloads.hpp"
 #include "models/model.hpp"
@@ -54,11 +55,34 @@ struct experiment_config {
   // the protocol actor and the evaluator on devices[0].
   std::string backend = "eigen";
   std::vector<int> devices{0};
+  // Where the workers live (tools/cluster.hpp). None of these is sent to a
+  // node: they say how to reach the nodes, not what to train.
+  int32_t processes = 0;            ///< > 0: start that many local node processes
+  std::vector<std::string> nodes;   ///< "host:port" of running nodes (chorus node)
+  std::string placement = "round-robin";  ///< round-robin | block | N,N,... (a node per worker)
+  std::string node_program;         ///< the chorus binary for --processes; empty: this one
+  std::string tls_cert, tls_key, tls_ca, tls_passphrase;  ///< mutual TLS to the nodes
+  bool insecure = false;            ///< plain connections to non-loopback nodes
 };
 
 /// Checks every value; throws std::invalid_argument with a clear message.
 /// Returns the injections it parsed, one per worker.
 std::vector<injection> validate(const experiment_config& cfg);
+
+/// Whether the workers live in other processes (--processes or --nodes).
+inline bool distributed(const experiment_config& cfg) {
+  return cfg.processes > 0 || !cfg.nodes.empty();
+}
+
+/// The sample indices of each worker: the partition, then the protocol's
+/// resharding (RI-SGD). Deterministic in cfg (its seed): a node computes the
+/// same shards as the coordinator.
+partition plan_partition(const experiment_config& cfg, const dataset& train);
+
+/// Worker `rank`'s config in a run of cfg on `data` with shards `parts`.
+worker_config make_worker_config(const experiment_config& cfg, const train_test& data,
+                                 const partition& parts, const std::vector<injection>& injections,
+                                 int32_t rank);
 
 /// The config as a JSON object (what config.json holds).
 std::string to_json(const experiment_config& cfg);
@@ -74,6 +98,7 @@ struct experiment_result {
   int64_t eval_every = 0;        ///< in steps (0: by samples)
   int64_t eval_every_samples = 0;
   std::string injected;  ///< what was injected into which worker ("" for nothing)
+  std::string nodes_json;  ///< per node: workers, bytes each way (JSON array; "" in one process)
 };
 
 /// Runs the experiment. Throws std::invalid_argument (bad config, or

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -85,6 +86,40 @@ int64_t to_millis(const std::string& flag, const std::string& v) {
   return static_cast<int64_t>(ms);
 }
 
+std::vector<std::string> split_list(const std::string& v) {
+  std::vector<std::string> out;
+  std::string item;
+  for (size_t at = 0; at <= v.size(); ++at) {
+    if (at == v.size() || v[at] == ',') {
+      if (!item.empty())
+        out.push_back(item);
+      item.clear();
+    } else if (v[at] != ' ') {
+      item += v[at];
+    }
+  }
+  return out;
+}
+
+std::vector<std::string> read_nodes_file(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec))
+    throw usage_error("--nodes-file " + shown(path) + ": not a readable regular file");
+  if (std::filesystem::file_size(path, ec) > (1u << 20))
+    throw usage_error("--nodes-file " + shown(path) + " is larger than 1 MiB");
+  std::ifstream in(path);
+  std::vector<std::string> out;
+  std::string line;
+  while (std::getline(in, line)) {
+    line.resize(std::min(line.find('#'), line.size()));
+    for (auto& item : split_list(line))
+      out.push_back(item);
+  }
+  if (out.empty())
+    throw usage_error("--nodes-file " + shown(path) + " names no node");
+  return out;
+}
+
 std::string cuda_list() {
   std::string list;
   for (auto& a : cuda_algorithms())
@@ -162,6 +197,22 @@ std::vector<option_spec> general_options() {
          }
        }
      }},
+    {"processes", "P", "run the workers in P node processes on this host (loopback), placed by --placement [0: in this process]",
+     [](auto& c, auto& v) { c.processes = to_int32("processes", v); }},
+    {"nodes", "H:P[,H:P...]", "run the workers on these running nodes (`chorus node --listen H:P` on each host)",
+     [](auto& c, auto& v) { c.nodes = split_list(v); }},
+    {"nodes-file", "FILE", "as --nodes, one H:P per line ('#' starts a comment)",
+     [](auto& c, auto& v) { c.nodes = read_nodes_file(v); }},
+    {"placement", "SPEC", "which node hosts which worker: round-robin | block | N,N,... (node index per worker) [round-robin]",
+     [](auto& c, auto& v) { c.placement = v; }},
+    {"tls-cert", "FILE", "with --nodes: this side's certificate (PEM) for mutual TLS",
+     [](auto& c, auto& v) { c.tls_cert = v; }},
+    {"tls-key", "FILE", "its private key (PEM; passphrase from CHORUS_TLS_PASSPHRASE if encrypted)",
+     [](auto& c, auto& v) { c.tls_key = v; }},
+    {"tls-ca", "FILE", "the CA (PEM) a node's certificate must come from",
+     [](auto& c, auto& v) { c.tls_ca = v; }},
+    {"insecure", "", "with --nodes off this host: plain connections (anyone who reaches a node's port can send it messages)",
+     [](auto& c, auto&) { c.insecure = true; }},
     {"out", "DIR", "write config.json, metrics.jsonl, log.txt and model.npy to DIR",
      [](auto& c, auto& v) { c.out_dir = v; }},
     {"overwrite", "", "with --out: take DIR over even while another run writes to it (that run then writes nothing more there)",
@@ -341,6 +392,46 @@ experiment_config parse_train_args(const std::vector<std::string>& args, bool* h
       apply(cfg, name, value, "");
   validate(cfg);
   return cfg;
+}
+
+std::vector<std::string> to_args(const experiment_config& cfg) {
+  auto number = [](double x) {
+    char text[40];
+    std::snprintf(text, sizeof(text), "%.17g", x);
+    return std::string(text);
+  };
+  std::vector<std::string> a{"--algorithm", cfg.algorithm, "--workers", std::to_string(cfg.workers),
+                             "--model", cfg.model, "--dataset", cfg.dataset, "--data-dir",
+                             cfg.data_dir, "--max-features", std::to_string(cfg.max_features),
+                             "--partition", cfg.partition, "--epochs", number(cfg.epochs),
+                             "--steps", std::to_string(cfg.steps), "--batch",
+                             std::to_string(cfg.batch), "--lr", number(cfg.lr), "--reg", cfg.reg,
+                             "--seed", std::to_string(cfg.seed), "--threads",
+                             std::to_string(cfg.threads), "--spin-polls",
+                             std::to_string(cfg.spin_polls), "--eval-every",
+                             std::to_string(cfg.eval_every), "--timeout",
+                             std::to_string(cfg.timeout_ms) + "ms", "--backend", cfg.backend};
+  if (cfg.target_acc >= 0)
+    a.insert(a.end(), {"--target-acc", number(cfg.target_acc)});
+  std::string devices;
+  for (int d : cfg.devices)
+    devices += (devices.empty() ? "" : ",") + std::to_string(d);
+  a.insert(a.end(), {"--devices", devices});
+  for (auto [flag, value] : {std::pair{"--slow", &cfg.slow}, {"--delay", &cfg.delay},
+                             {"--link-delay", &cfg.link_delay}, {"--crash", &cfg.crash}})
+    if (!value->empty())
+      a.insert(a.end(), {flag, *value});
+  for (auto& [key, value] : cfg.options) {
+    std::string flag = key;
+    std::replace(flag.begin(), flag.end(), '_', '-');
+    auto* opt = find_option(flag);
+    if (opt == nullptr)
+      continue;  // set by the runner itself (seed), not a flag
+    a.push_back("--" + flag);
+    if (!opt->arg.empty())
+      a.push_back(value);
+  }
+  return a;
 }
 
 std::string train_help() {

@@ -20,6 +20,11 @@ struct usage_error : std::invalid_argument {
 /// --help was given. Throws usage_error.
 experiment_config parse_train_args(const std::vector<std::string>& args, bool* help);
 
+/// The flags that make parse_train_args give back cfg's run: what it
+/// trains on and how (not where: the cluster options, --out and the like
+/// stay out). What a coordinator sends its nodes.
+std::vector<std::string> to_args(const experiment_config& cfg);
+
 /// The text of `chorus train --help`.
 std::string train_help();
 

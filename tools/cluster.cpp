@@ -1,0 +1,328 @@
+#include "tools/cluster.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <stdexcept>
+#include <thread>
+
+#include <caf/all.hpp>
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "messages/json.hpp"
+#include "messages/type_ids.hpp"
+
+namespace chorus {
+
+namespace {
+
+void require(bool ok, const std::string& what) {
+  if (!ok)
+    throw std::invalid_argument(what);
+}
+
+// How long a finished node process may take to exit before it is stopped.
+constexpr auto exit_grace = std::chrono::seconds(3);
+
+// Waits for pid until `deadline`; true once it has been reaped.
+bool reap(int pid, std::chrono::steady_clock::time_point deadline) {
+  for (;;) {
+    int status = 0;
+    auto r = ::waitpid(pid, &status, WNOHANG);
+    if (r == pid || (r < 0 && errno == ECHILD))
+      return true;
+    if (std::chrono::steady_clock::now() >= deadline)
+      return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
+// Reads one line from fd before `deadline`; false on EOF, error or timeout.
+bool read_line(int fd, std::string& line, std::chrono::steady_clock::time_point deadline) {
+  line.clear();
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+      deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0)
+      return false;
+    pollfd p{fd, POLLIN, 0};
+    int r = ::poll(&p, 1, static_cast<int>(std::min<long long>(left.count(), 1000)));
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r <= 0)
+      continue;
+    char c;
+    auto n = ::read(fd, &c, 1);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return false;
+    if (c == '\n')
+      return true;
+    if (line.size() < 4096)
+      line += c;
+  }
+}
+
+} // namespace
+
+tls_options tls_of(const experiment_config& cfg) {
+  return make_tls(cfg.tls_cert, cfg.tls_key, cfg.tls_ca);
+}
+
+void check_cluster_options(const experiment_config& cfg) {
+  require(cfg.processes >= 0 && cfg.processes <= 256, "--processes must be between 0 and 256");
+  require(cfg.processes == 0 || cfg.nodes.empty(),
+          "give --processes (nodes started here) or --nodes (nodes already running), not both");
+  require(cfg.nodes.size() <= 4096, "--nodes: at most 4096 nodes");
+  if (!distributed(cfg))
+    return;
+  auto tls = tls_of(cfg);
+  if (tls.enabled())
+    require(!tls.cert.empty() && !tls.key.empty() && !tls.ca.empty(),
+            "TLS needs all of --tls-cert, --tls-key and --tls-ca");
+  const int count = cfg.processes > 0 ? cfg.processes : static_cast<int>(cfg.nodes.size());
+  for (auto& n : cfg.nodes) {
+    auto ep = parse_endpoint(n, "--nodes");
+    require(ep.port != 0, "--nodes " + n + ": port 0 names no running node");
+    require(is_loopback(ep.host) || tls.enabled() || cfg.insecure,
+            "--nodes " + n + " is not on this host: connect with mutual TLS (--tls-cert, "
+            "--tls-key, --tls-ca), or say --insecure to send plain messages over the network");
+  }
+  place_workers(cfg.placement, cfg.workers, count);
+}
+
+std::vector<int> place_workers(const std::string& spec, int workers, int nodes) {
+  require(nodes >= 1, "no node to place workers on");
+  std::vector<int> at(static_cast<size_t>(workers));
+  if (spec == "round-robin") {
+    for (int i = 0; i < workers; ++i)
+      at[static_cast<size_t>(i)] = i % nodes;
+    return at;
+  }
+  if (spec == "block") {
+    // Contiguous ranks, the first (workers mod nodes) nodes one more.
+    int base = workers / nodes, extra = workers % nodes, rank = 0;
+    for (int n = 0; n < nodes; ++n)
+      for (int k = 0; k < base + (n < extra ? 1 : 0); ++k)
+        at[static_cast<size_t>(rank++)] = n;
+    return at;
+  }
+  std::vector<int> given;
+  std::string item;
+  for (size_t i = 0; i <= spec.size(); ++i) {
+    if (i == spec.size() || spec[i] == ',') {
+      require(!item.empty() && item.size() <= 6
+                && item.find_first_not_of("0123456789") == std::string::npos,
+              "--placement '" + spec.substr(0, 80)
+                + "': expected round-robin, block, or one node index per worker (0,0,1,1)");
+      given.push_back(std::stoi(item));
+      item.clear();
+    } else {
+      item += spec[i];
+    }
+  }
+  require(static_cast<int>(given.size()) == workers,
+          "--placement names " + std::to_string(given.size()) + " node(s) for "
+            + std::to_string(workers) + " workers: give one per worker");
+  for (int n : given)
+    require(n < nodes, "--placement: node index " + std::to_string(n) + " but there are only "
+                         + std::to_string(nodes) + " node(s) (indices from 0)");
+  return given;
+}
+
+cluster::cluster(caf::actor_system& sys, const experiment_config& cfg)
+  : sys_(sys), timeout_(cfg.timeout_ms), tls_(tls_of(cfg)) {
+  self_ = std::make_unique<caf::scoped_actor>(sys_);
+  const int count = cfg.processes > 0 ? cfg.processes : static_cast<int>(cfg.nodes.size());
+  auto placed = place_workers(cfg.placement, cfg.workers, count);
+  members_.resize(static_cast<size_t>(count));
+  for (int r = 0; r < cfg.workers; ++r)
+    members_[static_cast<size_t>(placed[static_cast<size_t>(r)])].ranks.push_back(r);
+  try {
+    if (cfg.processes > 0) {
+      start_processes(count, cfg.node_program.empty() ? "/proc/self/exe" : cfg.node_program);
+    } else {
+      for (size_t i = 0; i < members_.size(); ++i)
+        members_[i].at = parse_endpoint(cfg.nodes[i], "--nodes");
+    }
+    for (size_t i = 0; i < members_.size(); ++i) {
+      auto& m = members_[i];
+      auto ptr = connect_actor(sys_, m.at, tls_, timeout_);
+      if (!ptr)
+        throw std::runtime_error("node " + std::to_string(i) + ": " + chorus::describe(ptr.error()));
+      m.handle = caf::actor_cast<node_actor>(*ptr);
+      caf::error refused;
+      (*self_)
+        ->request(m.handle, timeout_, hello_atom_v, std::string{version}, type_table_hash())
+        .receive([&](std::string& name) { m.name = std::move(name); },
+                 [&](caf::error& err) { refused = std::move(err); });
+      if (refused)
+        throw std::runtime_error("node " + std::to_string(i) + " at " + m.at.str() + ": "
+                                 + chorus::describe(refused));
+    }
+  } catch (...) {
+    stop_processes();
+    throw;
+  }
+}
+
+cluster::~cluster() {
+  for (auto& m : members_)
+    if (m.handle)
+      (*self_)->send(m.handle, release_atom_v);
+  self_.reset();
+  stop_processes();
+}
+
+void cluster::start_processes(int count, const std::string& program) {
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  const auto deadline = std::chrono::steady_clock::now() + timeout_;
+  const pid_t parent = ::getpid();
+  for (int i = 0; i < count; ++i) {
+    auto& m = members_[static_cast<size_t>(i)];
+    // As many scheduler threads as the node hosts workers (its share of
+    // the cores), at least one.
+    auto threads = std::to_string(std::clamp<size_t>(m.ranks.size(), 1, cores));
+    std::vector<std::string> argv_text{program, "node", "--listen", "127.0.0.1:0", "--once",
+                                       "--threads", threads};
+    std::vector<char*> argv;
+    for (auto& a : argv_text)
+      argv.push_back(a.data());
+    argv.push_back(nullptr);
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0)
+      throw std::runtime_error(std::string("cannot start node processes: pipe: ") + std::strerror(errno));
+    pid_t pid = ::fork();
+    if (pid < 0) {
+      ::close(fds[0]);
+      ::close(fds[1]);
+      throw std::runtime_error(std::string("cannot start node processes: fork: ") + std::strerror(errno));
+    }
+    if (pid == 0) {
+      // Only async-signal-safe calls between fork and exec.
+      // Its own process group: a Ctrl-C at the terminal reaches only the
+      // coordinator, which stops the run after its step and then releases
+      // the nodes; they still die with it (PDEATHSIG, and CAF's down).
+      ::setpgid(0, 0);
+      ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+      if (::getppid() != parent)
+        ::_exit(1);
+      ::dup2(fds[1], STDOUT_FILENO);  // dup2 clears close-on-exec on the copy
+      ::execv(argv[0], argv.data());
+      ::_exit(127);
+    }
+    ::close(fds[1]);
+    m.pid = pid;
+    m.out_fd = fds[0];
+  }
+  for (int i = 0; i < count; ++i) {
+    auto& m = members_[static_cast<size_t>(i)];
+    std::string line;
+    const std::string prefix = "chorus node: listening on ";
+    if (!read_line(m.out_fd, line, deadline) || line.rfind(prefix, 0) != 0)
+      throw std::runtime_error("node process " + std::to_string(i) + " (" + program + " node, pid "
+                               + std::to_string(m.pid) + ") did not start listening within "
+                               + std::to_string(timeout_.count()) + " ms"
+                               + (line.empty() ? "" : ": it said '" + line + "'"));
+    m.at = parse_endpoint(line.substr(prefix.size()), "node process " + std::to_string(i));
+  }
+}
+
+void cluster::stop_processes() {
+  auto deadline = std::chrono::steady_clock::now() + exit_grace;
+  for (auto& m : members_) {
+    if (m.pid <= 0)
+      continue;
+    if (!reap(m.pid, deadline)) {
+      ::kill(m.pid, SIGTERM);
+      if (!reap(m.pid, std::chrono::steady_clock::now() + std::chrono::seconds(1))) {
+        ::kill(m.pid, SIGKILL);
+        reap(m.pid, std::chrono::steady_clock::now() + std::chrono::seconds(5));
+      }
+    }
+    m.pid = -1;
+    if (m.out_fd >= 0)
+      ::close(m.out_fd);
+    m.out_fd = -1;
+  }
+}
+
+std::string cluster::label(size_t i) const {
+  auto& m = members_[i];
+  return "node " + std::to_string(i) + " (" + (m.name.empty() ? "?" : m.name) + " at "
+         + m.at.str() + ")";
+}
+
+std::vector<std::string> cluster::describe() const {
+  std::vector<std::string> lines;
+  for (size_t i = 0; i < members_.size(); ++i) {
+    std::string ranks;
+    for (auto r : members_[i].ranks)
+      ranks += (ranks.empty() ? "" : ",") + std::to_string(r);
+    lines.push_back(label(i) + ": workers " + (ranks.empty() ? "none" : ranks));
+  }
+  return lines;
+}
+
+std::vector<worker_actor> cluster::host(const std::vector<std::string>& args, int32_t workers,
+                                        const std::string& fingerprint) {
+  std::vector<worker_actor> out(static_cast<size_t>(workers));
+  // Loading the data can take a while on a node: the plan's timeout plus two
+  // minutes. Every node gets its job at once, so they load in parallel.
+  const auto wait = timeout_ + std::chrono::minutes(2);
+  using handle_t = decltype((*self_)->request(members_[0].handle, wait, host_atom_v, node_job{}));
+  std::vector<std::pair<size_t, handle_t>> asked;
+  for (size_t i = 0; i < members_.size(); ++i)
+    if (!members_[i].ranks.empty())
+      asked.emplace_back(i, (*self_)->request(members_[i].handle, wait, host_atom_v,
+                                              node_job{args, members_[i].ranks}));
+  for (auto& [i, handle] : asked) {
+    auto& m = members_[i];
+    hosted_workers got;
+    caf::error refused;
+    handle.receive([&](hosted_workers& h) { got = std::move(h); },
+                   [&](caf::error& err) { refused = std::move(err); });
+    if (refused)
+      throw std::runtime_error(label(i) + " did not take its workers: " + chorus::describe(refused));
+    if (got.fingerprint != fingerprint)
+      throw std::runtime_error(label(i) + " loaded other data than the coordinator: it has ["
+                               + got.fingerprint + "], the coordinator [" + fingerprint
+                               + "]; give every node the same files (--data-dir)");
+    if (got.workers.size() != m.ranks.size())
+      throw std::runtime_error(label(i) + " hosted " + std::to_string(got.workers.size())
+                               + " workers where " + std::to_string(m.ranks.size())
+                               + " were asked for");
+    for (size_t k = 0; k < m.ranks.size(); ++k) {
+      auto remote = caf::actor_cast<worker_actor>(got.workers[k]);
+      if (!remote)
+        throw std::runtime_error(label(i) + " sent an invalid worker handle");
+      out[static_cast<size_t>(m.ranks[k])] = spawn_remote_worker(
+        sys_, remote, "worker " + std::to_string(m.ranks[k]) + " on " + label(i), m.link);
+    }
+  }
+  return out;
+}
+
+std::string cluster::report_json() const {
+  std::string out = "[";
+  for (size_t i = 0; i < members_.size(); ++i) {
+    auto& m = members_[i];
+    json_object o;
+    o.add("node", static_cast<int64_t>(i))
+      .add("name", m.name)
+      .add("at", m.at.str())
+      .raw("workers", json_int_array(m.ranks))
+      .add("bytes_sent", static_cast<int64_t>(m.link->sent.load()))
+      .add("bytes_received", static_cast<int64_t>(m.link->received.load()));
+    out += (i ? "," : "") + o.str();
+  }
+  return out + "]";
+}
+
+} // namespace chorus

@@ -1,0 +1,94 @@
+// The coordinator's side of a run whose workers live in other processes:
+// `chorus train --processes P` (P node processes on this host, on loopback)
+// or `--nodes H:P,...` (nodes already running, `chorus node --listen H:P`).
+//
+// The coordinator is the process that runs `chorus train`: it holds the
+// protocol actor, the evaluator and the monitor, and gets the workers from the
+// nodes (tools/node.hpp). A cluster value, for one run:
+//  1. starts the node processes (--processes) and reads the port each one
+//     bound from its first line on stdout; each child gets SIGTERM if this
+//     process dies (PR_SET_PDEATHSIG), besides noticing it through CAF;
+//  2. connects to every node within --timeout and says hello (same Chorus
+//     version and message types, or a clear refusal);
+//  3. places the workers (round-robin, block, or a node index per worker),
+//     sends each node its node_job, checks that every node loaded the same
+//     data as the coordinator (the fingerprint; a mismatch names the node),
+//     and hands back one stand-in per worker (actors/remote_worker.hpp), in
+//     rank order, for the run graph;
+//  4. at its end releases the nodes and waits for the processes it started
+//     (SIGTERM, then SIGKILL, if one does not exit in time).
+// The protocols are untouched: they talk to worker handles.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <caf/actor_system.hpp>
+#include <caf/scoped_actor.hpp>
+
+#include "actors/interfaces.hpp"
+#include "actors/remote_worker.hpp"
+#include "tools/experiment.hpp"
+#include "tools/network.hpp"
+
+namespace chorus {
+
+/// Checks the cluster flags of cfg (a part of validate()); throws
+/// std::invalid_argument.
+void check_cluster_options(const experiment_config& cfg);
+
+/// The TLS files cfg names (and CHORUS_TLS_PASSPHRASE).
+tls_options tls_of(const experiment_config& cfg);
+
+/// The node (index into the node list) that hosts each worker.
+/// `spec`: "round-robin", "block" or one node index per worker ("0,0,1,1").
+/// Throws std::invalid_argument.
+std::vector<int> place_workers(const std::string& spec, int workers, int nodes);
+
+/// One run's nodes (see above).
+class cluster {
+public:
+  /// Steps 1 and 2 above. Throws std::runtime_error naming the node that
+  /// did not start, answer or agree.
+  cluster(caf::actor_system& sys, const experiment_config& cfg);
+  cluster(const cluster&) = delete;
+  cluster& operator=(const cluster&) = delete;
+  /// Step 4.
+  ~cluster();
+
+  /// One log line per node: where it is and which workers it hosts.
+  std::vector<std::string> describe() const;
+
+  /// Step 3: the stand-ins of workers 0 .. workers-1, in rank order. Throws
+  /// std::runtime_error (a node refused the job or has other data).
+  std::vector<worker_actor> host(const std::vector<std::string>& args, int32_t workers,
+                                 const std::string& fingerprint);
+
+  /// Per node: name, address, workers, payload bytes each way (JSON array).
+  std::string report_json() const;
+
+private:
+  struct member {
+    endpoint at;
+    std::string name;  // "host:pid", from its hello
+    node_actor handle;
+    int pid = -1;      // a process this cluster started, or -1
+    int out_fd = -1;   // its stdout
+    std::vector<int32_t> ranks;
+    std::shared_ptr<link_counters> link = std::make_shared<link_counters>();
+  };
+
+  void start_processes(int count, const std::string& program);
+  void stop_processes();
+  std::string label(size_t i) const;
+
+  caf::actor_system& sys_;
+  std::chrono::milliseconds timeout_;
+  tls_options tls_;
+  std::vector<member> members_;
+  std::unique_ptr<caf::scoped_actor> self_;  // the nodes watch it: its end ends the jobs
+};
+
+} // namespace chorus

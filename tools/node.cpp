@@ -1,0 +1,284 @@
+#include "tools/node.hpp"
+
+#include <iostream>
+#include <stdexcept>
+#include <thread>
+
+#include <caf/all.hpp>
+#include <unistd.h>
+
+#include "actors/system.hpp"
+#include "actors/worker.hpp"
+#include "messages/errors.hpp"
+#include "messages/type_ids.hpp"
+#include "tools/experiment.hpp"
+#include "tools/interrupt.hpp"
+#include "tools/options.hpp"
+
+namespace chorus {
+
+namespace {
+
+struct node_state {
+  node_options opts;
+  std::string name;  // "host:pid"
+  struct job {
+    caf::actor_addr owner;
+    std::vector<worker_actor> workers;
+  };
+  std::vector<job> jobs;
+  bool served = false;
+  // The data of the last job, kept for the next one with the same source.
+  std::string data_key;
+  train_test data;
+};
+
+using node_self = node_actor::stateful_pointer<node_state>;
+
+std::string hex(uint64_t x) {
+  char text[17];
+  std::snprintf(text, sizeof(text), "%016llx", static_cast<unsigned long long>(x));
+  return text;
+}
+
+void say(const std::string& name, const std::string& line) {
+  // One write, so lines of several nodes sharing a terminal do not mix.
+  std::cerr << ("chorus node " + name + ": " + line + "\n") << std::flush;
+}
+
+// Ends the job of `owner` (if any): its workers get an exit.
+void end_job(node_self self, const caf::actor_addr& owner, const std::string& why) {
+  auto& st = self->state;
+  // A --once node released by the coordinator that started it is done,
+  // whether or not a job came (the run may have failed before).
+  st.served = st.served || why == "released";
+  for (auto it = st.jobs.begin(); it != st.jobs.end(); ++it) {
+    if (it->owner != owner)
+      continue;
+    for (auto& w : it->workers)
+      self->send_exit(w, caf::exit_reason::user_shutdown);
+    say(st.name, "job with " + std::to_string(it->workers.size()) + " worker(s) ended (" + why + ")");
+    st.jobs.erase(it);
+    break;
+  }
+  if (st.opts.once && st.served && st.jobs.empty())
+    self->quit();
+}
+
+hosted_workers take_job(node_self self, const node_job& job) {
+  auto& st = self->state;
+  bool help = false;
+  auto cfg = parse_train_args(job.args, &help);
+  if (help)
+    throw std::invalid_argument("the job's flags ask for --help");
+  if (!st.opts.data_dir.empty())
+    cfg.data_dir = st.opts.data_dir;
+  if (!st.opts.devices.empty())
+    cfg.devices = st.opts.devices;
+  auto injections = validate(cfg);
+  auto key = cfg.dataset + "\n" + cfg.data_dir + "\n" + std::to_string(cfg.seed) + "\n"
+             + std::to_string(cfg.max_features);
+  if (key != st.data_key) {
+    st.data = {};
+    dataset_options opts;
+    opts.data_dir = cfg.data_dir;
+    opts.seed = cfg.seed;
+    opts.max_features = cfg.max_features;
+    st.data = load_dataset(cfg.dataset, opts);
+    st.data_key = key;
+  }
+  auto parts = plan_partition(cfg, *st.data.train);
+  hosted_workers out;
+  out.node = st.name;
+  out.fingerprint = fingerprint(st.data);
+  std::vector<worker_actor> spawned;
+  try {
+    for (auto rank : job.ranks) {
+      if (rank < 0 || rank >= cfg.workers)
+        throw std::invalid_argument("rank " + std::to_string(rank) + " outside 0.."
+                                    + std::to_string(cfg.workers - 1));
+      auto w = spawn_worker(self->system(), make_worker_config(cfg, st.data, parts, injections, rank));
+      spawned.push_back(w);
+      out.workers.push_back(caf::actor_cast<caf::strong_actor_ptr>(w));
+    }
+  } catch (...) {
+    for (auto& w : spawned)
+      self->send_exit(w, caf::exit_reason::user_shutdown);
+    throw;
+  }
+  auto owner = self->current_sender();
+  st.jobs.push_back({caf::actor_cast<caf::actor_addr>(owner), std::move(spawned)});
+  self->monitor(owner);
+  st.served = true;
+  say(st.name, "hosting " + std::to_string(job.ranks.size()) + " worker(s) for " + to_string(owner));
+  return out;
+}
+
+node_actor::behavior_type node_behavior(node_self self, node_options opts) {
+  auto& st = self->state;
+  st.opts = std::move(opts);
+  char host[256] = "?";
+  ::gethostname(host, sizeof(host) - 1);
+  st.name = std::string(host) + ":" + std::to_string(::getpid());
+  self->set_down_handler([self](caf::down_msg& msg) {
+    end_job(self, msg.source, "its coordinator is gone: " + to_string(msg.reason));
+  });
+  // However the node ends, its workers end with it.
+  self->attach_functor([self](const caf::error&) {
+    for (auto& j : self->state.jobs)
+      for (auto& w : j.workers)
+        caf::anon_send_exit(w, caf::exit_reason::user_shutdown);
+  });
+  return {
+    [self](hello_atom, const std::string& their_version, uint64_t their_types)
+      -> caf::result<std::string> {
+      auto& st = self->state;
+      if (their_version != version || their_types != type_table_hash()) {
+        auto why = "version mismatch: this node runs Chorus " + std::string(version)
+                   + " (message types " + hex(type_table_hash()) + "), the coordinator "
+                   + their_version + " (message types " + hex(their_types)
+                   + "); run the same build everywhere";
+        say(st.name, "refused a coordinator: " + why);
+        return make_error(errc::bad_request, "node " + st.name + " refused: " + why);
+      }
+      return st.name;
+    },
+    [self](host_atom, node_job& job) -> caf::result<hosted_workers> {
+      try {
+        return take_job(self, job);
+      } catch (const std::exception& e) {
+        say(self->state.name, std::string("refused a job: ") + e.what());
+        return make_error(errc::bad_request, "node " + self->state.name + ": " + e.what());
+      }
+    },
+    [self](release_atom) {
+      end_job(self, caf::actor_cast<caf::actor_addr>(self->current_sender()), "released");
+    },
+  };
+}
+
+int32_t to_count(const std::string& flag, const std::string& v) {
+  if (v.empty() || v.size() > 6 || v.find_first_not_of("0123456789") != std::string::npos)
+    throw std::invalid_argument(flag + " needs a whole number, got '" + v.substr(0, 40) + "'");
+  return std::stoi(v);
+}
+
+} // namespace
+
+node_actor spawn_node(caf::actor_system& sys, node_options opts) {
+  return sys.spawn(node_behavior, std::move(opts));
+}
+
+std::string node_help() {
+  return "usage: chorus node [--listen HOST:PORT] [options]\n\n"
+         "Hosts workers for `chorus train --nodes HOST:PORT,...` run elsewhere (or started by\n"
+         "`chorus train --processes N`). Loads the data itself: give it the same files.\n"
+         "Prints 'chorus node: listening on HOST:PORT' once it serves.\n\noptions:\n"
+         "  --listen HOST:PORT    where to listen [127.0.0.1:0, port 0: any free port]; an\n"
+         "                        address off this host needs --tls-* (or --insecure)\n"
+         "  --data-dir DIR        where this host keeps Fashion-MNIST [the coordinator's]\n"
+         "  --devices I[,I...]    GPUs for cuda workers on this host [the coordinator's]\n"
+         "  --threads T           CAF scheduler threads [all cores]\n"
+         "  --once                exit when the first run's job ends\n"
+         "  --tls-cert FILE       this node's certificate (PEM): mutual TLS\n"
+         "  --tls-key FILE        its key (passphrase from CHORUS_TLS_PASSPHRASE)\n"
+         "  --tls-ca FILE         the CA a coordinator's certificate must come from\n"
+         "  --insecure            listen off loopback without TLS: anyone who reaches the\n"
+         "                        port can send it messages, and a forged header can make it\n"
+         "                        allocate up to 4 GiB (CAF 0.17 has no size limit)\n";
+}
+
+int node_main(const std::vector<std::string>& args) {
+  node_options opts;
+  std::string cert, key, ca;
+  try {
+    for (size_t i = 0; i < args.size(); ++i) {
+      const auto& a = args[i];
+      auto value = [&]() -> std::string {
+        if (i + 1 >= args.size())
+          throw std::invalid_argument(a + " needs a value");
+        return args[++i];
+      };
+      if (a == "--help" || a == "-h") {
+        std::cout << node_help();
+        return 0;
+      } else if (a == "--listen") {
+        opts.listen = parse_endpoint(value(), "--listen");
+      } else if (a == "--data-dir") {
+        opts.data_dir = value();
+      } else if (a == "--devices") {
+        auto v = value();
+        size_t at = 0;
+        while (at <= v.size()) {
+          auto comma = std::min(v.find(',', at), v.size());
+          opts.devices.push_back(to_count("--devices", v.substr(at, comma - at)));
+          at = comma + 1;
+        }
+      } else if (a == "--threads") {
+        opts.threads = to_count("--threads", value());
+        if (opts.threads < 1 || opts.threads > 256)
+          throw std::invalid_argument("--threads must be between 1 and 256");
+      } else if (a == "--once") {
+        opts.once = true;
+      } else if (a == "--tls-cert") {
+        cert = value();
+      } else if (a == "--tls-key") {
+        key = value();
+      } else if (a == "--tls-ca") {
+        ca = value();
+      } else if (a == "--insecure") {
+        opts.insecure = true;
+      } else {
+        throw std::invalid_argument("unknown option '" + a.substr(0, 80) + "' (see chorus node --help)");
+      }
+    }
+    opts.tls = make_tls(cert, key, ca);
+    if (!is_loopback(opts.listen.host) && !opts.tls.enabled() && !opts.insecure)
+      throw std::invalid_argument(
+        "--listen " + opts.listen.str() + " is reachable from other hosts: anyone who can connect "
+        "could send this node messages. Use mutual TLS (--tls-cert, --tls-key, --tls-ca), or "
+        "--insecure to accept that");
+  } catch (const std::invalid_argument& e) {
+    std::cerr << "chorus node: " << e.what() << "\n";
+    return 2;
+  }
+  if (opts.insecure && !opts.tls.enabled() && !is_loopback(opts.listen.host))
+    std::cerr << "chorus node: WARNING: --insecure: plain CAF port on " << opts.listen.str()
+              << "; anyone who reaches it can send this node messages or make it allocate up to "
+                 "4 GiB per connection\n";
+  stop_switch stop;
+  signal_watch signals(stop);
+  try {
+    caf::actor_system_config cfg;
+    auto threads = opts.threads > 0 ? static_cast<size_t>(opts.threads)
+                                    : std::max(1u, std::thread::hardware_concurrency());
+    configure_actor_system(cfg, threads);
+    configure_network(cfg, opts.tls);
+    caf::actor_system sys{cfg};
+    auto listen = opts.listen;
+    auto tls = opts.tls;
+    auto node = spawn_node(sys, std::move(opts));
+    auto port = publish_actor(sys, caf::actor_cast<caf::strong_actor_ptr>(node), listen, tls);
+    if (!port) {
+      caf::anon_send_exit(node, caf::exit_reason::user_shutdown);
+      std::cerr << "chorus node: cannot listen on " << listen.str() << ": " << describe(port.error())
+                << "\n";
+      return 1;
+    }
+    listen.port = *port;
+    std::cout << "chorus node: listening on " << listen.str() << std::endl;
+    stop.attach([node](const std::string&) { caf::anon_send_exit(node, caf::exit_reason::user_shutdown); });
+    {
+      caf::scoped_actor self{sys};
+      self->monitor(node);
+      self->receive([](caf::down_msg&) {});
+    }
+    stop.detach();
+    return signals.exit_status();
+  } catch (const std::exception& e) {
+    std::cerr << "chorus node: " << e.what() << "\n";
+    return signals.signal() ? signals.exit_status() : 1;
+  }
+}
+
+} // namespace chorus
