@@ -7,7 +7,7 @@
 set -euo pipefail
 
 packages=(build-essential cmake pkg-config libcaf-dev libeigen3-dev libgtest-dev
-          zlib1g-dev libopenblas-dev dataset-fashion-mnist libcaf-openssl0.17 libssl-dev)
+          zlib1g-dev libopenblas-dev dataset-fashion-mnist libcaf-openssl0.17 libssl-dev openssl)
 if [[ "${1:-}" == "bench" ]]; then
   packages+=(python3-torch python3-numpy libopenblas0-pthread)
 fi
