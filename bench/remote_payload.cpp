@@ -118,6 +118,14 @@ bool read_all(int fd, void* data, size_t n) {
   return true;
 }
 
+/// Closes a file descriptor when it goes out of scope.
+struct fd_guard {
+  int fd;
+  fd_guard(const fd_guard&) = delete;
+  fd_guard& operator=(const fd_guard&) = delete;
+  ~fd_guard() { ::close(fd); }
+};
+
 void set_nodelay(int fd) {
   int one = 1;
   if (::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0)
@@ -184,12 +192,12 @@ void serve_socket(int lfd, const std::atomic<bool>& stop) {
     int fd = ::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
     if (fd < 0)
       continue;
+    fd_guard conn{fd};
     try {
-      serve_connection(fd);
+      serve_connection(conn.fd);
     } catch (const std::exception& e) {
       std::fprintf(stderr, "remote_payload --serve: %s\n", e.what());
     }
-    ::close(fd);
   }
 }
 
@@ -526,87 +534,85 @@ void serialization(size_t bytes, int reps, int copies) {
   }
 }
 
-/// Throughput of caf and socket, interleaved rep by rep so both see the same
-/// load; then small-message latency of both. Child and parent systems use
-/// the default (work-stealing) scheduler.
-void transport(const settings& s) {
-  child_process child("stealing");
+/// Starts a child with scheduler `policy`, connects to it over CAF (a system
+/// of the same policy here) and over the socket, runs f(self, sink, fd), and
+/// waits for the child to exit.
+template <class F>
+void with_peer(const std::string& policy, F&& f) {
+  child_process child(policy);
   {
     caf::actor_system_config cfg;
-    configure(cfg, "stealing");
+    configure(cfg, policy);
     caf::actor_system sys{cfg};
     auto sink = sys.middleman().remote_actor<payload_actor>("127.0.0.1", child.caf_port());
     if (!sink)
-      fail("remote_actor: " + sys.render(sink.error()));
+      fail("remote_actor (" + policy + "): " + sys.render(sink.error()));
     caf::scoped_actor self{sys};
-    int fd = connect_loopback(child.tcp_port());
-
-    for (size_t bytes : s.sizes_bytes) {
-      const buffer b = make_payload(bytes);
-      const int n = s.requests_for(bytes);
-      for (int i = 0; i < 2; ++i) {  // warm-up (connections, pools, pages)
-        caf_send(self, *sink, b);
-        socket_send(fd, b);
-      }
-      std::vector<double> caf_rates, socket_rates;
-      for (int r = 0; r < s.reps; ++r) {
-        bench::timer t;
-        for (int i = 0; i < n; ++i)
-          caf_send(self, *sink, b);
-        caf_rates.push_back(static_cast<double>(bytes) * n / t.seconds() / 1e9);
-        t.reset();
-        for (int i = 0; i < n; ++i)
-          socket_send(fd, b);
-        socket_rates.push_back(static_cast<double>(bytes) * n / t.seconds() / 1e9);
-      }
-      const double caf = bench::median(caf_rates), sock = bench::median(socket_rates);
-      const double mem = memcpy_gbps(bytes, s.reps, n);
-      auto line = [&](const char* path, double gbps, const std::vector<double>* rates) {
-        auto o = bench::line(bench_name);
-        o.add("metric", "throughput")
-          .add("path", path)
-          .add("bytes", uint64_t{bytes})
-          .add("requests", int32_t{n})
-          .add("reps", int32_t{s.reps})
-          .add("gbps", gbps);
-        if (rates)
-          o.add("max_gbps", *std::max_element(rates->begin(), rates->end()));
-        if (rates == &caf_rates)
-          o.add("ratio_to_socket", caf / sock).add("ratio_to_memcpy", caf / mem);
-        if (rates == &socket_rates)
-          o.add("ratio_to_memcpy", sock / mem);
-        bench::print(o);
-      };
-      line("caf", caf, &caf_rates);
-      line("socket", sock, &socket_rates);
-      line("memcpy", mem, nullptr);
-    }
-
-    const latency sock = socket_latency(fd, s.lat_samples);
-    const latency caf = caf_latency(self, *sink, s.lat_samples);
-    print_latency("socket", "-", sock, s.lat_samples, nullptr);
-    print_latency("caf", "stealing", caf, s.lat_samples, &sock);
-    ::close(fd);
+    fd_guard conn{connect_loopback(child.tcp_port())};
+    f(self, *sink, conn.fd);
   }  // the parent holds proxies only: its system ends at once
   child.finish();
+}
 
-  // The same round trips with the sharing scheduler on both ends.
-  child_process sharing("sharing");
-  {
-    caf::actor_system_config cfg;
-    configure(cfg, "sharing");
-    caf::actor_system sys{cfg};
-    auto sink = sys.middleman().remote_actor<payload_actor>("127.0.0.1", sharing.caf_port());
-    if (!sink)
-      fail("remote_actor (sharing): " + sys.render(sink.error()));
-    caf::scoped_actor self{sys};
-    int fd = connect_loopback(sharing.tcp_port());
-    const latency sock = socket_latency(fd, s.lat_samples);
-    const latency caf = caf_latency(self, *sink, s.lat_samples);
-    ::close(fd);
-    print_latency("caf", "sharing", caf, s.lat_samples, &sock);
+/// Throughput of caf and socket for each size, interleaved rep by rep so
+/// both see the same load, with memcpy of the same size beside them.
+void throughput(const settings& s, caf::scoped_actor& self, const payload_actor& sink, int fd) {
+  for (size_t bytes : s.sizes_bytes) {
+    const buffer b = make_payload(bytes);
+    const int n = s.requests_for(bytes);
+    for (int i = 0; i < 2; ++i) {  // warm-up (connections, pools, pages)
+      caf_send(self, sink, b);
+      socket_send(fd, b);
+    }
+    std::vector<double> caf_rates, socket_rates;
+    for (int r = 0; r < s.reps; ++r) {
+      bench::timer t;
+      for (int i = 0; i < n; ++i)
+        caf_send(self, sink, b);
+      caf_rates.push_back(static_cast<double>(bytes) * n / t.seconds() / 1e9);
+      t.reset();
+      for (int i = 0; i < n; ++i)
+        socket_send(fd, b);
+      socket_rates.push_back(static_cast<double>(bytes) * n / t.seconds() / 1e9);
+    }
+    const double caf = bench::median(caf_rates), sock = bench::median(socket_rates);
+    const double mem = memcpy_gbps(bytes, s.reps, n);
+    auto line = [&](const char* path, double gbps, const std::vector<double>* rates) {
+      auto o = bench::line(bench_name);
+      o.add("metric", "throughput")
+        .add("path", path)
+        .add("bytes", uint64_t{bytes})
+        .add("requests", int32_t{n})
+        .add("reps", int32_t{s.reps})
+        .add("gbps", gbps);
+      if (rates)
+        o.add("max_gbps", *std::max_element(rates->begin(), rates->end()));
+      if (rates == &caf_rates)
+        o.add("ratio_to_socket", caf / sock).add("ratio_to_memcpy", caf / mem);
+      if (rates == &socket_rates)
+        o.add("ratio_to_memcpy", sock / mem);
+      bench::print(o);
+    };
+    line("caf", caf, &caf_rates);
+    line("socket", sock, &socket_rates);
+    line("memcpy", mem, nullptr);
   }
-  sharing.finish();
+}
+
+/// Throughput and round trips with the default (work-stealing) scheduler,
+/// then the round trips again with the sharing scheduler on both ends.
+void transport(const settings& s) {
+  with_peer("stealing", [&](caf::scoped_actor& self, const payload_actor& sink, int fd) {
+    throughput(s, self, sink, fd);
+    const latency sock = socket_latency(fd, s.lat_samples);
+    const latency caf = caf_latency(self, sink, s.lat_samples);
+    print_latency("socket", "-", sock, s.lat_samples, nullptr);
+    print_latency("caf", "stealing", caf, s.lat_samples, &sock);
+  });
+  with_peer("sharing", [&](caf::scoped_actor& self, const payload_actor& sink, int fd) {
+    const latency sock = socket_latency(fd, s.lat_samples);
+    print_latency("caf", "sharing", caf_latency(self, sink, s.lat_samples), s.lat_samples, &sock);
+  });
 }
 
 int run_parent() {
