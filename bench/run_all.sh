@@ -37,6 +37,8 @@ run_one() {
   fi
 }
 
+# Every program in build/bench, each with no arguments. remote_payload starts
+# its own peer (itself with --serve, on 127.0.0.1) and waits for it to exit.
 for exe in "$build"/bench/*; do
   [ -f "$exe" ] && [ -x "$exe" ] || continue
   run_one "$(basename "$exe")" "$exe"
