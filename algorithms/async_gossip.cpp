@@ -69,4 +69,11 @@ protocol_actor spawn_async_gossip(caf::actor_system& sys, run_context ctx) {
   return spawn_async_gossip_from(sys, std::move(ctx), {});
 }
 
+caf::actor spawn_async_gossip_peer(caf::actor_system& sys, run_context ctx, int32_t rank,
+                                   const caf::actor& coordinator) {
+  complete_options(find_algorithm("async_gossip"), ctx.plan);
+  auto rule = ad_psgd_rule(ctx.plan);
+  return spawn_asynchronous_gossip_peer(sys, std::move(ctx), std::move(rule), {}, rank, coordinator);
+}
+
 } // namespace chorus

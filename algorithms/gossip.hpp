@@ -17,6 +17,9 @@ namespace chorus {
 /// in-neighbours. Options: topology, weights, mix_order (atc | cta), seed.
 /// Throws std::invalid_argument for a bad option (e.g. an unknown topology).
 protocol_actor spawn_gossip_sgd(caf::actor_system& sys, run_context ctx);
+/// Only its peer `rank`, reporting to `coordinator` (registry's spawn_peer).
+caf::actor spawn_gossip_sgd_peer(caf::actor_system& sys, run_context ctx, int32_t rank,
+                                 const caf::actor& coordinator);
 
 /// gossip_sgd with peer i starting from initial[i] instead of ctx.initial
 /// (consensus studies and tests; empty: every peer starts at ctx.initial).
@@ -27,6 +30,9 @@ protocol_actor spawn_gossip_sgd_from(caf::actor_system& sys, run_context ctx,
 /// random neighbour, x_i, x_j <- (x_i + x_j) / 2. Options: topology,
 /// weights (only the graph's edges matter), seed.
 protocol_actor spawn_async_gossip(caf::actor_system& sys, run_context ctx);
+/// Only its peer `rank`, reporting to `coordinator` (registry's spawn_peer).
+caf::actor spawn_async_gossip_peer(caf::actor_system& sys, run_context ctx, int32_t rank,
+                                   const caf::actor& coordinator);
 
 /// async_gossip with per-peer initial models (see spawn_gossip_sgd_from).
 protocol_actor spawn_async_gossip_from(caf::actor_system& sys, run_context ctx,
@@ -36,6 +42,9 @@ protocol_actor spawn_async_gossip_from(caf::actor_system& sys, run_context ctx,
 /// tracking the network's mean gradient. Options: topology, weights, seed.
 /// Throws std::invalid_argument for a regularizer (no prox step here).
 protocol_actor spawn_gradient_tracking(caf::actor_system& sys, run_context ctx);
+/// Only its peer `rank`, reporting to `coordinator` (registry's spawn_peer).
+caf::actor spawn_gradient_tracking_peer(caf::actor_system& sys, run_context ctx, int32_t rank,
+                                        const caf::actor& coordinator);
 
 /// gradient_tracking with per-peer initial models (see spawn_gossip_sgd_from).
 protocol_actor spawn_gradient_tracking_from(caf::actor_system& sys, run_context ctx,

@@ -94,4 +94,11 @@ protocol_actor spawn_gossip_sgd(caf::actor_system& sys, run_context ctx) {
   return spawn_gossip_sgd_from(sys, std::move(ctx), {});
 }
 
+caf::actor spawn_gossip_sgd_peer(caf::actor_system& sys, run_context ctx, int32_t rank,
+                                 const caf::actor& coordinator) {
+  complete_options(find_algorithm("gossip_sgd"), ctx.plan);
+  auto rule = dsgd_rule(ctx.plan);
+  return spawn_synchronous_gossip_peer(sys, std::move(ctx), std::move(rule), {}, rank, coordinator);
+}
+
 } // namespace chorus

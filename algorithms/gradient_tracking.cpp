@@ -83,4 +83,11 @@ protocol_actor spawn_gradient_tracking(caf::actor_system& sys, run_context ctx) 
   return spawn_gradient_tracking_from(sys, std::move(ctx), {});
 }
 
+caf::actor spawn_gradient_tracking_peer(caf::actor_system& sys, run_context ctx, int32_t rank,
+                                        const caf::actor& coordinator) {
+  complete_options(find_algorithm("gradient_tracking"), ctx.plan);
+  auto rule = tracking_rule(ctx.plan);
+  return spawn_synchronous_gossip_peer(sys, std::move(ctx), std::move(rule), {}, rank, coordinator);
+}
+
 } // namespace chorus

@@ -58,15 +58,17 @@ const std::vector<algorithm_info>& algorithm_registry() {
      "one round: every node takes one gradient step and mixes with its in-neighbours",
      spawn_gossip_sgd,
      {topology_option, weights_option,
-      {"mix_order", "ORDER", "atc", "atc (adapt then combine) | cta (combine then adapt)"}}},
+      {"mix_order", "ORDER", "atc", "atc (adapt then combine) | cta (combine then adapt)"}},
+     false, {}, spawn_gossip_sgd_peer},
     {"async_gossip",
      "asynchronous gossip SGD (AD-PSGD): after each local step, average with one random neighbour",
      "one local step of one node (with its pairwise average)", spawn_async_gossip,
-     {topology_option, weights_option}},
+     {topology_option, weights_option}, false, {}, spawn_async_gossip_peer},
     {"gradient_tracking",
      "gradient tracking (DIGing): x_i <- sum_j w_ij x_j - eta y_i, y_i tracks the mean gradient",
      "one round: every node takes one tracked step and mixes x and y with its in-neighbours",
-     spawn_gradient_tracking, {topology_option, weights_option}},
+     spawn_gradient_tracking, {topology_option, weights_option}, false, {},
+     spawn_gradient_tracking_peer},
     {"leader_sgd",
      "leader SGD (LSGD): x_i <- Prox(x_i - eta (g_i + lambda (x_i - x_leader))), leader = lowest "
      "recent loss; groups > 1: also pulled to the global leader (lambda_global)",
@@ -143,6 +145,18 @@ protocol_actor spawn_algorithm(caf::actor_system& sys, const std::string& name, 
   complete_options(algo, ctx.plan);
   ctx.plan.algorithm = name;
   return algo.spawn(sys, std::move(ctx));
+}
+
+caf::actor spawn_algorithm_peer(caf::actor_system& sys, const std::string& name, run_context ctx,
+                                int32_t rank, const caf::actor& coordinator) {
+  const auto& algo = find_algorithm(name);
+  if (!algo.spawn_peer)
+    throw std::invalid_argument(name + " keeps no actor beside its workers");
+  check_options(algo, ctx.plan.options);
+  complete_options(algo, ctx.plan);
+  if (rank < 0 || static_cast<size_t>(rank) >= ctx.workers.size())
+    throw std::invalid_argument("peer " + std::to_string(rank) + " of " + name + ": no such worker");
+  return algo.spawn_peer(sys, std::move(ctx), rank, coordinator);
 }
 
 } // namespace chorus

@@ -23,6 +23,12 @@ namespace chorus {
 /// worker holds.
 using reshard_hook = std::function<partition(const partition& base, const run_plan& plan)>;
 
+/// Spawns, here, the actor the protocol keeps beside worker `rank` (a gossip
+/// peer), reporting to `coordinator`, the run's protocol actor in another
+/// process; ctx describes the same run (run_context::spawn_beside).
+using peer_hook = std::function<caf::actor(caf::actor_system&, run_context ctx, int32_t rank,
+                                           const caf::actor& coordinator)>;
+
 /// One option a protocol reads from run_plan::options.
 struct protocol_option {
   std::string key;       ///< the options key; its flag is --key with '_' written '-'
@@ -40,6 +46,9 @@ struct algorithm_info {
   std::vector<protocol_option> options;  ///< every option it reads, besides the run's seed
   bool runs_on_cuda = false;  ///< its protocol actor works with --backend cuda
   reshard_hook reshard{};    ///< empty for most protocols
+  /// Decentralized protocols: their peer alone, for runs whose workers live
+  /// in other processes; empty for protocols without peers.
+  peer_hook spawn_peer{};
 };
 
 /// Every registered protocol, in the order `chorus list` prints them.
@@ -70,5 +79,11 @@ std::vector<std::string> cuda_algorithms();
 /// with their defaults, refuses --backend cuda for a protocol that does not
 /// run there, and calls the entry point. Throws std::invalid_argument.
 protocol_actor spawn_algorithm(caf::actor_system& sys, const std::string& name, run_context ctx);
+
+/// Spawns, here, peer `rank` of protocol `name` (its spawn_peer hook) on a
+/// copy of the run's context, completed as spawn_algorithm does. Throws
+/// std::invalid_argument when the protocol keeps no actor beside its workers.
+caf::actor spawn_algorithm_peer(caf::actor_system& sys, const std::string& name, run_context ctx,
+                                int32_t rank, const caf::actor& coordinator);
 
 } // namespace chorus

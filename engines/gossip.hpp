@@ -107,6 +107,14 @@ struct gossip_rule {
 protocol_actor spawn_synchronous_gossip(caf::actor_system& sys, run_context ctx, gossip_rule rule,
                                         std::vector<buffer> initial);
 
+/// Only peer `rank` of that run, spawned here and reporting to
+/// `coordinator` (the run's protocol actor in another process): what a node
+/// spawns beside its worker (run_context::spawn_beside). ctx must describe
+/// the same run (plan, w_0, one worker slot per rank; only `rank`'s is used).
+caf::actor spawn_synchronous_gossip_peer(caf::actor_system& sys, run_context ctx, gossip_rule rule,
+                                         std::vector<buffer> initial, int32_t rank,
+                                         const caf::actor& coordinator);
+
 // -- asynchronous gossip (pairwise exchanges) ----------------------------------------
 
 /// An asynchronous pairwise protocol at one peer. The peer loops with no
@@ -140,5 +148,10 @@ struct pairwise_rule {
 /// std::invalid_argument for bad options.
 protocol_actor spawn_asynchronous_gossip(caf::actor_system& sys, run_context ctx, pairwise_rule rule,
                                          std::vector<buffer> initial);
+
+/// Only peer `rank` of that run (as spawn_synchronous_gossip_peer).
+caf::actor spawn_asynchronous_gossip_peer(caf::actor_system& sys, run_context ctx,
+                                          pairwise_rule rule, std::vector<buffer> initial,
+                                          int32_t rank, const caf::actor& coordinator);
 
 } // namespace chorus

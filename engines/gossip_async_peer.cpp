@@ -141,8 +141,9 @@ async_peer_actor::behavior_type async_peer(async_peer_pointer self, int32_t rank
 
 } // namespace
 
-protocol_actor spawn_asynchronous_gossip(caf::actor_system& sys, run_context ctx, pairwise_rule rule,
-                                         std::vector<buffer> initial) {
+namespace {
+
+coordinator_plan pairwise_plan(const run_context& ctx, pairwise_rule rule, std::vector<buffer> initial) {
   if (ctx.workers.empty())
     throw std::invalid_argument("gossip: no workers");
   if (!rule.step || !rule.pick || !rule.answer || !rule.complete)
@@ -167,7 +168,22 @@ protocol_actor spawn_asynchronous_gossip(caf::actor_system& sys, run_context ctx
     return caf::actor_cast<caf::actor>(
       sys.spawn(async_peer, rank, shared_ctx, c, window, xs[i], neighbours[i], shared_rule));
   };
+  return cp;
+}
+
+} // namespace
+
+protocol_actor spawn_asynchronous_gossip(caf::actor_system& sys, run_context ctx, pairwise_rule rule,
+                                         std::vector<buffer> initial) {
+  auto cp = pairwise_plan(ctx, std::move(rule), std::move(initial));
   return spawn_gossip_coordinator(sys, std::move(ctx), std::move(cp));
+}
+
+caf::actor spawn_asynchronous_gossip_peer(caf::actor_system& sys, run_context ctx,
+                                          pairwise_rule rule, std::vector<buffer> initial,
+                                          int32_t rank, const caf::actor& coordinator) {
+  auto cp = pairwise_plan(ctx, std::move(rule), std::move(initial));
+  return cp.spawn_peer(sys, rank, caf::actor_cast<gossip_coordinator_actor>(coordinator));
 }
 
 } // namespace chorus

@@ -371,7 +371,15 @@ gossip_coordinator_actor::behavior_type coordinator(coordinator_pointer self, ru
       auto result = begin_run(self);
       auto handle = caf::actor_cast<gossip_coordinator_actor>(self);
       for (size_t i = 0; i < st.ctx.workers.size(); ++i) {
-        auto peer = st.cp.spawn_peer(self->home_system(), static_cast<int32_t>(i), handle);
+        // Beside its worker, in the worker's process when that is another.
+        auto peer = st.ctx.spawn_beside
+                      ? st.ctx.spawn_beside(static_cast<int32_t>(i), caf::actor_cast<caf::actor>(handle))
+                      : st.cp.spawn_peer(self->home_system(), static_cast<int32_t>(i), handle);
+        if (!peer) {
+          fail_run(self, make_error(errc::worker_lost, "peer " + std::to_string(i)
+                                                         + " could not be spawned beside its worker"));
+          return result;
+        }
         // Whenever this actor terminates, normally or not, its peers go too.
         self->attach_functor([peer] { caf::anon_send_exit(peer, caf::exit_reason::user_shutdown); });
         self->monitor(peer);

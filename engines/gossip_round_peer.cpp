@@ -280,8 +280,9 @@ int32_t round_window(const topology& t) {
 
 } // namespace
 
-protocol_actor spawn_synchronous_gossip(caf::actor_system& sys, run_context ctx, gossip_rule rule,
-                                        std::vector<buffer> initial) {
+namespace {
+
+coordinator_plan round_plan(const run_context& ctx, gossip_rule rule, std::vector<buffer> initial) {
   if (ctx.workers.empty())
     throw std::invalid_argument("gossip: no workers");
   coordinator_plan cp;
@@ -298,7 +299,22 @@ protocol_actor spawn_synchronous_gossip(caf::actor_system& sys, run_context ctx,
     return caf::actor_cast<caf::actor>(sys.spawn(round_peer, rank, shared_ctx, c, window,
                                                  xs[static_cast<size_t>(rank)], topo, shared_rule));
   };
+  return cp;
+}
+
+} // namespace
+
+protocol_actor spawn_synchronous_gossip(caf::actor_system& sys, run_context ctx, gossip_rule rule,
+                                        std::vector<buffer> initial) {
+  auto cp = round_plan(ctx, std::move(rule), std::move(initial));
   return spawn_gossip_coordinator(sys, std::move(ctx), std::move(cp));
+}
+
+caf::actor spawn_synchronous_gossip_peer(caf::actor_system& sys, run_context ctx, gossip_rule rule,
+                                         std::vector<buffer> initial, int32_t rank,
+                                         const caf::actor& coordinator) {
+  auto cp = round_plan(ctx, std::move(rule), std::move(initial));
+  return cp.spawn_peer(sys, rank, caf::actor_cast<gossip_coordinator_actor>(coordinator));
 }
 
 } // namespace chorus

@@ -5,6 +5,7 @@
 // self pointer; its state must derive from protocol_state.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -38,6 +39,14 @@ struct run_context {
   /// the graph knows it; empty otherwise. Protocols that move data between
   /// GPUs themselves (sync_sgd with allreduce=nccl) place their ranks by it.
   std::vector<int> worker_devices;
+  /// Set by the runner when the workers live in other processes (--processes,
+  /// --nodes): spawns, in the process of worker `rank`, the actor a
+  /// decentralized protocol keeps beside that worker (a gossip peer), with
+  /// `coordinator` as its protocol actor, and returns its handle (null when
+  /// it could not). The node rebuilds the protocol from the run's flags
+  /// (spawn_algorithm_peer), so a peer and its worker share a process and
+  /// peers talk node to node. Empty: the protocol spawns its peers here.
+  std::function<caf::actor(int32_t rank, const caf::actor& coordinator)> spawn_beside;
 };
 
 /// Spawns a protocol actor running `fun(self, ctx, xs...)`: detached when its

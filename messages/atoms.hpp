@@ -46,6 +46,10 @@ using hello_atom = caf::atom_constant<caf::atom("hello")>;
 using host_atom = caf::atom_constant<caf::atom("host")>;
 /// Node: the caller's run is over; let its workers go.
 using release_atom = caf::atom_constant<caf::atom("release")>;
+/// Node: spawn a protocol's peer beside one of the caller's workers.
+using peer_atom = caf::atom_constant<caf::atom("peer")>;
+/// Node: connect directly to these other nodes (peers talk node to node).
+using mesh_atom = caf::atom_constant<caf::atom("mesh")>;
 
 constexpr compute_atom compute_atom_v{};
 constexpr local_atom local_atom_v{};
@@ -67,5 +71,7 @@ constexpr join_atom join_atom_v{};
 constexpr hello_atom hello_atom_v{};
 constexpr host_atom host_atom_v{};
 constexpr release_atom release_atom_v{};
+constexpr peer_atom peer_atom_v{};
+constexpr mesh_atom mesh_atom_v{};
 
 } // namespace chorus

@@ -271,7 +271,7 @@ std::vector<std::string> cluster::describe() const {
 }
 
 std::vector<worker_actor> cluster::host(const std::vector<std::string>& args, int32_t workers,
-                                        const std::string& fingerprint) {
+                                        const std::string& fingerprint, bool mesh) {
   std::vector<worker_actor> out(static_cast<size_t>(workers));
   // Loading the data can take a while on a node: the plan's timeout plus two
   // minutes. Every node gets its job at once, so they load in parallel.
@@ -306,7 +306,45 @@ std::vector<worker_actor> cluster::host(const std::vector<std::string>& args, in
         sys_, remote, "worker " + std::to_string(m.ranks[k]) + " on " + label(i), m.link);
     }
   }
+  if (mesh) {
+    // Node i dials every node after it: one connection per pair (CAF closes
+    // a second one between two nodes as redundant).
+    for (size_t i = 0; i + 1 < members_.size(); ++i) {
+      std::string later;
+      for (size_t j = i + 1; j < members_.size(); ++j)
+        later += (later.empty() ? "" : ",") + members_[j].at.str();
+      caf::error failed;
+      (*self_)
+        ->request(members_[i].handle, timeout_ + std::chrono::seconds(30), mesh_atom_v, later)
+        .receive([](ok_atom) {}, [&](caf::error& err) { failed = std::move(err); });
+      if (failed)
+        throw std::runtime_error(label(i) + " could not connect to the other nodes: "
+                                 + chorus::describe(failed));
+    }
+  }
   return out;
+}
+
+std::function<caf::actor(int32_t, const caf::actor&)> cluster::beside(const monitor_actor& monitor) {
+  return [this, monitor](int32_t rank, const caf::actor& coordinator) -> caf::actor {
+    for (size_t i = 0; i < members_.size(); ++i) {
+      auto& ranks = members_[i].ranks;
+      if (std::find(ranks.begin(), ranks.end(), rank) == ranks.end())
+        continue;
+      caf::actor peer;
+      (*self_)
+        ->request(members_[i].handle, timeout_, peer_atom_v, rank, coordinator,
+                  caf::actor_cast<caf::actor>(monitor))
+        .receive([&](caf::strong_actor_ptr& ptr) { peer = caf::actor_cast<caf::actor>(ptr); },
+                 [&](caf::error& err) {
+                   caf::anon_send(monitor, log_atom_v,
+                                  label(i) + ": no peer " + std::to_string(rank) + ": "
+                                    + chorus::describe(err));
+                 });
+      return peer;
+    }
+    return caf::actor{};
+  };
 }
 
 std::string cluster::report_json() const {

@@ -21,6 +21,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -63,8 +64,15 @@ public:
 
   /// Step 3: the stand-ins of workers 0 .. workers-1, in rank order. Throws
   /// std::runtime_error (a node refused the job or has other data).
+  /// With `mesh`, every node then connects to every other one directly, so
+  /// peers spawned beside the workers (beside()) talk node to node.
   std::vector<worker_actor> host(const std::vector<std::string>& args, int32_t workers,
-                                 const std::string& fingerprint);
+                                 const std::string& fingerprint, bool mesh = false);
+
+  /// The run_context::spawn_beside of this run: asks the node that hosts
+  /// worker `rank` to spawn the protocol's peer there, logging to `monitor`.
+  /// Valid while this cluster lives; called from the protocol actor.
+  std::function<caf::actor(int32_t, const caf::actor&)> beside(const monitor_actor& monitor);
 
   /// Per node: name, address, workers, payload bytes each way (JSON array).
   std::string report_json() const;

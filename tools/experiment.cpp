@@ -148,6 +148,38 @@ worker_config make_worker_config(const experiment_config& cfg, const train_test&
   return wc;
 }
 
+run_context make_context(const experiment_config& cfg, const train_test& data,
+                         const partition& parts) {
+  run_context ctx;
+  const int64_t train_size = data.train->size();
+  ctx.plan.algorithm = cfg.algorithm;
+  ctx.plan.steps = cfg.steps;
+  ctx.plan.max_samples = max_samples_for(cfg, train_size);
+  ctx.plan.eval_every = cfg.eval_every;
+  ctx.plan.eval_every_samples = cfg.eval_every > 0 ? 0 : std::max<int64_t>(1, train_size / 2);
+  ctx.plan.target_acc = cfg.target_acc;
+  ctx.plan.lr = static_cast<float>(cfg.lr);
+  ctx.plan.reg = regularizer::parse(cfg.reg);
+  ctx.plan.train_size = train_size;
+  ctx.plan.timeout = std::chrono::milliseconds(cfg.timeout_ms);
+  ctx.plan.options = cfg.options;
+  ctx.plan.options["seed"] = std::to_string(cfg.seed);
+  complete_options(find_algorithm(cfg.algorithm), ctx.plan);
+  for (auto& p : parts)
+    ctx.shard_sizes.push_back(static_cast<int64_t>(p.size()));
+  ctx.shards = std::make_shared<const partition>(parts);
+  ctx.backend = cfg.backend;
+  ctx.device = cfg.devices.front();
+  // w_0 from the seed: every process that builds this context gets the
+  // same floats.
+  auto net = make_model(cfg.model, data.train->num_features, data.train->num_classes);
+  mutable_buffer w0(static_cast<size_t>(net->num_params()));
+  std::mt19937_64 rng(cfg.seed);
+  net->init(w0.data(), rng);
+  ctx.initial = std::move(w0).freeze();
+  return ctx;
+}
+
 std::string to_json(const experiment_config& cfg) {
   json_object o;
   o.add("algorithm", cfg.algorithm)
@@ -235,10 +267,6 @@ experiment_result run_checked(const experiment_config& cfg, const train_test& da
       result.injected += (result.injected.empty() ? "" : "; ") + ("worker " + std::to_string(i) + ": ")
                          + injections[i].describe();
 
-  mutable_buffer w0(static_cast<size_t>(net->num_params()));
-  std::mt19937_64 rng(cfg.seed);
-  net->init(w0.data(), rng);
-
   if (!cfg.out_dir.empty()) {
     json_object effective;
     effective.raw("config", to_json(cfg))
@@ -280,22 +308,12 @@ experiment_result run_checked(const experiment_config& cfg, const train_test& da
     mon_cfg.progress = cfg.progress;
     run_graph graph(sys, mon_cfg);
     auto& ctx = graph.context();
-    ctx.plan.algorithm = cfg.algorithm;
-    ctx.plan.steps = result.steps_planned;
-    ctx.plan.max_samples = result.samples_planned;
-    ctx.plan.eval_every = result.eval_every;
-    ctx.plan.eval_every_samples = result.eval_every_samples;
-    ctx.plan.target_acc = cfg.target_acc;
-    ctx.plan.lr = static_cast<float>(cfg.lr);
-    ctx.plan.reg = regularizer::parse(cfg.reg);
-    ctx.plan.train_size = result.train_size;
-    ctx.plan.timeout = std::chrono::milliseconds(cfg.timeout_ms);
-    ctx.plan.options = cfg.options;
-    ctx.plan.options["seed"] = std::to_string(cfg.seed);
-    complete_options(algo, ctx.plan);
-    for (auto& p : parts)
-      ctx.shard_sizes.push_back(static_cast<int64_t>(p.size()));
-    ctx.shards = std::make_shared<const partition>(parts);
+    {
+      // The graph keeps its monitor; everything else comes from the config.
+      auto base = make_context(cfg, data, parts);
+      base.monitor = ctx.monitor;
+      ctx = std::move(base);
+    }
     for (int32_t i = 0; i < cfg.workers; ++i)
       if (injections[static_cast<size_t>(i)].active())
         graph.log("worker " + std::to_string(i) + " injected: "
@@ -304,8 +322,12 @@ experiment_result run_checked(const experiment_config& cfg, const train_test& da
       // The nodes build the same workers from the same flags and data.
       for (auto& line : nodes->describe())
         graph.log(line);
-      for (auto& w : nodes->host(to_args(cfg), cfg.workers, fingerprint(data)))
+      // Protocols with peers get them beside the workers, on the nodes.
+      const bool peers = static_cast<bool>(algo.spawn_peer);
+      for (auto& w : nodes->host(to_args(cfg), cfg.workers, fingerprint(data), peers))
         graph.add_worker(w);
+      if (peers)
+        ctx.spawn_beside = nodes->beside(ctx.monitor);
     } else {
       for (int32_t i = 0; i < cfg.workers; ++i)
         graph.add_worker(make_worker_config(cfg, data, parts, injections, i));
@@ -318,9 +340,6 @@ experiment_result run_checked(const experiment_config& cfg, const train_test& da
     ec.backend = cfg.backend;
     ec.device = cfg.devices.front();
     graph.set_evaluator(ec);
-    ctx.backend = cfg.backend;
-    ctx.device = cfg.devices.front();
-    ctx.initial = std::move(w0).freeze();
 
     graph.log("starting " + cfg.algorithm + ": " + std::to_string(cfg.workers) + " workers, "
               + cfg.model + " (" + std::to_string(net->num_params()) + " params) on "

@@ -14,6 +14,7 @@
 
 #include "actors/injection.hpp"
 #include "actors/worker.hpp"
+#include "engines/protocol.hpp"
 #include "data/dataset.hpp"
 #include "messages/payloads.hpp"
 #include "models/model.hpp"
@@ -83,6 +84,12 @@ partition plan_partition(const experiment_config& cfg, const dataset& train);
 worker_config make_worker_config(const experiment_config& cfg, const train_test& data,
                                  const partition& parts, const std::vector<injection>& injections,
                                  int32_t rank);
+
+/// The wiring of cfg's protocol but its actors (workers, evaluator and
+/// monitor are the caller's): the completed plan, the shard sizes and
+/// shards, the backend and w_0 (from the seed, so equal in every process).
+run_context make_context(const experiment_config& cfg, const train_test& data,
+                         const partition& parts);
 
 /// The config as a JSON object (what config.json holds).
 std::string to_json(const experiment_config& cfg);

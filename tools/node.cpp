@@ -1,5 +1,6 @@
 #include "tools/node.hpp"
 
+#include <algorithm>
 #include <iostream>
 #include <stdexcept>
 #include <thread>
@@ -9,6 +10,7 @@
 
 #include "actors/system.hpp"
 #include "actors/worker.hpp"
+#include "algorithms/registry.hpp"
 #include "messages/errors.hpp"
 #include "messages/type_ids.hpp"
 #include "tools/experiment.hpp"
@@ -24,7 +26,12 @@ struct node_state {
   std::string name;  // "host:pid"
   struct job {
     caf::actor_addr owner;
-    std::vector<worker_actor> workers;
+    std::vector<worker_actor> workers;  // by position in `ranks`
+    std::vector<int32_t> ranks;
+    std::vector<caf::actor> peers;      // spawned beside the workers
+    experiment_config cfg;
+    train_test data;
+    partition parts;
   };
   std::vector<job> jobs;
   bool served = false;
@@ -57,6 +64,8 @@ void end_job(node_self self, const caf::actor_addr& owner, const std::string& wh
       continue;
     for (auto& w : it->workers)
       self->send_exit(w, caf::exit_reason::user_shutdown);
+    for (auto& p : it->peers)
+      self->send_exit(p, caf::exit_reason::user_shutdown);
     say(st.name, "job with " + std::to_string(it->workers.size()) + " worker(s) ended (" + why + ")");
     st.jobs.erase(it);
     break;
@@ -107,11 +116,38 @@ hosted_workers take_job(node_self self, const node_job& job) {
     throw;
   }
   auto owner = self->current_sender();
-  st.jobs.push_back({caf::actor_cast<caf::actor_addr>(owner), std::move(spawned)});
+  st.jobs.push_back({caf::actor_cast<caf::actor_addr>(owner), std::move(spawned), job.ranks, {}, cfg,
+                     st.data, std::move(parts)});
   self->monitor(owner);
   st.served = true;
   say(st.name, "hosting " + std::to_string(job.ranks.size()) + " worker(s) for " + to_string(owner));
   return out;
+}
+
+// The job of the current sender, or null.
+node_state::job* sender_job(node_self self) {
+  auto owner = caf::actor_cast<caf::actor_addr>(self->current_sender());
+  for (auto& j : self->state.jobs)
+    if (j.owner == owner)
+      return &j;
+  return nullptr;
+}
+
+caf::actor spawn_peer_beside(node_self self, int32_t rank, const caf::actor& coordinator,
+                             const caf::actor& monitor) {
+  auto* job = sender_job(self);
+  if (job == nullptr)
+    throw std::invalid_argument("no job of this coordinator here");
+  auto at = std::find(job->ranks.begin(), job->ranks.end(), rank);
+  if (at == job->ranks.end())
+    throw std::invalid_argument("worker " + std::to_string(rank) + " is not hosted here");
+  auto ctx = make_context(job->cfg, job->data, job->parts);
+  ctx.workers.assign(static_cast<size_t>(job->cfg.workers), worker_actor{});
+  ctx.workers[static_cast<size_t>(rank)] = job->workers[static_cast<size_t>(at - job->ranks.begin())];
+  ctx.monitor = caf::actor_cast<monitor_actor>(monitor);
+  auto peer = spawn_algorithm_peer(self->system(), job->cfg.algorithm, std::move(ctx), rank, coordinator);
+  job->peers.push_back(peer);
+  return peer;
 }
 
 node_actor::behavior_type node_behavior(node_self self, node_options opts) {
@@ -125,9 +161,12 @@ node_actor::behavior_type node_behavior(node_self self, node_options opts) {
   });
   // However the node ends, its workers end with it.
   self->attach_functor([self](const caf::error&) {
-    for (auto& j : self->state.jobs)
+    for (auto& j : self->state.jobs) {
       for (auto& w : j.workers)
         caf::anon_send_exit(w, caf::exit_reason::user_shutdown);
+      for (auto& p : j.peers)
+        caf::anon_send_exit(p, caf::exit_reason::user_shutdown);
+    }
   });
   return {
     [self](hello_atom, const std::string& their_version, uint64_t their_types)
@@ -150,6 +189,36 @@ node_actor::behavior_type node_behavior(node_self self, node_options opts) {
         say(self->state.name, std::string("refused a job: ") + e.what());
         return make_error(errc::bad_request, "node " + self->state.name + ": " + e.what());
       }
+    },
+    [self](peer_atom, int32_t rank, caf::actor& coordinator,
+           caf::actor& monitor) -> caf::result<caf::strong_actor_ptr> {
+      try {
+        return caf::actor_cast<caf::strong_actor_ptr>(spawn_peer_beside(self, rank, coordinator, monitor));
+      } catch (const std::exception& e) {
+        return make_error(errc::bad_request, "node " + self->state.name + ": peer " + std::to_string(rank)
+                                               + ": " + e.what());
+      }
+    },
+    [self](mesh_atom, const std::string& endpoints) -> caf::result<ok_atom> {
+      // Blocks this node actor while it connects; it serves nothing else
+      // during a run's setup anyway.
+      auto& st = self->state;
+      size_t at = 0;
+      while (at < endpoints.size()) {
+        auto comma = std::min(endpoints.find(',', at), endpoints.size());
+        auto text = endpoints.substr(at, comma - at);
+        at = comma + 1;
+        try {
+          auto ep = parse_endpoint(text, "mesh");
+          auto ptr = connect_actor(self->system(), ep, st.opts.tls, std::chrono::seconds(30));
+          if (!ptr)
+            return make_error(errc::worker_lost, "node " + st.name + " cannot reach node " + text
+                                                   + ": " + describe(ptr.error()));
+        } catch (const std::exception& e) {
+          return make_error(errc::bad_request, "node " + st.name + ": " + e.what());
+        }
+      }
+      return ok_atom_v;
     },
     [self](release_atom) {
       end_job(self, caf::actor_cast<caf::actor_addr>(self->current_sender()), "released");
