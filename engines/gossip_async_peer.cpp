@@ -33,7 +33,9 @@ using async_peer_actor = caf::typed_actor<
   // A neighbour's model; replies with this peer's model, which moves by rule.answer.
   caf::replies_to<gossip_atom, peer_state>::with<peer_state>,
   // Self: take the next local step.
-  caf::reacts_to<caf::tick_atom>>;
+  caf::reacts_to<caf::tick_atom>,
+  // Coordinator: the model reported after this local step (peer_base::model_at).
+  caf::replies_to<fetch_atom, int64_t>::with<peer_state>>;
 
 struct async_peer_state : peer_base {
   static inline const char* name = "chorus.async_gossip_peer";
@@ -136,6 +138,10 @@ async_peer_actor::behavior_type async_peer(async_peer_pointer self, int32_t rank
       return mine;
     },
     [self](caf::tick_atom) { local_step(self); },
+    [self](fetch_atom, int64_t step) {
+      auto& st = self->state;
+      return st.model_at(step, st.x, st.steps);
+    },
   };
 }
 

@@ -85,6 +85,11 @@ struct coordinator_state : protocol_state {
   coordinator_plan cp;
   std::vector<caf::actor> peers;
   std::vector<peer_state> latest;  // per peer: its last counted report
+  // Per peer: latest[i].x is the model of latest[i].step. False after a
+  // report without a model (a peer on a node): fetch it before using it.
+  std::vector<bool> fresh;
+  bool fetching = false;  // models are being fetched
+  bool wrapping = false;  // wrap_up has begun
   std::map<int64_t, std::map<int32_t, pending_report>> by_round;  // rounds: not yet counted
   std::deque<peer_state> queue;  // steps: reports not yet counted (counted as they come)
   std::vector<caf::typed_response_promise<ok_atom>> parked;  // reports after the end, never answered
@@ -178,6 +183,7 @@ struct coordinator_state : protocol_state {
 using coordinator_pointer = gossip_coordinator_actor::stateful_pointer<coordinator_state>;
 
 void advance(coordinator_pointer self);
+void finish(coordinator_pointer self);
 
 // Counts the next round (or report) if it is complete; false otherwise.
 bool count_next(coordinator_pointer self) {
@@ -185,7 +191,12 @@ bool count_next(coordinator_pointer self) {
   auto count = [&st](const peer_state& p) {
     auto& last = st.latest[static_cast<size_t>(p.sender)];
     st.tracker.add_work(p.samples - last.samples, p.loss, 1);
+    // A report without a model keeps the last one known, marked stale.
+    auto known = last.x;
     last = p;
+    st.fresh[static_cast<size_t>(p.sender)] = !p.x.empty();
+    if (p.x.empty())
+      last.x = known;
   };
   if (st.cp.rounds) {
     auto it = st.by_round.find(st.next_round);
@@ -218,6 +229,44 @@ bool count_next(coordinator_pointer self) {
     return true;
   }
   return false;
+}
+
+// Calls next() once latest[i].x is the model of latest[i].step for every live
+// peer, fetching the stale ones (peers on nodes report without models). A
+// peer that does not answer in time keeps its last known model (the peer
+// itself will be lost through its monitor if it is gone).
+template <class Next>
+void with_models(coordinator_pointer self, Next next) {
+  auto& st = self->state;
+  std::vector<size_t> stale;
+  for (size_t i = 0; i < st.latest.size(); ++i)
+    if (st.alive[i] && !st.fresh[i])
+      stale.push_back(i);
+  if (stale.empty()) {
+    next();
+    return;
+  }
+  st.fetching = true;
+  auto pending = std::make_shared<size_t>(stale.size());
+  auto done = [self, pending, next]() mutable {
+    if (--*pending == 0) {
+      self->state.fetching = false;
+      next();
+    }
+  };
+  for (size_t i : stale)
+    self
+      ->request(st.peers[i], st.ctx.plan.timeout, fetch_atom_v, st.latest[i].step)
+      .then(
+        [self, i, done](peer_state& p) mutable {
+          auto& st = self->state;
+          if (!p.x.empty()) {
+            st.latest[i].x = std::move(p.x);
+            st.fresh[i] = true;
+          }
+          done();
+        },
+        [done](caf::error&) mutable { done(); });
 }
 
 // Scores each of `xs` on the evaluator and calls next(worst accuracy).
@@ -255,8 +304,19 @@ void end(coordinator_pointer self, const buffer& mean) {
 // for the worst worker's accuracy) if one is due, then the summary.
 void wrap_up(coordinator_pointer self) {
   auto& st = self->state;
-  if (!st.tracker.running())
+  if (!st.tracker.running() || st.wrapping)
     return;
+  st.wrapping = true;
+  with_models(self, [self] {
+    auto& st = self->state;
+    if (st.tracker.running())
+      finish(self);
+  });
+}
+
+// wrap_up's second half, with every live model at hand.
+void finish(coordinator_pointer self) {
+  auto& st = self->state;
   buffer mean;
   double consensus = consensus_distance(*st.be, st.live_models(), &mean);
   auto extra = st.metrics(consensus);
@@ -285,20 +345,25 @@ void advance(coordinator_pointer self) {
     if (st.tracker.budget_spent()) {
       st.stopping = true;
     } else if (!st.eval_in_flight && st.tracker.eval_due()) {
-      buffer mean;
-      double consensus = consensus_distance(*st.be, st.live_models(), &mean);
-      auto extra = st.metrics(consensus);
-      for (auto& [k, v] : extra)
-        st.tracker.summary_extra()[k] = v;
       st.eval_in_flight = true;
-      // The peers go on meanwhile (until their report windows fill).
-      evaluate(
-        self, mean, std::move(extra),
-        [self] {
-          self->state.eval_in_flight = false;
-          advance(self);
-        },
-        /*pauses_training=*/false);
+      with_models(self, [self] {
+        auto& st = self->state;
+        if (!st.tracker.running())
+          return;
+        buffer mean;
+        double consensus = consensus_distance(*st.be, st.live_models(), &mean);
+        auto extra = st.metrics(consensus);
+        for (auto& [k, v] : extra)
+          st.tracker.summary_extra()[k] = v;
+        // The peers go on meanwhile (until their report windows fill).
+        evaluate(
+          self, mean, std::move(extra),
+          [self] {
+            self->state.eval_in_flight = false;
+            advance(self);
+          },
+          /*pauses_training=*/false);
+      });
     }
   }
   if (st.stopping && !st.eval_in_flight)
@@ -355,6 +420,7 @@ gossip_coordinator_actor::behavior_type coordinator(coordinator_pointer self, ru
   }
   for (size_t i = 0; i < st.cp.initial.size(); ++i)
     st.latest.push_back(peer_state{static_cast<int32_t>(i), 0, st.cp.initial[i], {}, 0, 0});
+  st.fresh.assign(st.latest.size(), true);
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& st = self->state;
     int i = st.peer_index(dm.source);

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
@@ -70,6 +71,10 @@ struct peer_base {
   int32_t window = 4;   ///< reports it may have unanswered
   int32_t unanswered = 0;
   bool held = false;    ///< waiting for the coordinator to catch up
+  /// false: reports carry no model; `recent` keeps the models of the last
+  /// reports for the coordinator's fetches (run_context::report_models).
+  bool report_models = true;
+  std::deque<std::pair<int64_t, buffer>> recent;
 
   void init(int32_t r, const run_context& ctx, gossip_coordinator_actor c, int32_t w) {
     rank = r;
@@ -78,6 +83,20 @@ struct peer_base {
     coordinator = std::move(c);
     monitor = ctx.monitor;
     timeout = ctx.plan.timeout;
+    report_models = ctx.report_models;
+  }
+
+  /// The model this peer reported at `step` (the nearest older one it still
+  /// keeps when that one is gone, else `current`), for the coordinator's
+  /// fetch; the reply's step says which it is.
+  peer_state model_at(int64_t step, const buffer& current, int64_t current_step) const {
+    const std::pair<int64_t, buffer>* best = nullptr;
+    for (auto& r : recent)
+      if (r.first <= step && (best == nullptr || r.first > best->first))
+        best = &r;
+    if (best == nullptr)
+      return peer_state{rank, current_step, current, {}, 0, samples};
+    return peer_state{rank, best->first, best->second, {}, 0, samples};
   }
 };
 
@@ -135,8 +154,17 @@ template <class Self, class GoOn>
 bool report(Self self, int64_t step, const buffer& x, double loss, GoOn go_on) {
   auto& st = self->state;
   ++st.unanswered;
+  buffer sent = x;
+  if (!st.report_models) {
+    // Kept for a fetch: the coordinator asks for a round's models at most
+    // `window` reports after it (it answers them in order).
+    st.recent.emplace_back(step, x);
+    while (st.recent.size() > 2 * static_cast<size_t>(st.window) + 4)
+      st.recent.pop_front();
+    sent = buffer{};
+  }
   self->request(st.coordinator, caf::infinite, report_atom_v,
-                peer_state{st.rank, step, x, {}, loss, st.samples})
+                peer_state{st.rank, step, sent, {}, loss, st.samples})
     .then(
       [self, go_on](ok_atom) mutable {
         auto& st = self->state;

@@ -37,7 +37,9 @@ using round_peer_actor = caf::typed_actor<
   // A neighbour's message of some round.
   caf::reacts_to<gossip_atom, peer_state>,
   // Self: the wait for the neighbours may have lasted too long.
-  caf::reacts_to<caf::tick_atom>>;
+  caf::reacts_to<caf::tick_atom>,
+  // Coordinator: the model reported after this round (peer_base::model_at).
+  caf::replies_to<fetch_atom, int64_t>::with<peer_state>>;
 
 // Node i's row and column of one phase of W, read once (rows are n long).
 struct phase_view {
@@ -240,6 +242,10 @@ round_peer_actor::behavior_type round_peer(round_peer_pointer self, int32_t rank
         try_mix(self);
     },
     [self](caf::tick_atom) { on_tick(self); },
+    [self](fetch_atom, int64_t round) {
+      auto& st = self->state;
+      return st.model_at(round, st.vars.x, st.round - 1);
+    },
   };
 }
 

@@ -47,6 +47,12 @@ struct run_context {
   /// (spawn_algorithm_peer), so a peer and its worker share a process and
   /// peers talk node to node. Empty: the protocol spawns its peers here.
   std::function<caf::actor(int32_t rank, const caf::actor& coordinator)> spawn_beside;
+  /// Whether a decentralized protocol's peers put their model in every
+  /// report to the protocol actor. In one process a report carries a buffer
+  /// handle and costs nothing; a peer on a node sets this to false, keeps
+  /// its last models, and the protocol actor fetches them only when it
+  /// evaluates, so models do not cross to the coordinator every round.
+  bool report_models = true;
 };
 
 /// Spawns a protocol actor running `fun(self, ctx, xs...)`: detached when its

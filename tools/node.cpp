@@ -145,6 +145,7 @@ caf::actor spawn_peer_beside(node_self self, int32_t rank, const caf::actor& coo
   ctx.workers.assign(static_cast<size_t>(job->cfg.workers), worker_actor{});
   ctx.workers[static_cast<size_t>(rank)] = job->workers[static_cast<size_t>(at - job->ranks.begin())];
   ctx.monitor = caf::actor_cast<monitor_actor>(monitor);
+  ctx.report_models = false;  // the coordinator fetches models when it evaluates
   auto peer = spawn_algorithm_peer(self->system(), job->cfg.algorithm, std::move(ctx), rank, coordinator);
   job->peers.push_back(peer);
   return peer;

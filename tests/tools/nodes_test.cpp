@@ -118,6 +118,31 @@ TEST(Nodes, SyncSgdOverTwoProcessesGivesTheSameWeightsAsOneProcess) {
   EXPECT_NE(b.err().find("): workers 1"), std::string::npos) << b.err();
 }
 
+TEST(Nodes, GossipPeersLiveBesideTheirWorkersAndMatchOneProcess) {
+  // Peers are spawned on the nodes and exchange models node to node; the
+  // coordinator only counts reports and fetches models when it evaluates.
+  // Synchronous gossip is deterministic, so the model equals the one-process
+  // run's bit for bit.
+  auto one = temp_path("gossip_one"), three = temp_path("gossip_three");
+  auto args = small_run("gossip_sgd", 3) + std::vector<std::string>{"--topology", "ring"};
+  chorus_process a(args + std::vector<std::string>{"--out", one}, one + "_log");
+  ASSERT_EQ(a.wait(), 0) << a.err();
+  chorus_process b(args + std::vector<std::string>{"--out", three, "--processes", "3"}, three + "_log");
+  ASSERT_EQ(b.wait(), 0) << b.err();
+  auto wa = read_text(one + "/model.npy"), wb = read_text(three + "/model.npy");
+  ASSERT_GT(wa.size(), 1000u);
+  EXPECT_EQ(wa, wb) << "gossip over 3 processes differs from one process";
+  // No worker traffic went through the coordinator's stand-ins: each peer
+  // asks its own worker, in its own process.
+  auto summary = last_line(b.out());
+  for (int n = 0; n < 3; ++n)
+    EXPECT_NE(summary.find("\"node\":" + std::to_string(n) + ","), std::string::npos) << summary;
+  size_t zero_links = 0;
+  for (size_t at = 0; (at = summary.find("\"bytes_sent\":0,\"bytes_received\":0}", at)) != std::string::npos; ++at)
+    ++zero_links;
+  EXPECT_EQ(zero_links, 3u) << summary;
+}
+
 // Every protocol family over several processes: gossip (peers talk to
 // workers on other nodes), replicas, asynchronous updates.
 struct family {
@@ -144,7 +169,8 @@ TEST_P(NodesProtocols, TrainsOverSeveralProcesses) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, NodesProtocols,
-                         ::testing::Values(family{"gossip_sgd", 3}, family{"leader_sgd", 2},
+                         ::testing::Values(family{"gossip_sgd", 3}, family{"async_gossip", 3},
+                                           family{"leader_sgd", 2},
                                            family{"async_sgd", 2}, family{"local_sgd", 2}),
                          [](const auto& info) { return std::string(info.param.algorithm); });
 
