@@ -242,8 +242,12 @@ size_t trim_count(long B, int f, size_t invalid) {
 // lowest score (ties: the lowest index). Multi-Krum:M averages the M inputs
 // with the lowest scores (scores computed once, as in Blanchard et al. and
 // El Mhamdi et al. 2018). Needs n > 2f + 2.
+} // namespace
+
 std::vector<double> krum_scores(const std::vector<buffer>& xs, int f) {
   size_t n = xs.size();
+  if (n < static_cast<size_t>(f) + 3)
+    refuse("krum_scores: n=" + std::to_string(n) + " inputs leave no neighbours for f=" + std::to_string(f));
   auto d2 = squared_distances(gram_matrix(xs), n);
   size_t m = n - static_cast<size_t>(f) - 2;
   std::vector<double> scores(n, 0.0), row;
@@ -257,6 +261,8 @@ std::vector<double> krum_scores(const std::vector<buffer>& xs, int f) {
   }
   return scores;
 }
+
+namespace {
 
 aggregation multi_krum(const std::vector<buffer>& xs, int f, size_t M) {
   size_t n = xs.size();
@@ -288,19 +294,43 @@ void check_krum(const std::string& name, size_t n, int f) {
 // geomed[:TOL[,ITERS]]: the geometric median argmin_z sum_i ||x_i - z|| by
 // Weiszfeld's iteration (Weiszfeld 1937; as the robust aggregate of
 // Pillutla et al. 2022, "Robust aggregation for federated learning"):
-//   z <- sum_i w_i x_i / sum_i w_i,  w_i = 1 / max(||x_i - z||, nu),
-// from z = the mean, nu = 1e-10 times the mean distance to it (smoothing, so
-// z landing on an input does not divide by 0). z stays a convex combination
-// z = sum_i a_i x_i, so every iteration runs on the Gram matrix G:
+//   z <- sum_i w_i x_i / sum_i w_i,  w_i = 1 / max(||x_i - z||, nu).
+// Start: the mean of the ceil(n/2) inputs nearest to the medoid (the input
+// with the least sum of distances to the others), so a few huge Byzantine
+// vectors do not have to be walked away from (starting at the plain mean,
+// 1e9-sized vectors take dozens of iterations). nu = 1e-10 times the median
+// distance to the start (smoothing, so z landing on an input does not
+// divide by 0). z stays a convex combination z = sum_i a_i x_i, so every
+// iteration runs on the Gram matrix G:
 //   ||x_i - z||^2 = G_ii - 2 (G a)_i + a^T G a,
 // O(n^2) per iteration after one O(n^2 d) pass. Stops when the step
-// ||z_new - z|| <= TOL times the mean distance, or after ITERS iterations.
+// ||z_new - z|| <= TOL times the median distance ||x_i - z|| (a scale the
+// Byzantine minority cannot inflate), or after ITERS iterations.
 // Weights: the final a_i. Breakdown point 1/2: needs n > 2f.
 aggregation geomed(const std::vector<buffer>& xs, double tol, int max_iters) {
   size_t n = xs.size();
   auto gv = gram_matrix(xs);
   Eigen::Map<const matrix> G(gv.data(), static_cast<Eigen::Index>(n), static_cast<Eigen::Index>(n));
-  Eigen::VectorXd a = Eigen::VectorXd::Constant(static_cast<Eigen::Index>(n), 1.0 / static_cast<double>(n));
+  auto d2 = squared_distances(gv, n);
+  size_t medoid = 0;
+  double best = std::numeric_limits<double>::infinity();
+  for (size_t i = 0; i < n; ++i) {
+    double s = 0.0;
+    for (size_t j = 0; j < n; ++j)
+      s += std::sqrt(d2(i, j));
+    if (s < best) {
+      best = s;
+      medoid = i;
+    }
+  }
+  std::vector<size_t> order(n);
+  std::iota(order.begin(), order.end(), size_t{0});
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return d2(medoid, a) < d2(medoid, b); });
+  size_t half = (n + 1) / 2;
+  Eigen::VectorXd a = Eigen::VectorXd::Zero(static_cast<Eigen::Index>(n));
+  for (size_t k = 0; k < half; ++k)
+    a(static_cast<Eigen::Index>(order[k])) = 1.0 / static_cast<double>(half);
   auto distances = [&](const Eigen::VectorXd& coef) {
     Eigen::VectorXd Ga = G * coef;
     double aGa = coef.dot(Ga);
@@ -309,8 +339,15 @@ aggregation geomed(const std::vector<buffer>& xs, double tol, int max_iters) {
       dist(i) = std::sqrt(std::max(0.0, G(i, i) - 2.0 * Ga(i) + aGa));
     return dist;
   };
+  auto median_of = [](Eigen::VectorXd v) {
+    auto mid = v.data() + (v.size() - 1) / 2;
+    std::nth_element(v.data(), mid, v.data() + v.size());
+    return *mid;
+  };
   auto dist = distances(a);
-  double scale = dist.mean();
+  double scale = median_of(dist);
+  if (scale == 0.0)
+    scale = dist.maxCoeff();
   aggregation r;
   if (scale > 0.0) {
     double nu = 1e-10 * scale;
@@ -322,7 +359,7 @@ aggregation geomed(const std::vector<buffer>& xs, double tol, int max_iters) {
       a = next;
       dist = distances(a);
       r.iterations = it + 1;
-      if (moved <= tol * dist.mean())
+      if (moved <= tol * median_of(dist))
         break;
     }
   }
@@ -760,7 +797,7 @@ const std::vector<aggregator_info>& aggregator_registry() {
     {"multikrum", "multikrum:M", "mean of the M inputs with the best Krum scores",
      "n > 2f + 2, 1 <= M <= n - f", false},
     {"geomed", "geomed[:TOL[,ITERS]]",
-     "geometric median by Weiszfeld's iteration (TOL 1e-6 of the mean distance, ITERS 100)",
+     "geometric median by Weiszfeld's iteration (TOL 1e-6 of the median distance, ITERS 100)",
      "n > 2f", false},
     {"cc", "cc:TAU[,ITERS]",
      "centered clipping from the previous aggregate (else the median), ITERS default 1 (Karimireddy et al. 2021)",

@@ -192,6 +192,10 @@ aggregator make_aggregator(const std::string& rule, const std::string& pre, int 
 /// The Gram matrix G_ij = <x_i, x_j> (n x n, row-major), in double, blocked.
 std::vector<double> gram_matrix(const std::vector<buffer>& xs);
 
+/// Krum's score of each input: the sum of its squared distances to its
+/// n - f - 2 nearest other inputs (needs n > f + 2).
+std::vector<double> krum_scores(const std::vector<buffer>& xs, int f);
+
 /// Coordinate-wise median of equal-length host vectors (mean of the two
 /// middle values for an even count).
 buffer coordinate_median(const std::vector<buffer>& xs);
