@@ -11,6 +11,7 @@
 
 #include "tools/experiment.hpp"
 #include "algorithms/registry.hpp"
+#include "engines/aggregators.hpp"
 #include "engines/topology.hpp"
 #include "data/dataset.hpp"
 #include "messages/regularizer.hpp"
@@ -79,6 +80,12 @@ int list() {
     topos.emplace_back(name, text + facts);
   }
   print_table("topologies (--topology, with --weights uniform|metropolis)", topos);
+  // Robust aggregators and pre-aggregations, from their table.
+  std::vector<std::pair<std::string, std::string>> rules, pres;
+  for (auto& a : chorus::aggregator_registry())
+    (a.pre ? pres : rules).emplace_back(a.usage, a.help + " [needs " + a.needs + "]");
+  print_table("aggregators (robust rules; f = Byzantine inputs tolerated)", rules);
+  print_table("pre-aggregations (run before an aggregator; chain with '+')", pres);
   print_table("regularizers", {{"none", "r = 0"},
                                {"l1:LAMBDA", "LAMBDA ||w||_1 (soft-thresholding)"},
                                {"l2:LAMBDA", "LAMBDA/2 ||w||^2"},
