@@ -1,6 +1,8 @@
 #include "tools/cluster.hpp"
 
 #include <algorithm>
+#include <climits>
+#include <iostream>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
@@ -80,13 +82,24 @@ void check_cluster_options(const experiment_config& cfg) {
   require(cfg.processes == 0 || cfg.nodes.empty(),
           "give --processes (nodes started here) or --nodes (nodes already running), not both");
   require(cfg.nodes.size() <= 4096, "--nodes: at most 4096 nodes");
+  require(cfg.await_nodes >= 0 && cfg.await_nodes <= 4096, "--await-nodes must be between 0 and 4096");
+  require(cfg.await_nodes == 0 || (cfg.processes == 0 && cfg.nodes.empty()),
+          "give one of --processes, --nodes and --await-nodes");
   if (!distributed(cfg))
     return;
   auto tls = tls_of(cfg);
   if (tls.enabled())
     require(!tls.cert.empty() && !tls.key.empty() && !tls.ca.empty(),
             "TLS needs all of --tls-cert, --tls-key and --tls-ca");
-  const int count = cfg.processes > 0 ? cfg.processes : static_cast<int>(cfg.nodes.size());
+  const int count = cfg.processes > 0   ? cfg.processes
+                    : cfg.await_nodes > 0 ? cfg.await_nodes
+                                          : static_cast<int>(cfg.nodes.size());
+  if (cfg.await_nodes > 0) {
+    auto ep = parse_endpoint(cfg.listen, "--listen");
+    require(is_loopback(ep.host) || tls.enabled() || cfg.insecure,
+            "--listen " + cfg.listen + " is reachable from other hosts: use mutual TLS (--tls-cert, "
+            "--tls-key, --tls-ca), or say --insecure to accept plain registrations");
+  }
   for (auto& n : cfg.nodes) {
     auto ep = parse_endpoint(n, "--nodes");
     require(ep.port != 0, "--nodes " + n + ": port 0 names no running node");
@@ -139,7 +152,9 @@ std::vector<int> place_workers(const std::string& spec, int workers, int nodes) 
 cluster::cluster(caf::actor_system& sys, const experiment_config& cfg)
   : sys_(sys), timeout_(cfg.timeout_ms), tls_(tls_of(cfg)) {
   self_ = std::make_unique<caf::scoped_actor>(sys_);
-  const int count = cfg.processes > 0 ? cfg.processes : static_cast<int>(cfg.nodes.size());
+  const int count = cfg.processes > 0   ? cfg.processes
+                    : cfg.await_nodes > 0 ? cfg.await_nodes
+                                          : static_cast<int>(cfg.nodes.size());
   auto placed = place_workers(cfg.placement, cfg.workers, count);
   members_.resize(static_cast<size_t>(count));
   for (int r = 0; r < cfg.workers; ++r)
@@ -147,16 +162,20 @@ cluster::cluster(caf::actor_system& sys, const experiment_config& cfg)
   try {
     if (cfg.processes > 0) {
       start_processes(count, cfg.node_program.empty() ? "/proc/self/exe" : cfg.node_program);
+    } else if (cfg.await_nodes > 0) {
+      await_registrations(parse_endpoint(cfg.listen, "--listen"));
     } else {
       for (size_t i = 0; i < members_.size(); ++i)
         members_[i].at = parse_endpoint(cfg.nodes[i], "--nodes");
     }
     for (size_t i = 0; i < members_.size(); ++i) {
       auto& m = members_[i];
-      auto ptr = connect_actor(sys_, m.at, tls_, timeout_);
-      if (!ptr)
-        throw std::runtime_error("node " + std::to_string(i) + ": " + chorus::describe(ptr.error()));
-      m.handle = caf::actor_cast<node_actor>(*ptr);
+      if (!m.handle) {  // registered nodes came with their handle
+        auto ptr = connect_actor(sys_, m.at, tls_, timeout_);
+        if (!ptr)
+          throw std::runtime_error("node " + std::to_string(i) + ": " + chorus::describe(ptr.error()));
+        m.handle = caf::actor_cast<node_actor>(*ptr);
+      }
       caf::error refused;
       (*self_)
         ->request(m.handle, timeout_, hello_atom_v, std::string{version}, type_table_hash())
@@ -176,8 +195,123 @@ cluster::~cluster() {
   for (auto& m : members_)
     if (m.handle)
       (*self_)->send(m.handle, release_atom_v);
+  if (registrar_)  // published: it must end before the actor system does
+    caf::anon_send_exit(registrar_, caf::exit_reason::user_shutdown);
   self_.reset();
   stop_processes();
+}
+
+namespace {
+
+// What the registrar collects: nodes by rank (-1: none given), in arrival order.
+struct registration {
+  int32_t rank;
+  caf::actor node;
+  std::string endpoint;
+};
+
+struct registrar_state {
+  size_t expected = 0;
+  std::vector<registration> got;
+  caf::response_promise all;  // the cluster's wait
+  bool waiting = false;
+};
+
+caf::behavior registrar(caf::stateful_actor<registrar_state>* self, size_t expected) {
+  self->state.expected = expected;
+  auto complete = [self] {
+    auto& st = self->state;
+    if (!st.waiting || st.got.size() < st.expected)
+      return;
+    st.waiting = false;
+    std::vector<caf::actor> nodes;
+    std::string endpoints;
+    for (auto& r : st.got) {
+      nodes.push_back(r.node);
+      endpoints += (endpoints.empty() ? "" : ",") + std::to_string(r.rank) + "=" + r.endpoint;
+    }
+    st.all.deliver(nodes, endpoints);
+  };
+  return {
+    [self, complete](register_atom, int32_t rank, caf::actor& node,
+                     std::string& endpoint) -> caf::result<ok_atom> {
+      auto& st = self->state;
+      if (st.got.size() >= st.expected)
+        return make_error(errc::bad_request, "this run already has its " + std::to_string(st.expected)
+                                               + " nodes");
+      if (rank >= static_cast<int32_t>(st.expected))
+        return make_error(errc::bad_request, "rank " + std::to_string(rank) + " but the run waits for "
+                                               + std::to_string(st.expected) + " nodes (ranks 0.."
+                                               + std::to_string(st.expected - 1) + ")");
+      for (auto& r : st.got)
+        if (rank >= 0 && r.rank == rank)
+          return make_error(errc::bad_request, "rank " + std::to_string(rank) + " registered twice");
+      st.got.push_back({rank, std::move(node), std::move(endpoint)});
+      complete();
+      return ok_atom_v;
+    },
+    [self, complete](await_atom) {
+      auto& st = self->state;
+      st.all = self->make_response_promise();
+      st.waiting = true;
+      complete();
+      return st.all;
+    },
+  };
+}
+
+} // namespace
+
+void cluster::await_registrations(const endpoint& listen) {
+  const size_t count = members_.size();
+  registrar_ = sys_.spawn(registrar, count);
+  auto port = publish_actor(sys_, caf::actor_cast<caf::strong_actor_ptr>(registrar_), listen, tls_);
+  if (!port)
+    throw std::runtime_error("cannot listen on " + listen.str() + " for nodes: "
+                             + chorus::describe(port.error()));
+  endpoint at = listen;
+  at.port = *port;
+  std::cerr << ("[chorus] waiting for " + std::to_string(count) + " node(s) to register at "
+                + at.str() + " (chorus node --coordinator " + at.str() + ")\n")
+            << std::flush;
+  std::vector<caf::actor> nodes;
+  std::string endpoints;
+  caf::error failed;
+  (*self_)
+    ->request(registrar_, timeout_, await_atom_v)
+    .receive(
+      [&](std::vector<caf::actor>& n, std::string& e) {
+        nodes = std::move(n);
+        endpoints = std::move(e);
+      },
+      [&](caf::error& err) { failed = std::move(err); });
+  if (failed)
+    throw std::runtime_error("not every node registered at " + at.str() + " within "
+                             + std::to_string(timeout_.count()) + " ms (" + chorus::describe(failed)
+                             + ")");
+  // Ranks the launcher gave go first, in rank order; then the others, in
+  // the order they came.
+  struct entry {
+    int32_t rank;
+    caf::actor node;
+    std::string endpoint;
+  };
+  std::vector<entry> all;
+  size_t at_item = 0;
+  for (auto& node : nodes) {
+    auto comma = std::min(endpoints.find(',', at_item), endpoints.size());
+    auto item = endpoints.substr(at_item, comma - at_item);
+    at_item = comma + 1;
+    auto eq = item.find('=');
+    all.push_back({std::stoi(item.substr(0, eq)), node, item.substr(eq + 1)});
+  }
+  std::stable_sort(all.begin(), all.end(), [](const entry& a, const entry& b) {
+    return (a.rank < 0 ? INT32_MAX : a.rank) < (b.rank < 0 ? INT32_MAX : b.rank);
+  });
+  for (size_t i = 0; i < all.size(); ++i) {
+    members_[i].handle = caf::actor_cast<node_actor>(all[i].node);
+    members_[i].at = parse_endpoint(all[i].endpoint, "a registered node");
+  }
 }
 
 void cluster::start_processes(int count, const std::string& program) {

@@ -89,6 +89,7 @@ private:
   };
 
   void start_processes(int count, const std::string& program);
+  void await_registrations(const endpoint& listen);
   void stop_processes();
   std::string label(size_t i) const;
 
@@ -97,6 +98,7 @@ private:
   tls_options tls_;
   std::vector<member> members_;
   std::unique_ptr<caf::scoped_actor> self_;  // the nodes watch it: its end ends the jobs
+  caf::actor registrar_;  // with --await-nodes: where nodes register
 };
 
 } // namespace chorus

@@ -60,6 +60,8 @@ struct experiment_config {
   // node: they say how to reach the nodes, not what to train.
   int32_t processes = 0;            ///< > 0: start that many local node processes
   std::vector<std::string> nodes;   ///< "host:port" of running nodes (chorus node)
+  int32_t await_nodes = 0;          ///< > 0: wait for that many nodes to register (chorus node --coordinator)
+  std::string listen = "127.0.0.1:0";  ///< where they register, with await_nodes
   std::string placement = "round-robin";  ///< round-robin | block | N,N,... (a node per worker)
   std::string node_program;         ///< the chorus binary for --processes; empty: this one
   std::string tls_cert, tls_key, tls_ca, tls_passphrase;  ///< mutual TLS to the nodes
@@ -72,7 +74,7 @@ std::vector<injection> validate(const experiment_config& cfg);
 
 /// Whether the workers live in other processes (--processes or --nodes).
 inline bool distributed(const experiment_config& cfg) {
-  return cfg.processes > 0 || !cfg.nodes.empty();
+  return cfg.processes > 0 || !cfg.nodes.empty() || cfg.await_nodes > 0;
 }
 
 /// The sample indices of each worker: the partition, then the protocol's

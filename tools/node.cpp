@@ -1,6 +1,7 @@
 #include "tools/node.hpp"
 
 #include <algorithm>
+#include <cstdlib>
 #include <iostream>
 #include <stdexcept>
 #include <thread>
@@ -227,6 +228,46 @@ node_actor::behavior_type node_behavior(node_self self, node_options opts) {
   };
 }
 
+// The rank a cluster launcher gave this process, or -1.
+int32_t launcher_rank() {
+  for (const char* name : {"SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK"})
+    if (const char* v = std::getenv(name)) {
+      char* end = nullptr;
+      long r = std::strtol(v, &end, 10);
+      if (end != v && *end == '\0' && r >= 0 && r < 1000000)
+        return static_cast<int32_t>(r);
+    }
+  return -1;
+}
+
+// Registers `node` (listening at `listen`) at the registrar published at
+// `coordinator`; returns the registrar to watch.
+caf::expected<caf::actor> register_at(caf::actor_system& sys, caf::scoped_actor& self,
+                                      const node_actor& node, const std::string& coordinator,
+                                      endpoint listen, const tls_options& tls) {
+  auto at = parse_endpoint(coordinator, "--coordinator");
+  auto ptr = connect_actor(sys, at, tls, std::chrono::seconds(60));
+  if (!ptr)
+    return make_error(errc::worker_lost, "cannot register at coordinator " + at.str() + ": "
+                                           + describe(ptr.error()));
+  // Others reach this node at its listen address; a wildcard one is
+  // advertised by host name.
+  if (listen.host == "0.0.0.0" || listen.host == "::" || listen.host.empty()) {
+    char host[256] = "localhost";
+    ::gethostname(host, sizeof(host) - 1);
+    listen.host = host;
+  }
+  auto registrar = caf::actor_cast<caf::actor>(*ptr);
+  caf::error refused;
+  self->request(registrar, std::chrono::seconds(60), register_atom_v, launcher_rank(),
+                caf::actor_cast<caf::actor>(node), listen.str())
+    .receive([](ok_atom) {}, [&](caf::error& err) { refused = std::move(err); });
+  if (refused)
+    return make_error(errc::bad_request, "coordinator " + at.str() + " refused this node: "
+                                           + describe(refused));
+  return registrar;
+}
+
 int32_t to_count(const std::string& flag, const std::string& v) {
   if (v.empty() || v.size() > 6 || v.find_first_not_of("0123456789") != std::string::npos)
     throw std::invalid_argument(flag + " needs a whole number, got '" + v.substr(0, 40) + "'");
@@ -250,6 +291,9 @@ std::string node_help() {
          "  --devices I[,I...]    GPUs for cuda workers on this host [the coordinator's]\n"
          "  --threads T           CAF scheduler threads [all cores]\n"
          "  --once                exit when the first run's job ends\n"
+         "  --coordinator H:P     register at `chorus train --await-nodes N --listen H:P` and\n"
+         "                        exit when its run ends; the rank comes from SLURM_PROCID,\n"
+         "                        OMPI_COMM_WORLD_RANK or PMI_RANK when set (else: arrival)\n"
          "  --tls-cert FILE       this node's certificate (PEM): mutual TLS\n"
          "  --tls-key FILE        its key (passphrase from CHORUS_TLS_PASSPHRASE)\n"
          "  --tls-ca FILE         the CA a coordinator's certificate must come from\n"
@@ -298,6 +342,10 @@ int node_main(const std::vector<std::string>& args) {
         ca = value();
       } else if (a == "--insecure") {
         opts.insecure = true;
+      } else if (a == "--coordinator") {
+        opts.coordinator = value();
+        parse_endpoint(opts.coordinator, "--coordinator");
+        opts.once = true;
       } else {
         throw std::invalid_argument("unknown option '" + a.substr(0, 80) + "' (see chorus node --help)");
       }
@@ -327,6 +375,7 @@ int node_main(const std::vector<std::string>& args) {
     caf::actor_system sys{cfg};
     auto listen = opts.listen;
     auto tls = opts.tls;
+    auto coordinator = opts.coordinator;
     auto node = spawn_node(sys, std::move(opts));
     auto port = publish_actor(sys, caf::actor_cast<caf::strong_actor_ptr>(node), listen, tls);
     if (!port) {
@@ -341,7 +390,26 @@ int node_main(const std::vector<std::string>& args) {
     {
       caf::scoped_actor self{sys};
       self->monitor(node);
-      self->receive([](caf::down_msg&) {});
+      if (!coordinator.empty()) {
+        auto registered = register_at(sys, self, node, coordinator, listen, tls);
+        if (!registered) {
+          caf::anon_send_exit(node, caf::exit_reason::user_shutdown);
+          self->receive([](caf::down_msg&) {});
+          std::cerr << "chorus node: " << describe(registered.error()) << "\n";
+          stop.detach();
+          return 1;
+        }
+        // The run ends with its registrar: end this node then, job or not.
+        self->monitor(*registered);
+      }
+      bool node_ended = false;
+      while (!node_ended)
+        self->receive([&](caf::down_msg& msg) {
+          if (msg.source == node.address())
+            node_ended = true;
+          else
+            caf::anon_send_exit(node, caf::exit_reason::user_shutdown);
+        });
     }
     stop.detach();
     return signals.exit_status();

@@ -37,6 +37,9 @@ struct node_options {
   bool once = false;          ///< exit after the first job ends
   tls_options tls;
   bool insecure = false;      ///< allow a plain port off loopback
+  /// Register at a coordinator (chorus train --await-nodes) instead of
+  /// waiting to be named by one; implies `once`.
+  std::string coordinator;
 };
 
 /// Spawns the node actor (not published).

@@ -232,17 +232,48 @@ TEST(Nodes, RunningNodesServeOneRunAfterAnother) {
   EXPECT_EQ(n0.proc->wait(), 143);
 }
 
-TEST(Nodes, ANodeThatNeverAnswersIsAClearErrorAfterTheTimeout) {
-  // A port nobody listens on (bound, then closed).
+// A loopback port nobody listens on (bound, then closed).
+std::string free_port() {
   int s = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::bind(s, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  EXPECT_EQ(::bind(s, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
   socklen_t len = sizeof(addr);
   ::getsockname(s, reinterpret_cast<sockaddr*>(&addr), &len);
   ::close(s);
-  auto port = std::to_string(ntohs(addr.sin_port));
+  return std::to_string(ntohs(addr.sin_port));
+}
+
+TEST(Nodes, NodesRegisterWithTheirLauncherRanks) {
+  // As srun would start them: each node gets SLURM_PROCID and registers at
+  // the coordinator; the ranks, not the arrival order, number the nodes.
+  auto at = "127.0.0.1:" + free_port();
+  chorus_process run(small_run("sync_sgd", 3) + std::vector<std::string>{"--await-nodes", "2", "--listen", at},
+                     temp_path("register_run"));
+  ASSERT_TRUE(wait_for([&] { return run.err().find("waiting for 2 node(s)") != std::string::npos; }))
+    << run.err();
+  ::setenv("SLURM_PROCID", "1", 1);
+  chorus_process second({"node", "--coordinator", at}, temp_path("register_1"));
+  ASSERT_TRUE(wait_for([&] { return second.out().find("listening") != std::string::npos; }));
+  ::setenv("SLURM_PROCID", "0", 1);
+  chorus_process first({"node", "--coordinator", at}, temp_path("register_0"));
+  ::unsetenv("SLURM_PROCID");
+  ASSERT_EQ(run.wait(), 0) << run.err();
+  auto summary = last_line(run.out());
+  const std::string key = "\"node\":0,\"name\":\"";
+  auto node0 = summary.find(key);
+  ASSERT_NE(node0, std::string::npos) << summary;
+  auto begin = node0 + key.size();
+  auto name = summary.substr(begin, summary.find('"', begin) - begin);
+  EXPECT_EQ(name.substr(name.rfind(':') + 1), std::to_string(first.pid())) << summary;
+  // Both nodes end with the run.
+  EXPECT_EQ(first.wait(), 0) << first.err();
+  EXPECT_EQ(second.wait(), 0) << second.err();
+}
+
+TEST(Nodes, ANodeThatNeverAnswersIsAClearErrorAfterTheTimeout) {
+  auto port = free_port();
   chorus_process run(small_run("sync_sgd", 2) + std::vector<std::string>{"--nodes", "127.0.0.1:" + port,
                                                                     "--timeout", "1s"},
                      temp_path("no_node"));
