@@ -1,5 +1,9 @@
 #include "actors/system.hpp"
 
+#include <stdexcept>
+
+#include <caf/atom.hpp>
+
 #include "messages/type_ids.hpp"
 
 namespace chorus {
@@ -10,6 +14,13 @@ void configure_polling(caf::actor_system_config& cfg, size_t spin_polls) {
   // rhythm or it starves actors (see system.hpp).
   if (spin_polls > default_spin_polls)
     cfg.set("work-stealing.aggressive-steal-interval", size_t{1000});
+}
+
+void configure_scheduler(caf::actor_system_config& cfg, const std::string& policy) {
+  if (policy != "stealing" && policy != "sharing")
+    throw std::invalid_argument("unknown scheduler '" + policy.substr(0, 40)
+                                + "' (valid: stealing, sharing)");
+  cfg.set("scheduler.policy", caf::atom_from_string(policy));
 }
 
 void configure_actor_system(caf::actor_system_config& cfg, size_t threads, size_t spin_polls) {

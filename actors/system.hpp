@@ -18,6 +18,7 @@
 #pragma once
 
 #include <cstddef>
+#include <string>
 
 #include <caf/actor_system_config.hpp>
 
@@ -30,6 +31,12 @@ constexpr size_t default_spin_polls = 100;
 /// How long idle scheduler threads poll before they nap (see above); CLI
 /// arguments that CAF parses later (--work-stealing.*) still win.
 void configure_polling(caf::actor_system_config& cfg, size_t spin_polls = default_spin_polls);
+
+/// CAF's scheduler policy: "stealing" (CAF's default: a queue per thread,
+/// idle threads poll, then steal) or "sharing" (one shared queue, idle threads
+/// sleep on a condition variable until work arrives). Throws
+/// std::invalid_argument for any other name.
+void configure_scheduler(caf::actor_system_config& cfg, const std::string& policy);
 
 /// `threads` scheduler threads, Chorus's message types, and the polling above:
 /// what the runner, the benchmarks and the tests use.

@@ -150,7 +150,7 @@ std::vector<int> place_workers(const std::string& spec, int workers, int nodes) 
 }
 
 cluster::cluster(caf::actor_system& sys, const experiment_config& cfg)
-  : sys_(sys), timeout_(cfg.timeout_ms), tls_(tls_of(cfg)) {
+  : sys_(sys), timeout_(cfg.timeout_ms), tls_(tls_of(cfg)), scheduler_(cfg.scheduler) {
   self_ = std::make_unique<caf::scoped_actor>(sys_);
   const int count = cfg.processes > 0   ? cfg.processes
                     : cfg.await_nodes > 0 ? cfg.await_nodes
@@ -324,7 +324,7 @@ void cluster::start_processes(int count, const std::string& program) {
     // the cores), at least one.
     auto threads = std::to_string(std::clamp<size_t>(m.ranks.size(), 1, cores));
     std::vector<std::string> argv_text{program, "node", "--listen", "127.0.0.1:0", "--once",
-                                       "--threads", threads};
+                                       "--threads", threads, "--scheduler", scheduler_};
     std::vector<char*> argv;
     for (auto& a : argv_text)
       argv.push_back(a.data());

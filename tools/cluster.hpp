@@ -96,6 +96,7 @@ private:
   caf::actor_system& sys_;
   std::chrono::milliseconds timeout_;
   tls_options tls_;
+  std::string scheduler_;  // CAF scheduler policy of the node processes it starts
   std::vector<member> members_;
   std::unique_ptr<caf::scoped_actor> self_;  // the nodes watch it: its end ends the jobs
   caf::actor registrar_;  // with --await-nodes: where nodes register

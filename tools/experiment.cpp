@@ -87,6 +87,8 @@ std::vector<injection> validate(const experiment_config& cfg) {
   require(cfg.threads >= 1 && cfg.threads <= 256, "--threads must be between 1 and 256");
   require(cfg.spin_polls >= 1 && cfg.spin_polls <= 1000000000,
           "--spin-polls must be between 1 and 1e9 (CAF's own default is 100)");
+  require(cfg.scheduler == "stealing" || cfg.scheduler == "sharing",
+          "unknown scheduler '" + cfg.scheduler.substr(0, 40) + "' (valid: stealing, sharing)");
   require(cfg.eval_every >= 0, "--eval-every must be >= 0");
   require(cfg.max_features >= 1 && cfg.max_features <= max_sparse_features,
           "--max-features must be between 1 and " + std::to_string(max_sparse_features));
@@ -197,6 +199,7 @@ std::string to_json(const experiment_config& cfg) {
     .add("seed", cfg.seed)
     .add("threads", cfg.threads)
     .add("spin_polls", cfg.spin_polls)
+    .add("scheduler", cfg.scheduler)
     .add("eval_every", cfg.eval_every)
     .add("target_acc", cfg.target_acc)
     .add("timeout_ms", cfg.timeout_ms)
@@ -292,6 +295,7 @@ experiment_result run_checked(const experiment_config& cfg, const train_test& da
   caf::actor_system_config sys_cfg;
   configure_actor_system(sys_cfg, static_cast<size_t>(cfg.threads),
                          static_cast<size_t>(cfg.spin_polls));
+  configure_scheduler(sys_cfg, cfg.scheduler);
   if (distributed(cfg))
     configure_network(sys_cfg, tls_of(cfg));
   caf::actor_system sys{sys_cfg};

@@ -39,6 +39,7 @@ struct experiment_config {
   uint64_t seed = 1;
   int32_t threads = 2;        ///< CAF scheduler threads
   int64_t spin_polls = 100;   ///< queue polls before an idle thread naps (actors/system.hpp)
+  std::string scheduler = "stealing";  ///< CAF scheduler policy, also of started nodes (actors/system.hpp)
   int64_t eval_every = 0;     ///< in steps; 0: twice per epoch
   double target_acc = -1;     ///< <0: none
   int64_t timeout_ms = 60000; ///< longest wait for one worker reply

@@ -290,6 +290,7 @@ std::string node_help() {
          "  --data-dir DIR        where this host keeps Fashion-MNIST [the coordinator's]\n"
          "  --devices I[,I...]    GPUs for cuda workers on this host [the coordinator's]\n"
          "  --threads T           CAF scheduler threads [all cores]\n"
+         "  --scheduler NAME      CAF scheduler: stealing | sharing [stealing]\n"
          "  --once                exit when the first run's job ends\n"
          "  --coordinator H:P     register at `chorus train --await-nodes N --listen H:P` and\n"
          "                        exit when its run ends; the rank comes from SLURM_PROCID,\n"
@@ -332,6 +333,11 @@ int node_main(const std::vector<std::string>& args) {
         opts.threads = to_count("--threads", value());
         if (opts.threads < 1 || opts.threads > 256)
           throw std::invalid_argument("--threads must be between 1 and 256");
+      } else if (a == "--scheduler") {
+        opts.scheduler = value();
+        if (opts.scheduler != "stealing" && opts.scheduler != "sharing")
+          throw std::invalid_argument("unknown scheduler '" + opts.scheduler.substr(0, 40)
+                                      + "' (valid: stealing, sharing)");
       } else if (a == "--once") {
         opts.once = true;
       } else if (a == "--tls-cert") {
@@ -371,6 +377,7 @@ int node_main(const std::vector<std::string>& args) {
     auto threads = opts.threads > 0 ? static_cast<size_t>(opts.threads)
                                     : std::max(1u, std::thread::hardware_concurrency());
     configure_actor_system(cfg, threads);
+    configure_scheduler(cfg, opts.scheduler);
     configure_network(cfg, opts.tls);
     caf::actor_system sys{cfg};
     auto listen = opts.listen;

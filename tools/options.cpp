@@ -165,6 +165,9 @@ std::vector<option_spec> general_options() {
      [](auto& c, auto& v) { c.threads = to_int32("threads", v); }},
     {"spin-polls", "N", "idle scheduler threads poll N times before they nap; 100000 makes sync rounds 1.3-1.5x faster on 2 cores, but async protocols less even [100]",
      [](auto& c, auto& v) { c.spin_polls = to_int("spin-polls", v); }},
+    {"scheduler", "NAME", "CAF scheduler: stealing | sharing (one queue, idle threads sleep); "
+                          "--processes passes it to the nodes [stealing]",
+     [](auto& c, auto& v) { c.scheduler = v; }},
     {"eval-every", "STEPS", "evaluate on the test set every STEPS steps; 0: twice per epoch [0]",
      [](auto& c, auto& v) { c.eval_every = to_int("eval-every", v); }},
     {"target-acc", "A", "stop at the first evaluation with test accuracy >= A; reports time_to_target_s",
@@ -412,7 +415,8 @@ std::vector<std::string> to_args(const experiment_config& cfg) {
                              std::to_string(cfg.batch), "--lr", number(cfg.lr), "--reg", cfg.reg,
                              "--seed", std::to_string(cfg.seed), "--threads",
                              std::to_string(cfg.threads), "--spin-polls",
-                             std::to_string(cfg.spin_polls), "--eval-every",
+                             std::to_string(cfg.spin_polls), "--scheduler", cfg.scheduler,
+                             "--eval-every",
                              std::to_string(cfg.eval_every), "--timeout",
                              std::to_string(cfg.timeout_ms) + "ms", "--backend", cfg.backend};
   if (cfg.target_acc >= 0)

@@ -62,6 +62,7 @@ TEST(cli, bad_values_are_clear_errors_with_exit_status_2) {
   expect_usage_error("train --config /nonexistent/chorus.cfg", "cannot open config file");
   expect_usage_error("train --dataset mnist-digits", "mnist-digits");
   expect_usage_error("train --spin-polls 0", "--spin-polls must be between 1 and 1e9");
+  expect_usage_error("train --scheduler fifo", "valid: stealing, sharing");
   expect_usage_error("frobnicate", "unknown command");
 }
 
@@ -81,7 +82,7 @@ TEST(cli, help_and_list_explain_every_choice) {
   auto help = run("train --help");
   EXPECT_EQ(help.status, 0);
   for (auto flag : {"--algorithm", "--workers", "--model", "--dataset", "--partition", "--epochs",
-                    "--batch", "--lr", "--reg", "--seed", "--threads", "--spin-polls", "--eval-every",
+                    "--batch", "--lr", "--reg", "--seed", "--threads", "--spin-polls", "--scheduler", "--eval-every",
                     "--target-acc", "--data-dir", "--out", "--config"})
     EXPECT_NE(help.output.find(flag), std::string::npos) << flag;
   auto list = run("list");

@@ -143,6 +143,27 @@ TEST(Nodes, GossipPeersLiveBesideTheirWorkersAndMatchOneProcess) {
   EXPECT_EQ(zero_links, 3u) << summary;
 }
 
+TEST(Nodes, TheSharingSchedulerReachesTheNodesAndChangesNoWeight) {
+  // --scheduler sharing goes to the node processes on their command line (a
+  // node that refused it would fail the run); scheduling changes no number.
+  auto one = temp_path("stealing_one"), two = temp_path("sharing_two");
+  chorus_process a(small_run("sync_sgd", 2) + std::vector<std::string>{"--out", one}, one + "_log");
+  ASSERT_EQ(a.wait(), 0) << a.err();
+  chorus_process b(small_run("sync_sgd", 2) + std::vector<std::string>{"--out", two, "--processes",
+                                                                       "2", "--scheduler", "sharing"},
+                   two + "_log");
+  ASSERT_EQ(b.wait(), 0) << b.err();
+  EXPECT_EQ(read_text(one + "/model.npy"), read_text(two + "/model.npy"));
+  EXPECT_NE(read_text(two + "/config.json").find("\"scheduler\":\"sharing\""), std::string::npos);
+  EXPECT_EQ(field(last_line(b.out()), "workers_lost"), 0);
+}
+
+TEST(Nodes, ANodeRefusesAnUnknownScheduler) {
+  chorus_process node({"node", "--scheduler", "fifo"}, temp_path("node_fifo"));
+  EXPECT_EQ(node.wait(), 2);
+  EXPECT_NE(node.err().find("valid: stealing, sharing"), std::string::npos) << node.err();
+}
+
 // Every protocol family over several processes: gossip (peers talk to
 // workers on other nodes), replicas, asynchronous updates.
 struct family {
@@ -506,7 +527,8 @@ TEST(Nodes, TheFlagsSentToANodeDescribeTheSameRun) {
                                "--lr", "0.0123456789", "--epochs", "1.75", "--tau", "3", "--seed",
                                "99", "--crash", "2:7", "--slow", "1:3", "--target-acc", "0.8",
                                "--partition", "dirichlet:0.3", "--reg", "l1:1e-5", "--timeout",
-                               "1500ms", "--processes", "3", "--placement", "block"},
+                               "1500ms", "--processes", "3", "--placement", "block",
+                               "--scheduler", "sharing"},
                               &help);
   auto back = parse_train_args(to_args(cfg), &help);
   EXPECT_EQ(to_json(back).find("\"processes\""), std::string::npos);  // where is not sent
