@@ -9,23 +9,26 @@ each, then the next repetition), and the lines report the median.
   rounds  sync_sgd, batch 8 (little compute, so the round is mostly the
           payload's trip): seconds per round (train_s / steps) for 2 workers
           in one process, over --processes 2, 4 workers in one process and over
-          --processes 4, for a ~1 MB model (mlp:334, 265k floats) and a ~16 MB
-          one (mlp:5000, 3.98M floats); `ratio` is the round time over the
-          in-process round with as many workers.
+          --processes 4, for a ~50 KB model (mlp:16, 12.7k floats: the round
+          trips' latency), a ~1 MB one (mlp:334, 265k floats) and a ~16 MB one
+          (mlp:5000, 3.98M floats); `ratio_to_in_process` is the round time
+          over the in-process round with as many workers and the same scheduler.
   ddp     MLP 784-256-10, batch 64, one epoch: `chorus train --processes 2
           --workers 2` samples/s against `bench/pytorch_mlp.py --modes ddp`
           (2 gloo processes), with the in-process 2-worker run for reference.
 
-With --schedulers stealing,sharing every chorus run of the rounds part is made
-once per CAF scheduler policy (`chorus train --scheduler`).
+Every chorus run of the rounds part, and the --processes 2 run of the ddp
+part, is made once per CAF scheduler policy in --schedulers (`chorus train
+--scheduler`, which --processes passes to the nodes) [stealing,sharing].
 
     /usr/bin/python3 bench/cluster_round.py [--build build] [--reps 3]
-        [--parts rounds,ddp] [--schedulers stealing] [--quick]
+        [--parts rounds,ddp] [--schedulers stealing,sharing] [--quick]
 
 One JSON line per configuration on stdout ({"bench":"cluster_round",...}),
 progress on stderr. A run that fails gives a line with "error" and exit 1 at
-the end; no torch gives an error line for the ddp part (install it with
-`bash tools/install-deps.sh bench`). CHORUS_BENCH_QUICK=1 is --quick.
+the end. No torch gives an error line for the ddp part and no failure, as
+bench/pytorch_mlp.py does (install it with `bash tools/install-deps.sh
+bench`). CHORUS_BENCH_QUICK=1 is --quick.
 """
 import argparse
 import json
@@ -100,7 +103,8 @@ def interleaved(configs, reps, measure):
 
 
 def rounds_part(chorus, reps, quick, schedulers):
-    models = [("mlp:334", 1, 200), ("mlp:5000", 16, 30)]  # spec, ~MB, steps
+    # spec, ~MB, steps: a latency-bound one (mlp:16, 12.7k floats), ~1 MB, ~16 MB
+    models = [("mlp:16", 0.05, 1000), ("mlp:334", 1, 200), ("mlp:5000", 16, 30)]
     status = 0
     for spec, mb, steps in models:
         if quick:
@@ -113,8 +117,7 @@ def rounds_part(chorus, reps, quick, schedulers):
                         "--eval-every", str(steps * 10), "--timeout", "120s"]
                 if procs:
                     args += ["--processes", str(procs)]
-                if sched != "default":
-                    args += ["--scheduler", sched]
+                args += ["--scheduler", sched]
                 configs.append({"name": f"{spec} w{workers} p{procs} {sched}", "args": args,
                                 "workers": workers, "processes": procs, "scheduler": sched})
 
@@ -143,14 +146,15 @@ def rounds_part(chorus, reps, quick, schedulers):
     return status
 
 
-def ddp_part(chorus, reps, quick, python):
+def ddp_part(chorus, reps, quick, python, schedulers):
     common = ["--algorithm", "sync_sgd", "--model", "mlp:256", "--batch", "64", "--workers",
               "2", "--threads", "2", "--lr", "0.1", "--epochs", "0.1" if quick else "1",
               "--eval-every", "1000000"]
-    configs = [
-        {"name": "chorus p2", "kind": "chorus", "args": common + ["--processes", "2"]},
+    configs = [{"name": f"chorus p2 {s}", "kind": "chorus", "scheduler": s,
+                "args": common + ["--processes", "2", "--scheduler", s]} for s in schedulers]
+    configs += [
         {"name": "pytorch ddp", "kind": "ddp"},
-        {"name": "chorus p0", "kind": "chorus", "args": common},
+        {"name": "chorus p0 stealing", "kind": "chorus", "scheduler": "stealing", "args": common},
     ]
 
     def measure(c):
@@ -164,6 +168,9 @@ def ddp_part(chorus, reps, quick, python):
     for c in configs:
         line = {"bench": "cluster_round", "part": "ddp", "run": c["name"], "model": "mlp:256",
                 "batch": 64, "workers": 2, "reps": reps}
+        if c["kind"] == "chorus":
+            line["processes"] = 2 if "--processes" in c["args"] else 0
+            line["scheduler"] = c["scheduler"]
         if c["name"] in errors:
             line["error"] = errors[c["name"]]
             status = 1
@@ -188,8 +195,8 @@ def main():
     ap.add_argument("--build", default="build", help="build folder with the chorus binary")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--parts", default="rounds,ddp")
-    ap.add_argument("--schedulers", default="default",
-                    help="comma list: default | stealing | sharing (chorus train --scheduler)")
+    ap.add_argument("--schedulers", default="stealing,sharing",
+                    help="comma list of stealing | sharing (chorus train --scheduler)")
     ap.add_argument("--python", default=os.environ.get("PYTHON", "/usr/bin/python3"),
                     help="interpreter with torch for bench/pytorch_mlp.py")
     ap.add_argument("--quick", action="store_true", help="a few steps per run (smoke run)")
@@ -207,6 +214,9 @@ def main():
     parts = [p for p in args.parts.split(",") if p]
     schedulers = [s for s in args.schedulers.split(",") if s]
     status = 0
+    bad = [s for s in schedulers if s not in ("stealing", "sharing")]
+    if bad or not schedulers:
+        ap.error(f"--schedulers: {bad} (valid: stealing, sharing)")
     for part in parts:
         if part == "rounds":
             status |= rounds_part(chorus, args.reps, args.quick, schedulers)
@@ -216,9 +226,8 @@ def main():
                 note(f"ddp part skipped: {missing} (bash tools/install-deps.sh bench)")
                 emit({"bench": "cluster_round", "part": "ddp",
                       "error": f"{args.python}: {missing}"})
-                status = 1
                 continue
-            status |= ddp_part(chorus, args.reps, args.quick, args.python)
+            status |= ddp_part(chorus, args.reps, args.quick, args.python, schedulers)
         else:
             emit({"bench": "cluster_round", "part": part,
                   "error": "unknown part (valid: rounds, ddp)"})

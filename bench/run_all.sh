@@ -37,12 +37,22 @@ run_one() {
   fi
 }
 
-# Every program in build/bench, each with no arguments. remote_payload starts
+# Every program in build/bench, each with no arguments (bench/cluster_round.py,
+# below, needs $build/chorus too). remote_payload starts
 # its own peer (itself with --serve, on 127.0.0.1) and waits for it to exit.
 for exe in "$build"/bench/*; do
   [ -f "$exe" ] && [ -x "$exe" ] || continue
   run_one "$(basename "$exe")" "$exe"
 done
+
+# cluster_round runs the chorus binary itself (train --processes, several
+# times per configuration) and bench/pytorch_mlp.py --modes ddp.
+if [ -x "$python" ]; then
+  run_one cluster_round "$python" "$here/cluster_round.py" --build "$build" --python "$python"
+else
+  echo "run_all: $python not found; cluster_round skipped" >&2
+  printf '{"bench":"cluster_round","error":"%s not found"}\n' "$python"
+fi
 
 # pytorch_gpu reports "torch sees no CUDA device" and exits 0 on CPU machines.
 for script in pytorch_mlp pytorch_gpu; do
