@@ -96,7 +96,11 @@ private:
   caf::actor_system& sys_;
   std::chrono::milliseconds timeout_;
   tls_options tls_;
-  std::string scheduler_;  // CAF scheduler policy of the node processes it starts
+  // CAF scheduler policy of the node processes it starts. Their threads
+  // keep CAF's default polling whatever --spin-polls says: node processes
+  // share the host's cores with the coordinator, and polling there made a
+  // 2-process MLP run slower (22-23k against 35-50k samples/s, 2 cores).
+  std::string scheduler_;
   std::vector<member> members_;
   std::unique_ptr<caf::scoped_actor> self_;  // the nodes watch it: its end ends the jobs
   caf::actor registrar_;  // with --await-nodes: where nodes register

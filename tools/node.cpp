@@ -291,6 +291,7 @@ std::string node_help() {
          "  --devices I[,I...]    GPUs for cuda workers on this host [the coordinator's]\n"
          "  --threads T           CAF scheduler threads [all cores]\n"
          "  --scheduler NAME      CAF scheduler: stealing | sharing [stealing]\n"
+         "  --spin-polls N        idle scheduler threads poll N times before they nap [100]\n"
          "  --once                exit when the first run's job ends\n"
          "  --coordinator H:P     register at `chorus train --await-nodes N --listen H:P` and\n"
          "                        exit when its run ends; the rank comes from SLURM_PROCID,\n"
@@ -333,6 +334,10 @@ int node_main(const std::vector<std::string>& args) {
         opts.threads = to_count("--threads", value());
         if (opts.threads < 1 || opts.threads > 256)
           throw std::invalid_argument("--threads must be between 1 and 256");
+      } else if (a == "--spin-polls") {
+        opts.spin_polls = to_count("--spin-polls", value());
+        if (opts.spin_polls < 1)
+          throw std::invalid_argument("--spin-polls must be between 1 and 999999");
       } else if (a == "--scheduler") {
         opts.scheduler = value();
         if (opts.scheduler != "stealing" && opts.scheduler != "sharing")
@@ -376,7 +381,7 @@ int node_main(const std::vector<std::string>& args) {
     caf::actor_system_config cfg;
     auto threads = opts.threads > 0 ? static_cast<size_t>(opts.threads)
                                     : std::max(1u, std::thread::hardware_concurrency());
-    configure_actor_system(cfg, threads);
+    configure_actor_system(cfg, threads, static_cast<size_t>(opts.spin_polls));
     configure_scheduler(cfg, opts.scheduler);
     configure_network(cfg, opts.tls);
     caf::actor_system sys{cfg};

@@ -35,6 +35,7 @@ struct node_options {
   std::vector<int> devices;   ///< empty: the coordinator's
   int32_t threads = 0;        ///< CAF scheduler threads; 0: all cores
   std::string scheduler = "stealing";  ///< CAF scheduler policy (actors/system.hpp)
+  int64_t spin_polls = 100;   ///< queue polls before an idle thread naps (actors/system.hpp)
   bool once = false;          ///< exit after the first job ends
   tls_options tls;
   bool insecure = false;      ///< allow a plain port off loopback
