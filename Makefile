@@ -49,17 +49,32 @@ check-install:
 # The suite again with AddressSanitizer (+ LeakSanitizer) and UBSan, float
 # casts included; any report fails its test. CPU only and -O1 to keep the
 # build short; a build folder of its own so `make test`'s stays as it is.
+# Every report, from a test or from a chorus process a test starts, is also
+# written under $(SAN_BUILD)/sanitizer-reports/: a CLI test that expects exit
+# status 1 would otherwise pass on a child's report (the sanitizers exit 1 too,
+# and the test reads only stdout), so after ctest any file there fails the
+# target and is printed. SAN_TESTS, a ctest regex, runs a subset
+# (e.g. `make test-sanitize SAN_TESTS='^(idx|libsvm|hostile)'`); empty runs all.
 SAN_BUILD ?= build-sanitize
+SAN_TESTS ?=
 SAN_FLAGS := -fsanitize=address,undefined -fsanitize=float-cast-overflow \
              -fno-sanitize-recover=all -fno-omit-frame-pointer
+SAN_REPORTS = $(abspath $(SAN_BUILD))/sanitizer-reports
 test-sanitize: deps
 	cmake -S . -B $(SAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	      -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" -DCMAKE_CXX_FLAGS="$(SAN_FLAGS)" \
 	      -DCMAKE_EXE_LINKER_FLAGS="$(SAN_FLAGS)" -DCMAKE_SHARED_LINKER_FLAGS="$(SAN_FLAGS)" \
 	      -DCHORUS_ENABLE_CUDA=OFF -DCHORUS_BUILD_BENCH=OFF -DCHORUS_BUILD_EXAMPLES=OFF
 	cmake --build $(SAN_BUILD) -j $(JOBS) --target chorus_tests chorus_cli
-	cd $(SAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
-	  UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -j $(JOBS) --no-tests=error
+	rm -rf $(SAN_REPORTS) && mkdir -p $(SAN_REPORTS)
+	cd $(SAN_BUILD) && status=0 && \
+	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:log_path=$(SAN_REPORTS)/asan \
+	  UBSAN_OPTIONS=print_stacktrace=1:log_path=$(SAN_REPORTS)/ubsan \
+	  ctest --output-on-failure -j $(JOBS) --no-tests=error $(if $(SAN_TESTS),-R '$(SAN_TESTS)') || status=$$?; \
+	if [ -n "$$(ls -A $(SAN_REPORTS))" ]; then \
+	  echo "test-sanitize: sanitizer reports (a failed test above may show none: they are here):"; \
+	  for f in $(SAN_REPORTS)/*; do echo "== $$f"; cat "$$f"; done; exit 1; \
+	fi; exit $$status
 
 # libFuzzer targets (fuzz/): clang only, a build folder of their own. Each
 # target runs FUZZ_SECONDS on a scratch copy of fuzz/corpus/<target>/ (new
