@@ -416,6 +416,18 @@ std::vector<worker_actor> cluster::host(const std::vector<std::string>& args, in
     if (!members_[i].ranks.empty())
       asked.emplace_back(i, (*self_)->request(members_[i].handle, wait, host_atom_v,
                                               node_job{args, members_[i].ranks}));
+  // On any refusal the stand-ins made so far go: they would otherwise live
+  // until their remote workers end.
+  struct drop_on_throw {
+    std::vector<worker_actor>& made;
+    bool armed = true;
+    ~drop_on_throw() {
+      if (armed)
+        for (auto& w : made)
+          if (w)
+            caf::anon_send_exit(w, caf::exit_reason::user_shutdown);
+    }
+  } guard{out};
   for (auto& [i, handle] : asked) {
     auto& m = members_[i];
     hosted_workers got;
@@ -456,6 +468,7 @@ std::vector<worker_actor> cluster::host(const std::vector<std::string>& args, in
                                  + chorus::describe(failed));
     }
   }
+  guard.armed = false;
   return out;
 }
 
