@@ -25,12 +25,21 @@ const protocol_option allreduce{
   "allreduce", "MODE", "none",
   "on --backend cuda: none (the server averages) | nccl (the workers all-reduce)"};
 
+const protocol_option compress{
+  "compress", "SPEC", "none",
+  "uplink compressor: none | qsgd:S | topk:F | randk:F | sign (chorus list: compressors)"};
+const protocol_option error_feedback{"error_feedback", "MODE", "none",
+                                     "with --compress: none | ef | ef21"};
+const protocol_option allow_biased{"allow_biased", "", "0",
+                                   "allow topk/sign without error feedback (logs a warning)"};
+
 } // namespace
 
 const std::vector<algorithm_info>& algorithm_registry() {
   static const std::vector<algorithm_info> table = {
     {"sync_sgd", "synchronous parallel SGD, server-side prox: w+ = Prox(w - eta mean_i g_i)",
-     "one round: every worker computes one mini-batch gradient", spawn_sync_sgd, {allreduce},
+     "one round: every worker computes one mini-batch gradient", spawn_sync_sgd,
+     {allreduce, compress, error_feedback, allow_biased},
      true},
     {"sync_sgd_avg", "synchronous parallel SGD, averaged prox: w+ = mean_i Prox(w - eta g_i)",
      "one round: every worker takes one proximal step", spawn_sync_sgd_avg, {allreduce}, true},

@@ -12,6 +12,13 @@
 //                  vectors is not sparse, so the server form is the one whose
 //                  iterates stay sparse.
 //
+// Compression (--compress SPEC --error-feedback ef|ef21|none): each worker's
+// gradient crosses the uplink as a payload C(g) (compressed_link.hpp); the
+// server decodes it before this rule runs, so the rule is unchanged:
+//   none   w+ = Prox(w - eta mean_i D(C(g_i)))
+//   ef     w+ = Prox(w - eta mean_i D(C(g_i + e_i))),  e_i <- g_i + e_i - D(C(g_i + e_i))
+//   ef21   w+ = Prox(w - eta mean_i h_i),  h_i <- h_i + D(C(g_i - h_i))
+//
 // Cost per step: N weight broadcasts (one shared buffer in-process) and N
 // replies of the model's size; one pass over N buffers to aggregate.
 //
@@ -32,6 +39,7 @@
 #include <stdexcept>
 
 #include "actors/nccl_group.hpp"
+#include "algorithms/compressed_link.hpp"
 #include "algorithms/protocols.hpp"
 #include "algorithms/registry.hpp"
 #include "gpu/device.hpp"
@@ -128,6 +136,13 @@ round_rule sync_sgd_avg_rule(const run_plan& plan) {
 protocol_actor spawn_sync_sgd(caf::actor_system& sys, run_context ctx) {
   complete_options(find_algorithm("sync_sgd"), ctx.plan);
   auto rule = sync_sgd_rule(ctx.plan);
+  // --compress: each gradient crosses the uplink as C(g) (compressed_link.hpp);
+  // the rule above still combines d floats per worker.
+  auto compression = read_uplink_compression(ctx.plan);
+  if (compression.active && allreduce_mode(ctx.plan) != "none")
+    throw std::invalid_argument("--compress needs allreduce=none (the server decodes the "
+                                "replies; nccl would average the payloads' bytes)");
+  install_uplink_compression(sys, ctx, rule, compression);
   return spawn_with_allreduce(sys, std::move(ctx), std::move(rule));
 }
 

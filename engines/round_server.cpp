@@ -10,6 +10,7 @@
 
 #include <optional>
 
+#include "engines/compressors.hpp"
 #include "gpu/assert.hpp"
 
 namespace chorus {
@@ -131,14 +132,18 @@ void end_round(server_pointer self) {
 }
 
 // Called once per expected reply: the reply, or nullopt if it will not come.
-void settle(server_pointer self, int64_t round, size_t i, std::optional<round_reply> reply) {
+// `wire_bytes`: what crossed the link, when the reply was decoded from a
+// smaller payload; -1: the reply's own size.
+void settle(server_pointer self, int64_t round, size_t i, std::optional<round_reply> reply,
+            int64_t wire_bytes = -1) {
   auto& st = self->state;
   if (!st.tracker.running() || round != st.round_id || !st.awaiting[i])
     return;
   st.awaiting[i] = false;
   if (reply) {
     st.tracker.add_work(reply->samples, reply->loss, 1);
-    st.tracker.add_bytes(static_cast<int64_t>(reply->values.wire_bytes()));
+    st.tracker.add_bytes(wire_bytes >= 0 ? wire_bytes
+                                         : static_cast<int64_t>(reply->values.wire_bytes()));
     st.replies[i] = std::move(reply);
   }
   if (--st.pending == 0)
@@ -168,7 +173,23 @@ public:
     self->request(self->state.ctx.workers[i], self->state.ctx.plan.timeout, compute_atom_v, w)
       .then(
         [self, round, i](chorus::gradient& g) {
-          settle(self, round, i, round_reply{g.sender, std::move(g.values), g.loss, g.samples});
+          const auto wire = static_cast<int64_t>(g.values.wire_bytes());
+          if (g.encoded) {
+            // Decoded on arrival even when the round has moved on: an ef21
+            // receiver must apply every payload its sender applied.
+            auto& st = self->state;
+            try {
+              g.values = st.rule.decode ? st.rule.decode(i, g.values, st.w.size())
+                                        : chorus::decode(g.values, st.w.size());
+            } catch (const std::exception& e) {
+              log_line(self, "worker " + std::to_string(i) + ": gradient set aside at step "
+                               + std::to_string(st.tracker.step()) + ": " + e.what());
+              settle(self, round, i, std::nullopt);
+              return;
+            }
+          }
+          settle(self, round, i, round_reply{g.sender, std::move(g.values), g.loss, g.samples},
+                 wire);
         },
         [self, round, i](caf::error& err) { on_error(self, round, i, err); });
   }

@@ -63,6 +63,12 @@ struct round_rule {
   /// (sender -1, the mean loss, the total samples). The first round waits
   /// until the reducer is ready; a reducer error fails the run.
   reducer_actor reducer;
+  /// Optional: turns a gradient marked encoded (gradient::encoded) from
+  /// worker i into its d = `dim` floats; throws std::invalid_argument for a
+  /// corrupt payload (the reply is then set aside and logged). Unset: the
+  /// stateless decode of engines/compressors.hpp. bytes_sent counts the
+  /// encoded payload either way.
+  std::function<buffer(size_t i, const buffer& payload, size_t dim)> decode;
 };
 
 /// Spawns the round server for `rule`.

@@ -38,11 +38,16 @@ struct gradient {
   buffer values;
   float loss = 0;       ///< mini-batch loss at those weights
   int32_t samples = 0;  ///< mini-batch size
+  /// True: `values` is a compressed payload (engines/compressors.hpp), set
+  /// by the sender's encoding link stage; the receiver decodes it before any
+  /// rule sees it. False: `values` are the d floats themselves.
+  bool encoded = false;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, gradient& x) {
-  return f(caf::meta::type_name("gradient"), x.sender, x.step, x.values, x.loss, x.samples);
+  return f(caf::meta::type_name("gradient"), x.sender, x.step, x.values, x.loss, x.samples,
+           x.encoded);
 }
 
 /// How to run local steps: k proximal SGD steps with step size lr.

@@ -12,6 +12,7 @@
 #include "tools/experiment.hpp"
 #include "algorithms/registry.hpp"
 #include "engines/aggregators.hpp"
+#include "engines/compressors.hpp"
 #include "engines/topology.hpp"
 #include "data/dataset.hpp"
 #include "messages/regularizer.hpp"
@@ -86,6 +87,15 @@ int list() {
     (a.pre ? pres : rules).emplace_back(a.usage, a.help + " [needs " + a.needs + "]");
   print_table("aggregators (robust rules; f = Byzantine inputs tolerated)", rules);
   print_table("pre-aggregations (run before an aggregator; chain with '+')", pres);
+  std::vector<std::pair<std::string, std::string>> codecs, feedbacks;
+  for (auto& c : chorus::compressor_registry())
+    codecs.emplace_back(c.usage, c.help);
+  for (auto& f : chorus::feedback_registry())
+    feedbacks.emplace_back(f.name, f.help);
+  print_table("compressors (sync_sgd --compress; topk and sign need --error-feedback or "
+              "--allow-biased)",
+              codecs);
+  print_table("error feedback (--error-feedback)", feedbacks);
   print_table("regularizers", {{"none", "r = 0"},
                                {"l1:LAMBDA", "LAMBDA ||w||_1 (soft-thresholding)"},
                                {"l2:LAMBDA", "LAMBDA/2 ||w||^2"},

@@ -1,0 +1,505 @@
+#include "engines/compressors.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <numeric>
+#include <stdexcept>
+
+namespace chorus {
+
+namespace {
+
+constexpr uint8_t magic0 = 'C';
+constexpr uint8_t magic1 = 'Z';
+constexpr uint8_t version = 1;
+
+// splitmix64: a small, fully specified generator, so a seed draws the same
+// numbers on every platform (randk's decoder redraws the encoder's indices).
+struct rng {
+  uint64_t s;
+  uint64_t next() {
+    uint64_t z = (s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+  }
+  // Uniform in [0, 1).
+  double uniform() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
+};
+
+// A payload being written: bytes inside a buffer of ceil(bytes/4) floats,
+// zero-filled so the padding is deterministic.
+struct writer {
+  mutable_buffer out;
+  unsigned char* p;
+  explicit writer(size_t bytes)
+      : out(mutable_buffer::filled((bytes + 3) / 4, 0.0f)),
+        p(reinterpret_cast<unsigned char*>(out.data())) {}
+  template <class T>
+  void put(size_t at, T x) { std::memcpy(p + at, &x, sizeof(T)); }
+  void header(codec_id c, uint32_t param, uint64_t d, uint64_t seed) {
+    p[0] = magic0;
+    p[1] = magic1;
+    p[2] = version;
+    p[3] = static_cast<uint8_t>(c);
+    put(4, param);
+    put(8, d);
+    put(16, seed);
+  }
+  buffer done() && { return std::move(out).freeze(); }
+};
+
+const unsigned char* bytes_of(const buffer& b) {
+  return reinterpret_cast<const unsigned char*>(b.data());
+}
+
+template <class T>
+T get(const unsigned char* p, size_t at) {
+  T x;
+  std::memcpy(&x, p + at, sizeof(T));
+  return x;
+}
+
+// Bits per QSGD level: b = ceil(log2(S + 1)).
+unsigned level_bits(uint32_t s) {
+  unsigned b = 0;
+  while ((uint64_t{1} << b) < uint64_t{s} + 1)
+    ++b;
+  return b;
+}
+
+size_t qsgd_bytes(size_t d, uint32_t s) {
+  return payload_header_bytes + 4 + (d * (1 + level_bits(s)) + 7) / 8;
+}
+size_t sign_bytes(size_t d) { return payload_header_bytes + 4 + (d + 7) / 8; }
+size_t topk_bytes(size_t k) { return payload_header_bytes + 8 * k; }
+size_t randk_bytes(size_t k) { return payload_header_bytes + 4 * k; }
+size_t none_bytes(size_t d) { return payload_header_bytes + 4 * d; }
+
+void require_host(cview v, const char* who) {
+  if (v.kind != memory_kind::host)
+    throw std::invalid_argument(std::string(who) + ": encode takes host memory");
+}
+
+void require_u32(size_t d, const char* who) {
+  if (d > std::numeric_limits<uint32_t>::max())
+    throw std::invalid_argument(std::string(who) + ": d = " + std::to_string(d)
+                                + " does not fit its 32-bit indices");
+}
+
+// randk's indices: Knuth's selection sampling (Algorithm S), which visits
+// 0..d-1 once and keeps index i with probability (k - kept) / (d - i): every
+// k-subset is equally likely, so each index is kept with probability k/d.
+// Increasing by construction; O(d) time, O(k) memory.
+std::vector<uint32_t> draw_indices(size_t d, size_t k, uint64_t seed) {
+  std::vector<uint32_t> idx;
+  idx.reserve(k);
+  rng r{seed};
+  for (size_t i = 0; i < d && idx.size() < k; ++i)
+    if (r.uniform() * static_cast<double>(d - i) < static_cast<double>(k - idx.size()))
+      idx.push_back(static_cast<uint32_t>(i));
+  return idx;
+}
+
+// -- encoders ----------------------------------------------------------------
+
+buffer encode_none(cview v) {
+  require_host(v, "none");
+  writer w(none_bytes(v.size));
+  w.header(codec_id::none, 0, v.size, 0);
+  if (v.size > 0)
+    std::memcpy(w.p + payload_header_bytes, v.data, 4 * v.size);
+  return std::move(w).done();
+}
+
+// QSGD (Alistarh et al. 2017): with r_i = S |v_i| / ||v||_2 and l = floor(r_i),
+// send level l + 1 with probability r_i - l, else l; decode sign_i ||v|| l / S.
+// E[level] = r_i, so the decode is unbiased, and its variance is
+// ||v||^2/S^2 sum_i p_i (1 - p_i) <= min(d/S^2, sqrt(d)/S) ||v||^2.
+buffer encode_qsgd(cview v, uint32_t s, uint64_t seed) {
+  require_host(v, "qsgd");
+  const size_t d = v.size;
+  const unsigned b = level_bits(s);
+  writer w(qsgd_bytes(d, s));
+  w.header(codec_id::qsgd, s, d, 0);
+  double sq = 0;
+  for (size_t i = 0; i < d; ++i)
+    sq += double(v[i]) * v[i];
+  const float norm = static_cast<float>(std::sqrt(sq));
+  w.put(payload_header_bytes, norm);
+  unsigned char* out = w.p + payload_header_bytes + 4;
+  rng r{seed};
+  uint64_t acc = 0;  // bits not yet written, LSB first
+  unsigned have = 0;
+  size_t pos = 0;
+  for (size_t i = 0; i < d; ++i) {
+    uint64_t level = 0;
+    // Zero, and NaN (which compares false), encode as level 0.
+    if (norm > 0 && std::isfinite(norm)) {
+      double ri = double(std::fabs(v[i])) / norm * s;
+      double l = std::floor(ri);
+      if (r.uniform() < ri - l)
+        l += 1;
+      level = static_cast<uint64_t>(std::min<double>(l, s));
+    }
+    uint64_t entry = (std::signbit(v[i]) ? 1u : 0u) | (level << 1);
+    acc |= entry << have;
+    have += 1 + b;
+    while (have >= 8) {
+      out[pos++] = static_cast<unsigned char>(acc & 0xff);
+      acc >>= 8;
+      have -= 8;
+    }
+  }
+  if (have > 0)
+    out[pos++] = static_cast<unsigned char>(acc & 0xff);
+  return std::move(w).done();
+}
+
+// Top-k: the k entries of largest |v_i|. Ties are broken toward the lower
+// index, so the choice is deterministic; a NaN counts as the largest (it
+// is sent, and the aggregator's screen sets the vector aside).
+buffer encode_topk(cview v, double fraction) {
+  require_host(v, "topk");
+  const size_t d = v.size;
+  require_u32(d, "topk");
+  const size_t k = kept_entries(fraction, d);
+  auto mag = [&](uint32_t i) {
+    float a = std::fabs(v[i]);
+    return std::isnan(a) ? std::numeric_limits<float>::infinity() : a;
+  };
+  std::vector<uint32_t> idx(d);
+  std::iota(idx.begin(), idx.end(), 0u);
+  auto before = [&](uint32_t a, uint32_t b) {
+    float ma = mag(a), mb = mag(b);
+    return ma > mb || (ma == mb && a < b);
+  };
+  if (k < d)
+    std::nth_element(idx.begin(), idx.begin() + static_cast<std::ptrdiff_t>(k), idx.end(), before);
+  idx.resize(k);
+  std::sort(idx.begin(), idx.end());
+  writer w(topk_bytes(k));
+  w.header(codec_id::topk, static_cast<uint32_t>(k), d, 0);
+  for (size_t j = 0; j < k; ++j) {
+    w.put(payload_header_bytes + 4 * j, idx[j]);
+    w.put(payload_header_bytes + 4 * k + 4 * j, v[idx[j]]);
+  }
+  return std::move(w).done();
+}
+
+// Rand-k: k indices drawn uniformly without replacement from the seed; only
+// the values travel. The decoder scales them by d/k, so E[decode] = v.
+buffer encode_randk(cview v, double fraction, uint64_t seed) {
+  require_host(v, "randk");
+  const size_t d = v.size;
+  require_u32(d, "randk");
+  const size_t k = kept_entries(fraction, d);
+  auto idx = draw_indices(d, k, seed);
+  writer w(randk_bytes(k));
+  w.header(codec_id::randk, static_cast<uint32_t>(k), d, seed);
+  for (size_t j = 0; j < k; ++j)
+    w.put(payload_header_bytes + 4 * j, v[idx[j]]);
+  return std::move(w).done();
+}
+
+// Scaled sign: decode ||v||_1/d * sign(v_i); a zero (or -0) entry keeps its
+// sign bit, so it decodes as +-scale.
+buffer encode_sign(cview v) {
+  require_host(v, "sign");
+  const size_t d = v.size;
+  writer w(sign_bytes(d));
+  w.header(codec_id::sign, 0, d, 0);
+  double l1 = 0;
+  for (size_t i = 0; i < d; ++i)
+    l1 += std::fabs(double(v[i]));
+  w.put(payload_header_bytes, d > 0 ? static_cast<float>(l1 / double(d)) : 0.0f);
+  unsigned char* out = w.p + payload_header_bytes + 4;
+  for (size_t i = 0; i < d; ++i)
+    if (std::signbit(v[i]))
+      out[i / 8] |= static_cast<unsigned char>(1u << (i % 8));
+  return std::move(w).done();
+}
+
+// -- parsing -----------------------------------------------------------------
+
+double parse_fraction(const std::string& name, const std::string& arg) {
+  size_t used = 0;
+  double f = 0;
+  try {
+    f = std::stod(arg, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (arg.empty() || used != arg.size() || !(f > 0 && f <= 1))
+    throw std::invalid_argument(name + ":F needs a fraction 0 < F <= 1, got '" + arg + "'");
+  return f;
+}
+
+uint32_t parse_levels(const std::string& arg) {
+  size_t used = 0;
+  long long s = 0;
+  try {
+    s = std::stoll(arg, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (arg.empty() || used != arg.size() || s < 1 || s > 65535)
+    throw std::invalid_argument("qsgd:S needs a level count 1 <= S <= 65535, got '" + arg + "'");
+  return static_cast<uint32_t>(s);
+}
+
+[[noreturn]] void corrupt(const std::string& why) {
+  throw std::invalid_argument("corrupt compressed payload: " + why);
+}
+
+} // namespace
+
+compressor::compressor(std::string name, bool unbiased, encode_fn encode, size_fn bytes)
+    : name_(std::move(name)), unbiased_(unbiased), encode_(std::move(encode)),
+      bytes_(std::move(bytes)) {}
+
+size_t kept_entries(double fraction, size_t d) {
+  if (d == 0)
+    return 0;
+  auto k = static_cast<size_t>(std::ceil(fraction * static_cast<double>(d)));
+  return std::clamp<size_t>(k, 1, d);
+}
+
+const std::vector<compressor_info>& compressor_registry() {
+  static const std::vector<compressor_info> table = {
+    {"none", "none", "no compression: d f32 values (32 bits/entry)", true},
+    {"qsgd", "qsgd:S",
+     "QSGD: stochastic rounding of |v_i|/||v|| to S levels; norm + (1 + ceil(log2(S+1))) "
+     "bits/entry; unbiased",
+     true},
+    {"topk", "topk:F",
+     "top-k: the ceil(F d) largest |v_i| (ties: lower index), u32 index + f32 value each; biased",
+     false},
+    {"randk", "randk:F",
+     "rand-k: ceil(F d) seeded random entries scaled by d/k, f32 value each; unbiased", true},
+    {"sign", "sign", "scaled sign: ||v||_1/d * sign(v_i), 1 bit/entry; biased", false},
+  };
+  return table;
+}
+
+compressor make_compressor(const std::string& spec) {
+  auto colon = spec.find(':');
+  std::string name = spec.substr(0, colon);
+  std::string arg = colon == std::string::npos ? "" : spec.substr(colon + 1);
+  auto no_arg = [&] {
+    if (colon != std::string::npos)
+      throw std::invalid_argument(name + " takes no parameter (got '" + spec + "')");
+  };
+  if (name == "none") {
+    no_arg();
+    return {spec, true, [](cview v, uint64_t) { return encode_none(v); }, none_bytes};
+  }
+  if (name == "qsgd") {
+    uint32_t s = parse_levels(arg);
+    return {spec, true, [s](cview v, uint64_t seed) { return encode_qsgd(v, s, seed); },
+            [s](size_t d) { return qsgd_bytes(d, s); }};
+  }
+  if (name == "topk") {
+    double f = parse_fraction(name, arg);
+    return {spec, false, [f](cview v, uint64_t) { return encode_topk(v, f); },
+            [f](size_t d) { return topk_bytes(kept_entries(f, d)); }};
+  }
+  if (name == "randk") {
+    double f = parse_fraction(name, arg);
+    return {spec, true, [f](cview v, uint64_t seed) { return encode_randk(v, f, seed); },
+            [f](size_t d) { return randk_bytes(kept_entries(f, d)); }};
+  }
+  if (name == "sign") {
+    no_arg();
+    return {spec, false, [](cview v, uint64_t) { return encode_sign(v); }, sign_bytes};
+  }
+  std::string valid;
+  for (auto& c : compressor_registry())
+    valid += (valid.empty() ? "" : ", ") + c.usage;
+  throw std::invalid_argument("unknown compressor '" + spec + "'; valid compressors: " + valid);
+}
+
+payload_header read_header(const buffer& payload) {
+  if (payload.kind() != memory_kind::host)
+    corrupt("not in host memory");
+  if (payload.size() * 4 < payload_header_bytes)
+    corrupt(std::to_string(payload.size() * 4) + " bytes, shorter than its header");
+  const unsigned char* p = bytes_of(payload);
+  if (p[0] != magic0 || p[1] != magic1)
+    corrupt("bad magic");
+  if (p[2] != version)
+    corrupt("format version " + std::to_string(p[2]) + " (this build reads "
+            + std::to_string(version) + ")");
+  if (p[3] > static_cast<uint8_t>(codec_id::sign))
+    corrupt("unknown codec id " + std::to_string(p[3]));
+  payload_header h;
+  h.codec = static_cast<codec_id>(p[3]);
+  h.param = get<uint32_t>(p, 4);
+  h.dim = get<uint64_t>(p, 8);
+  h.seed = get<uint64_t>(p, 16);
+  return h;
+}
+
+buffer decode(const buffer& payload, size_t dim) {
+  const payload_header h = read_header(payload);
+  if (h.dim != dim)
+    corrupt("dimension " + std::to_string(h.dim) + ", expected " + std::to_string(dim));
+  // Every check below runs before the d floats are allocated.
+  size_t bytes = 0;
+  switch (h.codec) {
+    case codec_id::none:
+    case codec_id::sign:
+      if (h.param != 0)
+        corrupt("parameter " + std::to_string(h.param) + " for a codec without one");
+      bytes = h.codec == codec_id::none ? none_bytes(dim) : sign_bytes(dim);
+      break;
+    case codec_id::qsgd:
+      if (h.param < 1 || h.param > 65535)
+        corrupt("qsgd with S = " + std::to_string(h.param));
+      bytes = qsgd_bytes(dim, h.param);
+      break;
+    case codec_id::topk:
+    case codec_id::randk:
+      if (h.param > dim || (dim > 0 && h.param == 0))
+        corrupt("k = " + std::to_string(h.param) + " of d = " + std::to_string(dim));
+      bytes = h.codec == codec_id::topk ? topk_bytes(h.param) : randk_bytes(h.param);
+      break;
+  }
+  if (payload.size() != (bytes + 3) / 4)
+    corrupt(std::to_string(payload.size() * 4) + " bytes where its header implies "
+            + std::to_string(bytes));
+  const unsigned char* p = bytes_of(payload);
+  const unsigned char* body = p + payload_header_bytes;
+  auto out = mutable_buffer::filled(dim, 0.0f);
+  switch (h.codec) {
+    case codec_id::none:
+      if (dim > 0)
+        std::memcpy(out.data(), body, 4 * dim);
+      break;
+    case codec_id::qsgd: {
+      const float norm = get<float>(body, 0);
+      if (!std::isfinite(norm) || norm < 0)
+        corrupt("qsgd norm " + std::to_string(norm));
+      const unsigned b = level_bits(h.param);
+      const unsigned char* in = body + 4;
+      const double unit = double(norm) / h.param;
+      const uint64_t mask = (uint64_t{1} << (1 + b)) - 1;
+      uint64_t acc = 0;
+      unsigned have = 0;
+      size_t pos = 0;
+      for (size_t i = 0; i < dim; ++i) {
+        while (have < 1 + b) {
+          acc |= uint64_t{in[pos++]} << have;
+          have += 8;
+        }
+        uint64_t entry = acc & mask;
+        acc >>= 1 + b;
+        have -= 1 + b;
+        uint64_t level = entry >> 1;
+        if (level > h.param)
+          corrupt("qsgd level " + std::to_string(level) + " > S = " + std::to_string(h.param));
+        float x = static_cast<float>(unit * double(level));
+        out[i] = (entry & 1) ? -x : x;
+      }
+      break;
+    }
+    case codec_id::topk: {
+      const size_t k = h.param;
+      int64_t last = -1;
+      for (size_t j = 0; j < k; ++j) {
+        uint32_t i = get<uint32_t>(body, 4 * j);
+        if (i >= dim || int64_t{i} <= last)
+          corrupt("top-k index " + std::to_string(i) + " out of range or out of order");
+        last = i;
+        out[i] = get<float>(body, 4 * k + 4 * j);
+      }
+      break;
+    }
+    case codec_id::randk: {
+      const size_t k = h.param;
+      auto idx = draw_indices(dim, k, h.seed);
+      const float scale = k > 0 ? static_cast<float>(double(dim) / double(k)) : 0.0f;
+      for (size_t j = 0; j < idx.size(); ++j)
+        out[idx[j]] = scale * get<float>(body, 4 * j);
+      break;
+    }
+    case codec_id::sign: {
+      const float scale = get<float>(body, 0);
+      if (!std::isfinite(scale) || scale < 0)
+        corrupt("sign scale " + std::to_string(scale));
+      const unsigned char* bits = body + 4;
+      for (size_t i = 0; i < dim; ++i)
+        out[i] = (bits[i / 8] >> (i % 8)) & 1 ? -scale : scale;
+      break;
+    }
+  }
+  return std::move(out).freeze();
+}
+
+// -- error feedback ----------------------------------------------------------
+
+const std::vector<feedback_info>& feedback_registry() {
+  static const std::vector<feedback_info> table = {
+    {"none", "send C(g)"},
+    {"ef", "error feedback (Seide 2014, Karimireddy 2019): p = g + e, send C(p), "
+           "e = p - D(C(p)); memory on the sender"},
+    {"ef21", "EF21 (Richtarik et al. 2021): send c = C(g - h), both ends h += D(c), the "
+             "receiver uses h; each end keeps its own h"},
+  };
+  return table;
+}
+
+feedback_kind make_feedback(const std::string& name) {
+  if (name == "none")
+    return feedback_kind::none;
+  if (name == "ef")
+    return feedback_kind::ef;
+  if (name == "ef21")
+    return feedback_kind::ef21;
+  std::string valid;
+  for (auto& f : feedback_registry())
+    valid += (valid.empty() ? "" : ", ") + f.name;
+  throw std::invalid_argument("unknown error feedback '" + name + "'; valid: " + valid);
+}
+
+feedback_encoder::feedback_encoder(compressor c, feedback_kind kind)
+    : c_(std::move(c)), kind_(kind) {}
+
+buffer feedback_encoder::encode(cview g, uint64_t seed) {
+  if (kind_ == feedback_kind::none)
+    return c_.encode(g, seed);
+  const size_t d = g.size;
+  if (memory_.size() != d)
+    memory_.assign(d, 0.0f);
+  // ef: p = g + e; ef21: p = g - h.
+  auto p = mutable_buffer(d);
+  const float s = kind_ == feedback_kind::ef ? 1.0f : -1.0f;
+  for (size_t i = 0; i < d; ++i)
+    p[i] = g[i] + s * memory_[i];
+  cview pv = p.span();
+  buffer payload = c_.encode(pv, seed);
+  buffer sent = decode(payload, d);
+  if (kind_ == feedback_kind::ef) {
+    for (size_t i = 0; i < d; ++i)
+      memory_[i] = p[i] - sent[i];  // e = p - D(C(p))
+  } else {
+    for (size_t i = 0; i < d; ++i)
+      memory_[i] += sent[i];        // h += D(c)
+  }
+  return payload;
+}
+
+buffer feedback_decoder::decode(const buffer& payload, size_t dim) {
+  buffer x = chorus::decode(payload, dim);
+  if (kind_ != feedback_kind::ef21)
+    return x;
+  if (memory_.size() != dim)
+    memory_.assign(dim, 0.0f);
+  for (size_t i = 0; i < dim; ++i)
+    memory_[i] += x[i];
+  return buffer::from(memory_);
+}
+
+} // namespace chorus
