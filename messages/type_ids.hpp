@@ -32,9 +32,11 @@ namespace chorus {
 /// Chorus's version, as CMake's project() says it.
 extern const char* const version;
 
-/// A hash of the names of every type in the block above, in ID order: two
-/// processes whose hashes differ would misread each other's messages, so a
-/// node refuses a coordinator whose hash is not its own.
+/// A hash of every type in the block above, in ID order: its name and the
+/// bytes CAF writes for its default value (so a field added or retyped
+/// counts, not only a renamed type). Two processes whose hashes differ would
+/// misread each other's messages, so a node refuses a coordinator whose hash
+/// is not its own.
 uint64_t type_table_hash();
 
 } // namespace chorus

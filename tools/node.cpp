@@ -22,6 +22,9 @@ namespace chorus {
 
 namespace {
 
+// How long a node's actor system may take to shut down after the node ended.
+constexpr std::chrono::seconds shutdown_grace{15};
+
 struct node_state {
   node_options opts;
   std::string name;  // "host:pid"
@@ -424,7 +427,18 @@ int node_main(const std::vector<std::string>& args) {
         });
     }
     stop.detach();
-    return signals.exit_status();
+    // The actor system's destructor waits for every actor. The node's end
+    // sent an exit to each one it spawned; an actor that still does not end
+    // (stuck in a computation, or a user's actor that ignores exits) must not
+    // leave a node process behind its coordinator: give up after a while.
+    const int status = signals.exit_status();
+    std::thread([status] {
+      std::this_thread::sleep_for(shutdown_grace);
+      std::cerr << "chorus node: actors still running " << shutdown_grace.count()
+                << " s after the node ended; exiting without waiting for them\n";
+      std::_Exit(status == 0 ? 1 : status);
+    }).detach();
+    return status;
   } catch (const std::exception& e) {
     std::cerr << "chorus node: " << e.what() << "\n";
     return signals.signal() ? signals.exit_status() : 1;
