@@ -55,6 +55,9 @@ struct async_state : protocol_state {
       m["updates_min"] = static_cast<double>(*std::min_element(applied.begin(), applied.end()));
       m["updates_max"] = static_cast<double>(*std::max_element(applied.begin(), applied.end()));
     }
+    if (rule.metrics)
+      for (auto& [k, v] : rule.metrics())
+        m[k] = v;
     return m;
   }
 };
@@ -129,10 +132,24 @@ void on_gradient(async_pointer self, size_t i, gradient& g) {
   }
   const int64_t tau = st.tracker.step() - g.step;
   st.tracker.add_work(g.samples, g.loss, 1);
-  if (st.rule.accept && !st.rule.accept(tau))
+  if (st.rule.accept && !st.rule.accept(tau)) {
     ++st.dropped;
-  else if (!apply(self, i, g, tau))
+  } else if (st.rule.gather) {
+    buffer closed;
+    try {
+      closed = st.rule.gather(static_cast<int32_t>(i), g.values, st.w.size());
+    } catch (const std::exception& e) {
+      fail_run(self, make_error(errc::compute_failed, e.what()));
+      return;
+    }
+    if (st.rule.take_log)
+      for (auto& line : st.rule.take_log())
+        log_line(self, std::move(line));
+    if (!closed.empty() && !apply(self, i, gradient{-1, g.step, std::move(closed), 0, 0}, tau))
+      return;
+  } else if (!apply(self, i, g, tau)) {
     return;
+  }
   if (st.tracker.budget_spent())
     st.stopping = true;
   if (!st.stopping)
@@ -173,6 +190,15 @@ void ask(async_pointer self, size_t i) {
   self->request(st.ctx.workers[i], st.ctx.plan.timeout, compute_atom_v, std::move(w))
     .then([self, i](gradient& g) { on_gradient(self, i, g); },
           [self, i](caf::error& err) {
+            auto& st = self->state;
+            if (st.rule.reject_non_finite && st.in_flight[i] && err.category() == errc_category
+                && err.code() == static_cast<uint8_t>(errc::non_finite)) {
+              log_line(self, "worker " + std::to_string(i) + " rejected at step "
+                               + std::to_string(st.tracker.step()) + ": " + describe(err));
+              gradient rejected{static_cast<int32_t>(i), st.tracker.step(), buffer{}, 0, 0};
+              on_gradient(self, i, rejected);
+              return;
+            }
             if (!self->state.settle(i))
               return;
             if (is_run_failure(err))

@@ -63,6 +63,14 @@ struct round_rule {
   /// (sender -1, the mean loss, the total samples). The first round waits
   /// until the reducer is ready; a reducer error fails the run.
   reducer_actor reducer;
+  /// Set by a rule with a robust aggregator: a worker's non_finite error
+  /// (its gradient or model had a NaN or Inf) does not fail the run; the
+  /// server logs it, naming the worker, and hands combine an empty reply
+  /// from it (the aggregator sets it aside and counts it).
+  bool reject_non_finite = false;
+  /// Optional: log lines the rule has for the run's log, taken after each
+  /// combine.
+  std::function<std::vector<std::string>()> take_log;
 };
 
 /// Spawns the round server for `rule`.

@@ -50,6 +50,12 @@ using release_atom = caf::atom_constant<caf::atom("release")>;
 using peer_atom = caf::atom_constant<caf::atom("peer")>;
 /// Node: connect directly to these other nodes (peers talk node to node).
 using mesh_atom = caf::atom_constant<caf::atom("mesh")>;
+/// Adversary: a tapped honest worker's reply, seen on its way to the protocol.
+using observe_atom = caf::atom_constant<caf::atom("observe")>;
+/// Adversary: the honest updates of a step, for an omniscient attacker.
+using honest_atom = caf::atom_constant<caf::atom("honest")>;
+/// Self-message: a wait has run out.
+using expire_atom = caf::atom_constant<caf::atom("expire")>;
 
 constexpr compute_atom compute_atom_v{};
 constexpr local_atom local_atom_v{};
@@ -73,5 +79,8 @@ constexpr host_atom host_atom_v{};
 constexpr release_atom release_atom_v{};
 constexpr peer_atom peer_atom_v{};
 constexpr mesh_atom mesh_atom_v{};
+constexpr observe_atom observe_atom_v{};
+constexpr honest_atom honest_atom_v{};
+constexpr expire_atom expire_atom_v{};
 
 } // namespace chorus

@@ -12,6 +12,7 @@
 #include "tools/experiment.hpp"
 #include "algorithms/registry.hpp"
 #include "engines/aggregators.hpp"
+#include "engines/byzantine.hpp"
 #include "engines/topology.hpp"
 #include "data/dataset.hpp"
 #include "messages/regularizer.hpp"
@@ -86,6 +87,10 @@ int list() {
     (a.pre ? pres : rules).emplace_back(a.usage, a.help + " [needs " + a.needs + "]");
   print_table("aggregators (robust rules; f = Byzantine inputs tolerated)", rules);
   print_table("pre-aggregations (run before an aggregator; chain with '+')", pres);
+  std::vector<std::pair<std::string, std::string>> attacks;
+  for (auto& a : chorus::attack_registry())
+    attacks.emplace_back(a.usage, a.help);
+  print_table("attacks (--byzantine RANKS:ATTACK)", attacks);
   print_table("regularizers", {{"none", "r = 0"},
                                {"l1:LAMBDA", "LAMBDA ||w||_1 (soft-thresholding)"},
                                {"l2:LAMBDA", "LAMBDA/2 ||w||^2"},
