@@ -19,12 +19,16 @@
 // and no delay tau is always 0 and this is plain SGD, step for step.
 //
 // With a robust aggregator (options aggregator, pre, f, window): a WINDOW of
-// arrivals holds at most one gradient per worker (a worker's newer gradient
-// replaces its older one, so a fast Byzantine worker fills one slot, not
-// the window); once K = window distinct workers are in (default n - f),
+// arrivals holds one gradient per worker: a worker whose gradient is in the
+// open window waits (is handed no new weights) until the window closes, so
+// a fast Byzantine worker fills one slot, not the window, and fast honest
+// workers do not starve slow ones. Once K = window distinct workers are in
+// (default n - f: the f slowest never hold a window back),
 // w <- Prox(w - eta_tau agg(window)) with tau the staleness of the arrival
-// that closed it, and the window empties. One step then uses K gradients,
-// each once; workers never wait for the window. A worker's NaN/Inf gradient
+// that closed it, the window empties and its workers get the new weights.
+// One step uses K gradients, each once; --steps counts windows. If workers
+// die and every live one waits on an unfinished window, it closes with what
+// it holds (the aggregator refuses if that is too few for f). A worker's NaN/Inf gradient
 // takes its slot as invalid (the aggregator sets it aside, counted as one of
 // the f) instead of failing the run.
 #include <algorithm>
@@ -94,6 +98,18 @@ void add_robust_window(async_rule& rule, const run_plan& plan, size_t n) {
   rule.gather = [robust, win](int32_t sender, const buffer& g, size_t dim) {
     win->slots[sender] = g;
     if (win->slots.size() < win->k)
+      return buffer{};
+    std::vector<buffer> xs;
+    std::vector<int32_t> senders;
+    for (auto& [s, x] : win->slots) {
+      senders.push_back(s);
+      xs.push_back(x);
+    }
+    win->slots.clear();
+    return (*robust)(xs, senders, ++win->closed, dim);
+  };
+  rule.flush = [robust, win](size_t dim) {
+    if (win->slots.empty())
       return buffer{};
     std::vector<buffer> xs;
     std::vector<int32_t> senders;
