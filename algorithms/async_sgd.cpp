@@ -79,7 +79,7 @@ struct arrival_window {
 
 void add_robust_window(async_rule& rule, const run_plan& plan, size_t n) {
   const double window = plan.number("window");
-  if (plan.text("aggregator").empty()) {
+  if (plan.text("aggregator").empty() || plan.text("aggregator") == "none") {
     if (window != 0)
       throw std::invalid_argument("--window needs --aggregator");
     make_robust(plan, n);  // refuses --pre / --f alone

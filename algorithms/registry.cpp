@@ -27,12 +27,12 @@ const protocol_option allreduce{
 
 // A robust aggregator in place of the mean (algorithms/robust.hpp).
 const protocol_option aggregator_option{
-  "aggregator", "SPEC", "",
+  "aggregator", "SPEC", "none",
   "robust rule in place of the mean: median | trimmed:B | krum | multikrum:M | geomed | "
-  "cc:TAU[,ITERS] | filter | mean (chorus list); empty: the plain mean"};
-const protocol_option pre_option{"pre", "SPEC", "",
+  "cc:TAU[,ITERS] | filter | mean (chorus list); none: the plain mean, NaN fails the run"};
+const protocol_option pre_option{"pre", "SPEC", "none",
                                  "pre-aggregation before --aggregator: nnm | bucket:S | clip:C, "
-                                 "chained with '+'"};
+                                 "chained with '+'; none: none"};
 const protocol_option f_option{"f", "F", "0",
                                "Byzantine inputs the aggregator tolerates per aggregation"};
 

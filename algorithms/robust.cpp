@@ -71,9 +71,9 @@ std::vector<std::string> robust_aggregation::take_log() {
 
 std::shared_ptr<robust_aggregation> make_robust(const run_plan& plan, size_t n) {
   const std::string& rule = plan.text("aggregator");
-  const std::string& pre = plan.text("pre");
+  const std::string pre = plan.text("pre") == "none" ? "" : plan.text("pre");
   const double f = plan.number("f");
-  if (rule.empty()) {
+  if (rule.empty() || rule == "none") {
     if (!pre.empty() || f != 0)
       throw std::invalid_argument("--pre and --f need --aggregator (e.g. --aggregator median)");
     return nullptr;

@@ -64,7 +64,7 @@ private:
 };
 
 /// The aggregator the plan's options ask for (null when `aggregator` is
-/// empty), checked against n inputs per aggregation. Throws
+/// "none" or empty), checked against n inputs per aggregation. Throws
 /// std::invalid_argument for a bad spec, --pre or --f without --aggregator,
 /// or an f that n inputs cannot tolerate.
 std::shared_ptr<robust_aggregation> make_robust(const run_plan& plan, size_t n);
