@@ -36,6 +36,7 @@ buffer robust_aggregation::operator()(const std::vector<buffer>& xs,
     ++rec.rounds;
     if (a.weights[i] > 0)
       ++rec.passed;
+    rec.share += a.weights[i] * static_cast<double>(xs.size());
     if (fate == input_fate::invalid)
       note_invalid(sender, round);
   }
@@ -54,9 +55,11 @@ std::map<std::string, double> robust_aggregation::metrics() const {
     m[std::string("agg_") + key + "_total"] = t == total_.end() ? 0.0 : static_cast<double>(t->second);
   }
   for (auto& [rank, rec] : workers_) {
-    if (rec.rounds > 0)
+    if (rec.rounds > 0) {
       m["pass_rate_w" + std::to_string(rank)] =
         static_cast<double>(rec.passed) / static_cast<double>(rec.rounds);
+      m["share_w" + std::to_string(rank)] = rec.share / static_cast<double>(rec.rounds);
+    }
     if (rec.invalid > 0)
       m["invalid_w" + std::to_string(rank)] = static_cast<double>(rec.invalid);
   }

@@ -14,6 +14,11 @@
 //   pass_rate_w<i>   share of the rounds worker i took part in where its
 //                    weight in the aggregate was > 0 (the runner copies the
 //                    Byzantine workers' to byz_pass_rate_w<i>)
+//   share_w<i>       worker i's mean weight in the aggregates it took part
+//                    in, over its fair share 1/m (m inputs): 1 = counted
+//                    like everyone under the mean, 0 = never used. For
+//                    coordinate-wise rules a pass rate of 1 only says it was
+//                    used at some coordinate; the share says how much.
 //   invalid_w<i>     non-finite or wrong-length vectors from worker i (when > 0)
 // The first invalid vector of each worker is named in the log.
 #pragma once
@@ -54,6 +59,7 @@ private:
     int64_t rounds = 0;
     int64_t passed = 0;
     int64_t invalid = 0;
+    double share = 0;  // sum over rounds of weight * m
   };
   aggregator agg_;
   uint64_t seed_;

@@ -394,12 +394,13 @@ experiment_result run_checked(const experiment_config& cfg, const train_test& da
   result.summary = std::move(*summary);
   // How often each Byzantine worker got through the aggregator (the
   // protocol reports every worker's pass rate and does not know who attacks).
-  for (auto r : byz.ranks) {
-    auto& extra = result.summary.extra;
-    auto it = extra.find("pass_rate_w" + std::to_string(r));
-    if (it != extra.end())
-      extra["byz_pass_rate_w" + std::to_string(r)] = it->second;
-  }
+  for (auto r : byz.ranks)
+    for (std::string key : {"pass_rate_w", "share_w"}) {
+      auto& extra = result.summary.extra;
+      auto it = extra.find(key + std::to_string(r));
+      if (it != extra.end())
+        extra["byz_" + key + std::to_string(r)] = it->second;
+    }
   // Only a stop_switch stops a run from here, so "stopped" means that.
   if (stop && stop->requested() && result.summary.stop_reason == "stopped")
     result.summary.stop_reason = "interrupted";

@@ -372,12 +372,18 @@ TEST(byzantine_e2e, krum_never_picks_the_scaled_attackers_and_the_pass_rate_says
   auto r = run_experiment(byzantine_run("sync_sgd", "0,1:scale:-10", "krum"), logistic_problem());
   EXPECT_EQ(metric(r.summary, "byz_pass_rate_w0"), 0.0);
   EXPECT_EQ(metric(r.summary, "byz_pass_rate_w1"), 0.0);
+  EXPECT_EQ(metric(r.summary, "byz_share_w0"), 0.0);
   EXPECT_EQ(metric(r.summary, "agg_rejected"), 9.0);  // krum keeps one of ten
   // An honest worker gets through some of the time.
   double honest = 0;
   for (int i = 2; i < 10; ++i)
     honest += metric(r.summary, "pass_rate_w" + std::to_string(i));
   EXPECT_NEAR(honest, 1.0, 1e-9);  // krum keeps exactly one per round, always an honest one
+  // Its share: the whole aggregate (m = 10 times a fair share) whenever kept.
+  double shares = 0;
+  for (int i = 2; i < 10; ++i)
+    shares += metric(r.summary, "share_w" + std::to_string(i));
+  EXPECT_NEAR(shares, 10.0, 1e-9);
 }
 
 TEST(byzantine_e2e, local_sgd_aggregates_model_changes_robustly) {
