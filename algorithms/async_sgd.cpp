@@ -17,8 +17,28 @@
 //
 // A step is one applied update (one worker's mini-batch). With one worker
 // and no delay tau is always 0 and this is plain SGD, step for step.
+//
+// With a robust aggregator (options aggregator, pre, f, window): a WINDOW of
+// arrivals holds one gradient per worker: a worker whose gradient is in the
+// open window waits (is handed no new weights) until the window closes, so
+// a fast Byzantine worker fills one slot, not the window, and fast honest
+// workers do not starve slow ones. Once K = window distinct workers are in
+// (default n - f: the f slowest never hold a window back),
+// w <- Prox(w - eta_tau agg(window)) with tau the staleness of the arrival
+// that closed it, the window empties and its workers get the new weights.
+// One step uses K gradients, each once; --steps counts windows. If workers
+// die and every live one waits on an unfinished window, it closes with what
+// it holds (the aggregator refuses if that is too few for f). A worker's NaN/Inf gradient
+// takes its slot as invalid (the aggregator sets it aside, counted as one of
+// the f) instead of failing the run.
+#include <algorithm>
+#include <map>
+#include <memory>
+#include <stdexcept>
+
 #include "algorithms/protocols.hpp"
 #include "algorithms/registry.hpp"
+#include "algorithms/robust.hpp"
 #include "engines/async_server.hpp"
 
 namespace chorus {
@@ -48,9 +68,81 @@ async_rule async_sgd_rule(const run_plan& plan) {
 
 } // namespace
 
+namespace {
+
+// The window of arrivals the robust aggregator runs on (see the top).
+struct arrival_window {
+  size_t k;
+  std::map<int32_t, buffer> slots;
+  int64_t closed = 0;
+};
+
+void add_robust_window(async_rule& rule, const run_plan& plan, size_t n) {
+  const double window = plan.number("window");
+  if (plan.text("aggregator").empty() || plan.text("aggregator") == "none") {
+    if (window != 0)
+      throw std::invalid_argument("--window needs --aggregator");
+    make_robust(plan, n);  // refuses --pre / --f alone
+    return;
+  }
+  const double f = plan.number("f");
+  if (!(window >= 0) || window != static_cast<double>(static_cast<int64_t>(window)))
+    throw std::invalid_argument("--window must be a whole number >= 0");
+  size_t k = window > 0 ? static_cast<size_t>(window)
+                        : static_cast<size_t>(std::max(1.0, static_cast<double>(n) - f));
+  if (k > n)
+    throw std::invalid_argument("--window " + std::to_string(k) + " is more than the "
+                                + std::to_string(n) + " workers (a window holds one gradient per worker)");
+  auto robust = make_robust(plan, k);
+  auto win = std::make_shared<arrival_window>(arrival_window{k, {}, 0});
+  rule.gather = [robust, win](int32_t sender, const buffer& g, size_t dim) {
+    win->slots[sender] = g;
+    if (win->slots.size() < win->k)
+      return buffer{};
+    std::vector<buffer> xs;
+    std::vector<int32_t> senders;
+    for (auto& [s, x] : win->slots) {
+      senders.push_back(s);
+      xs.push_back(x);
+    }
+    win->slots.clear();
+    return (*robust)(xs, senders, ++win->closed, dim);
+  };
+  rule.flush = [robust, win](size_t dim) {
+    if (win->slots.empty())
+      return buffer{};
+    std::vector<buffer> xs;
+    std::vector<int32_t> senders;
+    for (auto& [s, x] : win->slots) {
+      senders.push_back(s);
+      xs.push_back(x);
+    }
+    win->slots.clear();
+    return (*robust)(xs, senders, ++win->closed, dim);
+  };
+  rule.reject_non_finite = true;
+  rule.metrics = [robust, win] {
+    auto m = robust->metrics();
+    m["windows"] = static_cast<double>(win->closed);
+    return m;
+  };
+  rule.take_log = [robust] { return robust->take_log(); };
+  rule.note = (rule.note.empty() ? "" : rule.note + "; ") + "robust window: "
+              + robust->rule().name() + " over " + std::to_string(k)
+              + " distinct workers' latest gradients per update";
+}
+
+} // namespace
+
+void check_async_sgd(const run_plan& plan, size_t workers) {
+  async_rule rule;
+  add_robust_window(rule, plan, workers);
+}
+
 protocol_actor spawn_async_sgd(caf::actor_system& sys, run_context ctx) {
   complete_options(find_algorithm("async_sgd"), ctx.plan);
   auto rule = async_sgd_rule(ctx.plan);
+  add_robust_window(rule, ctx.plan, ctx.workers.size());
   return spawn_async_server(sys, std::move(ctx), std::move(rule));
 }
 

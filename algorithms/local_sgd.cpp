@@ -15,6 +15,15 @@
 //           post_local  synchronous (tau = 1) for the first K rounds, then
 //                     tau local steps (Lin et al.'s post-local SGD)
 // A step is one communication round.
+//
+// With a robust aggregator (options aggregator, pre, f; algorithms/robust.hpp)
+// the server aggregates the model changes, unweighted (robust rules count
+// workers, not samples):  w+ = w + agg(x_1 - w, ..., x_m - w),
+// and a worker's NaN/Inf model is rejected (counted, named in the log)
+// instead of failing the run. Rules that are translation-equivariant
+// (median, krum, ...) would give the same on the models themselves; clipping
+// and centered clipping would not, which is why the changes are aggregated.
+// f is checked against the workers sampled per round.
 #include <algorithm>
 #include <cmath>
 #include <memory>
@@ -22,6 +31,7 @@
 
 #include "algorithms/protocols.hpp"
 #include "algorithms/registry.hpp"
+#include "algorithms/robust.hpp"
 
 namespace chorus {
 
@@ -96,9 +106,28 @@ round_rule local_sgd_rule(const run_plan& plan, std::vector<int64_t> shard_sizes
   return rule;
 }
 
+namespace {
+
+// Workers taking part in one round (FedAvg's sample), the inputs of one aggregation.
+size_t sampled_per_round(const run_plan& plan, size_t workers) {
+  auto opts = read_options(plan);
+  return std::max<size_t>(1, static_cast<size_t>(std::round(opts.fraction * double(workers))));
+}
+
+} // namespace
+
+void check_local_sgd(const run_plan& plan, size_t workers) {
+  make_robust(plan, sampled_per_round(plan, workers));
+}
+
 protocol_actor spawn_local_sgd(caf::actor_system& sys, run_context ctx) {
   complete_options(find_algorithm("local_sgd"), ctx.plan);
   auto rule = local_sgd_rule(ctx.plan, ctx.shard_sizes);
+  if (auto robust = make_robust(ctx.plan, sampled_per_round(ctx.plan, ctx.workers.size()))) {
+    rule.combine = [robust](backend& be, const buffer& w, const std::vector<round_reply>& replies,
+                            int64_t round) { return robust_model_step(*robust, be, w, replies, round); };
+    attach_robust(rule, robust);
+  }
   return spawn_round_server(sys, std::move(ctx), std::move(rule));
 }
 

@@ -25,6 +25,12 @@ protocol_actor spawn_ri_sgd(caf::actor_system& sys, run_context ctx);
 /// other shards (option redundancy = mu), before the workers exist.
 partition ri_sgd_shards(const partition& base, const run_plan& plan);
 
+/// Refuse, before a run, options these protocols cannot run with (a robust
+/// aggregator's f against the inputs per aggregation); throw std::invalid_argument.
+void check_robust_round(const run_plan& plan, size_t workers);  // sync_sgd, sync_sgd_avg
+void check_local_sgd(const run_plan& plan, size_t workers);
+void check_async_sgd(const run_plan& plan, size_t workers);
+
 /// The round rules behind them, for protocols that reuse or wrap them.
 round_rule sync_sgd_rule(const run_plan& plan);
 round_rule sync_sgd_avg_rule(const run_plan& plan);

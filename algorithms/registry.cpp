@@ -32,6 +32,16 @@ const protocol_option error_feedback{"error_feedback", "MODE", "none",
                                      "with --compress: none | ef | ef21"};
 const protocol_option allow_biased{"allow_biased", "", "0",
                                    "allow topk/sign without error feedback (logs a warning)"};
+// A robust aggregator in place of the mean (algorithms/robust.hpp).
+const protocol_option aggregator_option{
+  "aggregator", "SPEC", "none",
+  "robust rule in place of the mean: median | trimmed:B | krum | multikrum:M | geomed | "
+  "cc:TAU[,ITERS] | filter | mean (chorus list); none: the plain mean, NaN fails the run"};
+const protocol_option pre_option{"pre", "SPEC", "none",
+                                 "pre-aggregation before --aggregator: nnm | bucket:S | clip:C, "
+                                 "chained with '+'; none: none"};
+const protocol_option f_option{"f", "F", "0",
+                               "Byzantine inputs the aggregator tolerates per aggregation"};
 
 } // namespace
 
@@ -39,20 +49,25 @@ const std::vector<algorithm_info>& algorithm_registry() {
   static const std::vector<algorithm_info> table = {
     {"sync_sgd", "synchronous parallel SGD, server-side prox: w+ = Prox(w - eta mean_i g_i)",
      "one round: every worker computes one mini-batch gradient", spawn_sync_sgd,
-     {allreduce, compress, error_feedback, allow_biased},
-     true},
+     {allreduce, compress, error_feedback, allow_biased, aggregator_option, pre_option, f_option},
+     true, {}, {}, check_robust_round},
     {"sync_sgd_avg", "synchronous parallel SGD, averaged prox: w+ = mean_i Prox(w - eta g_i)",
-     "one round: every worker takes one proximal step", spawn_sync_sgd_avg, {allreduce}, true},
+     "one round: every worker takes one proximal step", spawn_sync_sgd_avg,
+     {allreduce, aggregator_option, pre_option, f_option}, true, {}, {}, check_robust_round},
     {"async_sgd",
      "asynchronous delayed-gradient SGD: w <- Prox(w - eta_tau g_i(w_{t-tau})) per arrival",
      "one applied gradient (one worker's mini-batch)",
      spawn_async_sgd,
      {{"staleness_bound", "S", "-1", "drop gradients older than S updates (counted); -1: keep all"},
-      {"staleness_lr", "", "0", "step size eta / (1 + staleness)"}},
-     true},
+      {"staleness_lr", "", "0", "step size eta / (1 + staleness)"},
+      aggregator_option, pre_option, f_option,
+      {"window", "K", "0",
+       "with --aggregator: step once K distinct workers' gradients are in; 0: n - f"}},
+     true, {}, {}, check_async_sgd},
     {"local_sgd", "local SGD / FedAvg: tau local steps, then w+ = sum_i n_i/n x_i",
      "one communication round (tau local steps per worker)", spawn_local_sgd,
-     {tau_local, fraction, post_local}, true},
+     {tau_local, fraction, post_local, aggregator_option, pre_option, f_option}, true, {}, {},
+     check_local_sgd},
     {"lazy_sgd", "event-triggered sync SGD (LAG): upload g_i only if it changed enough",
      "one round: every worker computes a gradient, some skip the upload", spawn_lazy_sgd,
      {{"lazy_threshold", "XI", "1",
@@ -127,6 +142,17 @@ void complete_options(const algorithm_info& algo, run_plan& plan) {
   plan.options.emplace("seed", "1");
   for (auto& o : algo.options)
     plan.options.emplace(o.key, o.fallback);
+}
+
+void check_plan(const algorithm_info& algo, const std::map<std::string, std::string>& options,
+                size_t workers) {
+  if (!algo.check)
+    return;
+  run_plan plan;
+  plan.algorithm = algo.name;
+  plan.options = options;
+  complete_options(algo, plan);
+  algo.check(plan, workers);
 }
 
 std::vector<std::string> cuda_algorithms() {

@@ -49,7 +49,15 @@ struct algorithm_info {
   /// Decentralized protocols: their peer alone, for runs whose workers live
   /// in other processes; empty for protocols without peers.
   peer_hook spawn_peer{};
+  /// Optional: checks a completed plan for `workers` workers before anything
+  /// is loaded or spawned (a robust aggregator's f against the inputs it
+  /// will get); throws std::invalid_argument.
+  std::function<void(const run_plan& plan, size_t workers)> check{};
 };
+
+/// Runs algo.check (if any) on `options` completed with their defaults.
+void check_plan(const algorithm_info& algo, const std::map<std::string, std::string>& options,
+                size_t workers);
 
 /// Every registered protocol, in the order `chorus list` prints them.
 const std::vector<algorithm_info>& algorithm_registry();

@@ -19,6 +19,14 @@
 //   ef     w+ = Prox(w - eta mean_i D(C(g_i + e_i))),  e_i <- g_i + e_i - D(C(g_i + e_i))
 //   ef21   w+ = Prox(w - eta mean_i h_i),  h_i <- h_i + D(C(g_i - h_i))
 //
+// With a robust aggregator (options aggregator, pre, f; algorithms/robust.hpp)
+// the mean becomes the aggregator's value:
+//   sync_sgd       w+ = Prox(w - eta * agg(g_1..g_N))
+//   sync_sgd_avg   w+ = w + agg(x_1 - w, ..., x_N - w)   (x_i = Prox(w - eta g_i))
+// and a worker's NaN/Inf vector is rejected (counted, named in the log)
+// instead of failing the run. The aggregation runs on the server's host
+// memory, so it does not combine with allreduce=nccl.
+//
 // Cost per step: N weight broadcasts (one shared buffer in-process) and N
 // replies of the model's size; one pass over N buffers to aggregate.
 //
@@ -36,12 +44,14 @@
 //          The gradients cross the PCIe/NVLink fabric once, in NCCL, instead
 //          of each being copied to the server's GPU.
 #include <algorithm>
+#include <memory>
 #include <stdexcept>
 
 #include "actors/nccl_group.hpp"
 #include "algorithms/compressed_link.hpp"
 #include "algorithms/protocols.hpp"
 #include "algorithms/registry.hpp"
+#include "algorithms/robust.hpp"
 #include "gpu/device.hpp"
 
 namespace chorus {
@@ -75,6 +85,9 @@ std::vector<int> rank_devices(const run_context& ctx) {
 // The round server for `rule`; with allreduce=nccl, with an NCCL group as
 // its reducer, owned by the server (it shuts down when the server ends).
 protocol_actor spawn_with_allreduce(caf::actor_system& sys, run_context ctx, round_rule rule) {
+  if (allreduce_mode(ctx.plan) != "none" && rule.reject_non_finite)
+    throw std::invalid_argument("--aggregator runs on the server: it does not combine with "
+                                "--allreduce nccl");
   if (allreduce_mode(ctx.plan) == "none")
     return spawn_round_server(sys, std::move(ctx), std::move(rule));
   auto devices = rank_devices(ctx);
@@ -133,11 +146,41 @@ round_rule sync_sgd_avg_rule(const run_plan& plan) {
   return rule;
 }
 
+// sync_sgd's rule with the robust aggregator: w+ = Prox(w - eta agg(g)).
+round_rule robust_sync_sgd_rule(const run_plan& plan, std::shared_ptr<robust_aggregation> robust) {
+  round_rule rule;
+  rule.ask = [](round_asker& ask, size_t i, const weights& w, int64_t) { ask.gradient(i, w); };
+  rule.combine = [robust, lr = plan.lr, reg = plan.reg](backend& be, const buffer& w,
+                                                        const std::vector<round_reply>& replies,
+                                                        int64_t round) {
+    std::vector<buffer> grads;
+    std::vector<int32_t> senders;
+    for (auto& r : replies) {
+      grads.push_back(r.values);
+      senders.push_back(r.sender);
+    }
+    auto g = be.adopt((*robust)(grads, senders, round, w.size()));
+    auto next = be.allocate(w.size());
+    be.copy(w, next.span());
+    be.prox_step(reg, lr, g, next.span());
+    return std::move(next).freeze();
+  };
+  attach_robust(rule, std::move(robust));
+  return rule;
+}
+
+void check_robust_round(const run_plan& plan, size_t workers) {
+  if (make_robust(plan, workers) && allreduce_mode(plan) != "none")
+    throw std::invalid_argument("--aggregator runs on the server: it does not combine with "
+                                "--allreduce nccl");
+}
+
 protocol_actor spawn_sync_sgd(caf::actor_system& sys, run_context ctx) {
   complete_options(find_algorithm("sync_sgd"), ctx.plan);
-  auto rule = sync_sgd_rule(ctx.plan);
+  auto robust = make_robust(ctx.plan, ctx.workers.size());
+  auto rule = robust ? robust_sync_sgd_rule(ctx.plan, std::move(robust)) : sync_sgd_rule(ctx.plan);
   // --compress: each gradient crosses the uplink as C(g) (compressed_link.hpp);
-  // the rule above still combines d floats per worker.
+  // the rule above still combines d floats per worker (decoded first).
   auto compression = read_uplink_compression(ctx.plan);
   if (compression.active && allreduce_mode(ctx.plan) != "none")
     throw std::invalid_argument("--compress needs allreduce=none (the server decodes the "
@@ -149,6 +192,11 @@ protocol_actor spawn_sync_sgd(caf::actor_system& sys, run_context ctx) {
 protocol_actor spawn_sync_sgd_avg(caf::actor_system& sys, run_context ctx) {
   complete_options(find_algorithm("sync_sgd_avg"), ctx.plan);
   auto rule = sync_sgd_avg_rule(ctx.plan);
+  if (auto robust = make_robust(ctx.plan, ctx.workers.size())) {
+    rule.combine = [robust](backend& be, const buffer& w, const std::vector<round_reply>& replies,
+                            int64_t round) { return robust_model_step(*robust, be, w, replies, round); };
+    attach_robust(rule, robust);
+  }
   return spawn_with_allreduce(sys, std::move(ctx), std::move(rule));
 }
 

@@ -30,6 +30,7 @@ struct async_state : protocol_state {
   std::map<int64_t, int64_t> histogram;
   std::vector<bool> in_flight;  // per worker: a request is out
   std::vector<int64_t> applied;  // per worker: updates applied from it
+  std::vector<bool> parked;      // per worker: its gradient waits in the rule's window
 
   // Marks worker i's request as answered (or never to be); false if it was
   // already settled (a down message and an error reply can both arrive).
@@ -55,6 +56,9 @@ struct async_state : protocol_state {
       m["updates_min"] = static_cast<double>(*std::min_element(applied.begin(), applied.end()));
       m["updates_max"] = static_cast<double>(*std::max_element(applied.begin(), applied.end()));
     }
+    if (rule.metrics)
+      for (auto& [k, v] : rule.metrics())
+        m[k] = v;
     return m;
   }
 };
@@ -118,6 +122,44 @@ bool apply(async_pointer self, size_t i, const gradient& g, int64_t tau) {
   return true;
 }
 
+// A window closed: every worker that waited on it gets fresh weights.
+void unpark(async_pointer self) {
+  auto& st = self->state;
+  for (size_t j = 0; j < st.parked.size(); ++j)
+    if (st.parked[j]) {
+      st.parked[j] = false;
+      if (!st.stopping)
+        ask(self, j);
+    }
+}
+
+// When every live worker waits on the rule's window and none is computing
+// (workers died, so fewer than a window's worth are left), the window is
+// closed with what it holds. False if the run failed.
+bool flush_if_stuck(async_pointer self) {
+  auto& st = self->state;
+  if (!st.rule.flush || st.stopping)
+    return true;
+  for (size_t j = 0; j < st.alive.size(); ++j)
+    if (st.alive[j] && !st.parked[j])
+      return true;
+  buffer closed;
+  try {
+    closed = st.rule.flush(st.w.size());
+  } catch (const std::exception& e) {
+    fail_run(self, make_error(errc::compute_failed, e.what()));
+    return false;
+  }
+  if (!closed.empty()) {
+    size_t any = 0;
+    if (!apply(self, any, gradient{-1, st.tracker.step(), std::move(closed), 0, 0}, 0))
+      return false;
+    --st.applied[any];  // an update of the window, not of worker 0
+  }
+  unpark(self);
+  return true;
+}
+
 void on_gradient(async_pointer self, size_t i, gradient& g) {
   auto& st = self->state;
   if (!st.settle(i))
@@ -129,14 +171,35 @@ void on_gradient(async_pointer self, size_t i, gradient& g) {
   }
   const int64_t tau = st.tracker.step() - g.step;
   st.tracker.add_work(g.samples, g.loss, 1);
-  if (st.rule.accept && !st.rule.accept(tau))
+  if (st.rule.accept && !st.rule.accept(tau)) {
     ++st.dropped;
-  else if (!apply(self, i, g, tau))
+  } else if (st.rule.gather) {
+    buffer closed;
+    try {
+      closed = st.rule.gather(static_cast<int32_t>(i), g.values, st.w.size());
+    } catch (const std::exception& e) {
+      fail_run(self, make_error(errc::compute_failed, e.what()));
+      return;
+    }
+    if (st.rule.take_log)
+      for (auto& line : st.rule.take_log())
+        log_line(self, std::move(line));
+    if (closed.empty()) {
+      st.parked[i] = true;
+    } else {
+      if (!apply(self, i, gradient{-1, g.step, std::move(closed), 0, 0}, tau))
+        return;
+      unpark(self);
+    }
+  } else if (!apply(self, i, g, tau)) {
     return;
+  }
   if (st.tracker.budget_spent())
     st.stopping = true;
-  if (!st.stopping)
+  if (!st.stopping && !st.parked[i])
     ask(self, i);
+  if (!flush_if_stuck(self))
+    return;
   if (!st.eval_in_flight && !st.stopping && st.tracker.eval_due()) {
     // The evaluator scores a snapshot (buffers are immutable) while the
     // workers go on: evaluation costs the protocol no barrier.
@@ -157,9 +220,10 @@ void lose(async_pointer self, size_t i, const std::string& why) {
   auto& st = self->state;
   if (!drop_worker(self, i, why))
     return;
+  st.parked[i] = false;
   if (st.live_workers() == 0)
     fail_run(self, make_error(errc::no_workers_left, "every worker is gone"));
-  else
+  else if (flush_if_stuck(self))
     maybe_finish(self);
 }
 
@@ -173,6 +237,15 @@ void ask(async_pointer self, size_t i) {
   self->request(st.ctx.workers[i], st.ctx.plan.timeout, compute_atom_v, std::move(w))
     .then([self, i](gradient& g) { on_gradient(self, i, g); },
           [self, i](caf::error& err) {
+            auto& st = self->state;
+            if (st.rule.reject_non_finite && st.in_flight[i] && err.category() == errc_category
+                && err.code() == static_cast<uint8_t>(errc::non_finite)) {
+              log_line(self, "worker " + std::to_string(i) + " rejected at step "
+                               + std::to_string(st.tracker.step()) + ": " + describe(err));
+              gradient rejected{static_cast<int32_t>(i), st.tracker.step(), buffer{}, 0, 0};
+              on_gradient(self, i, rejected);
+              return;
+            }
             if (!self->state.settle(i))
               return;
             if (is_run_failure(err))
@@ -190,6 +263,7 @@ protocol_actor::behavior_type async_server_behavior(async_pointer self, run_cont
   st.w = st.ctx.initial;
   st.in_flight.assign(st.ctx.workers.size(), false);
   st.applied.assign(st.ctx.workers.size(), 0);
+  st.parked.assign(st.ctx.workers.size(), false);
   for (auto& worker : st.ctx.workers)
     self->monitor(worker);
   self->set_down_handler([self](caf::down_msg& dm) {

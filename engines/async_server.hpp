@@ -17,6 +17,8 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <vector>
 #include <string>
 
 #include <caf/actor_system.hpp>
@@ -37,6 +39,23 @@ struct async_rule {
   std::function<void(backend& be, cview w, cview g, int64_t tau, view out)> apply;
   /// Optional: a line for the run's log when the run starts.
   std::string note;
+  /// Optional, for a robust rule over a window of arrivals: takes worker
+  /// `sender`'s gradient (empty: it sent a non-finite one) and returns the
+  /// vector to apply when this arrival closes a window, or an empty buffer
+  /// to hold it: no update, and the worker waits (is not handed new
+  /// weights) until a window closes, so every window gets distinct workers
+  /// and fast workers cannot starve slow ones. `dim` is the model's size.
+  std::function<buffer(int32_t sender, const buffer& g, size_t dim)> gather;
+  /// With gather: closes the window with what it holds (called when every
+  /// live worker waits on it, e.g. after workers died); empty: nothing held.
+  std::function<buffer(size_t dim)> flush;
+  /// With gather: a worker's non_finite error does not fail the run; it is
+  /// logged, naming the worker, and handed to gather as an empty gradient.
+  bool reject_non_finite = false;
+  /// Optional: the rule's metrics, added to every row and the summary.
+  std::function<std::map<std::string, double>()> metrics;
+  /// Optional: log lines the rule has, taken after each arrival.
+  std::function<std::vector<std::string>()> take_log;
 };
 
 /// Spawns the asynchronous server for `rule`. Every metrics row and the

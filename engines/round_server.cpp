@@ -67,6 +67,9 @@ void combine_round(server_pointer self, std::vector<round_reply> replies) {
     fail_run(self, make_error(errc::compute_failed, e.what()));
     return;
   }
+  if (st.rule.take_log)
+    for (auto& line : st.rule.take_log())
+      log_line(self, std::move(line));
   if (!st.be->all_finite(st.w)) {
     fail_run(self, make_error(errc::non_finite,
                               "weights after step " + std::to_string(st.tracker.step())
@@ -154,6 +157,13 @@ void on_error(server_pointer self, int64_t round, size_t i, const caf::error& er
   auto& st = self->state;
   if (!st.tracker.running() || round != st.round_id || !st.awaiting[i])
     return;
+  if (st.rule.reject_non_finite && err.category() == errc_category
+      && err.code() == static_cast<uint8_t>(errc::non_finite)) {
+    log_line(self, "worker " + std::to_string(i) + " rejected at step "
+                     + std::to_string(st.tracker.step()) + ": " + describe(err));
+    settle(self, round, i, round_reply{static_cast<int32_t>(i), buffer{}, 0.0, 0});
+    return;
+  }
   if (is_run_failure(err)) {
     fail_run(self, err);
     return;

@@ -69,6 +69,14 @@ struct round_rule {
   /// stateless decode of engines/compressors.hpp. bytes_sent counts the
   /// encoded payload either way.
   std::function<buffer(size_t i, const buffer& payload, size_t dim)> decode;
+  /// Set by a rule with a robust aggregator: a worker's non_finite error
+  /// (its gradient or model had a NaN or Inf) does not fail the run; the
+  /// server logs it, naming the worker, and hands combine an empty reply
+  /// from it (the aggregator sets it aside and counts it).
+  bool reject_non_finite = false;
+  /// Optional: log lines the rule has for the run's log, taken after each
+  /// combine.
+  std::function<std::vector<std::string>()> take_log;
 };
 
 /// Spawns the round server for `rule`.

@@ -54,6 +54,12 @@ using mesh_atom = caf::atom_constant<caf::atom("mesh")>;
 using register_atom = caf::atom_constant<caf::atom("register")>;
 /// Registrar: reply once every expected node has registered.
 using await_atom = caf::atom_constant<caf::atom("await")>;
+/// Adversary: a tapped honest worker's reply, seen on its way to the protocol.
+using observe_atom = caf::atom_constant<caf::atom("observe")>;
+/// Adversary: the honest updates of a step, for an omniscient attacker.
+using honest_atom = caf::atom_constant<caf::atom("honest")>;
+/// Self-message: a wait has run out.
+using expire_atom = caf::atom_constant<caf::atom("expire")>;
 
 constexpr compute_atom compute_atom_v{};
 constexpr local_atom local_atom_v{};
@@ -79,5 +85,8 @@ constexpr peer_atom peer_atom_v{};
 constexpr mesh_atom mesh_atom_v{};
 constexpr register_atom register_atom_v{};
 constexpr await_atom await_atom_v{};
+constexpr observe_atom observe_atom_v{};
+constexpr honest_atom honest_atom_v{};
+constexpr expire_atom expire_atom_v{};
 
 } // namespace chorus

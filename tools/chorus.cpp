@@ -13,6 +13,7 @@
 #include "algorithms/registry.hpp"
 #include "engines/aggregators.hpp"
 #include "engines/compressors.hpp"
+#include "engines/byzantine.hpp"
 #include "engines/topology.hpp"
 #include "data/dataset.hpp"
 #include "messages/regularizer.hpp"
@@ -96,6 +97,10 @@ int list() {
               "--allow-biased)",
               codecs);
   print_table("error feedback (--error-feedback)", feedbacks);
+  std::vector<std::pair<std::string, std::string>> attacks;
+  for (auto& a : chorus::attack_registry())
+    attacks.emplace_back(a.usage, a.help);
+  print_table("attacks (--byzantine RANKS:ATTACK)", attacks);
   print_table("regularizers", {{"none", "r = 0"},
                                {"l1:LAMBDA", "LAMBDA ||w||_1 (soft-thresholding)"},
                                {"l2:LAMBDA", "LAMBDA/2 ||w||^2"},

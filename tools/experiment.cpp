@@ -15,6 +15,7 @@
 #include "actors/injection.hpp"
 #include "actors/system.hpp"
 #include "algorithms/registry.hpp"
+#include "engines/byzantine.hpp"
 #include "engines/run_graph.hpp"
 #include "data/npy.hpp"
 #include "gpu/device.hpp"
@@ -104,7 +105,9 @@ std::vector<injection> validate(const experiment_config& cfg) {
   check_backend(algo, cfg.backend);
   check_cluster_options(cfg);
   auto injections = parse_injections(cfg.workers, cfg.slow, cfg.delay, cfg.link_delay, cfg.crash);
+  parse_byzantine(cfg.byzantine, cfg.workers);  // throws with what is wrong
   check_options(algo, cfg.options);
+  check_plan(algo, cfg.options, static_cast<size_t>(cfg.workers));  // e.g. an impossible --f
   // Dataset names are checked here, before any file is read; the data
   // themselves are checked by their loader.
   bool known = false;
@@ -147,6 +150,13 @@ worker_config make_worker_config(const experiment_config& cfg, const train_test&
   wc.inject = injections.at(i);
   wc.backend = cfg.backend;
   wc.device = cfg.devices[i % cfg.devices.size()];
+  // labelflip is a data attack: the worker computes honestly on its shard
+  // with permuted labels (engines/byzantine.hpp).
+  auto byz = parse_byzantine(cfg.byzantine, cfg.workers);
+  if (byz.is_byzantine(rank) && byz.atk.data) {
+    wc.data = flip_labels(*data.train, wc.shard);
+    wc.shard.clear();
+  }
   return wc;
 }
 
@@ -207,6 +217,7 @@ std::string to_json(const experiment_config& cfg) {
     .add("delay", cfg.delay)
     .add("link_delay", cfg.link_delay)
     .add("crash", cfg.crash)
+    .add("byzantine", cfg.byzantine)
     .add("backend", cfg.backend)
     .raw("devices", json_int_array(cfg.devices))
     .add("out", cfg.out_dir);
@@ -269,6 +280,9 @@ experiment_result run_checked(const experiment_config& cfg, const train_test& da
     if (injections[i].active())
       result.injected += (result.injected.empty() ? "" : "; ") + ("worker " + std::to_string(i) + ": ")
                          + injections[i].describe();
+  const auto byz = parse_byzantine(cfg.byzantine, cfg.workers);
+  if (byz.active())
+    result.injected += (result.injected.empty() ? "" : "; ") + ("byzantine " + cfg.byzantine);
 
   if (!cfg.out_dir.empty()) {
     json_object effective;
@@ -336,6 +350,23 @@ experiment_result run_checked(const experiment_config& cfg, const train_test& da
       for (int32_t i = 0; i < cfg.workers; ++i)
         graph.add_worker(make_worker_config(cfg, data, parts, injections, i));
     }
+    if (byz.active()) {
+      // Byzantine decorators (and, for omniscient attacks, the taps on the
+      // honest uplinks and the adversary) around the workers, here beside
+      // the protocol; the workers themselves stay honest.
+      const auto wait = std::chrono::milliseconds(std::min<int64_t>(1000, cfg.timeout_ms / 2));
+      auto adv = wrap_byzantine(sys, ctx.workers, byz, cfg.seed, wait);
+      if (adv)
+        graph.keep(adv);
+      for (auto& w : ctx.workers)
+        graph.keep(w);
+      std::string ranks;
+      for (auto r : byz.ranks)
+        ranks += (ranks.empty() ? "" : ",") + std::to_string(r);
+      graph.log("byzantine workers " + ranks + ": " + byz.atk.spec
+                + (byz.atk.omniscient ? " (omniscient: an adversary actor taps the honest uplinks)"
+                                      : ""));
+    }
     worker_config ec;
     ec.rank = -1;
     ec.model = cfg.model;
@@ -365,6 +396,15 @@ experiment_result run_checked(const experiment_config& cfg, const train_test& da
   if (!summary)
     throw std::runtime_error("training failed: " + describe(summary.error()));
   result.summary = std::move(*summary);
+  // How often each Byzantine worker got through the aggregator (the
+  // protocol reports every worker's pass rate and does not know who attacks).
+  for (auto r : byz.ranks)
+    for (std::string key : {"pass_rate_w", "share_w"}) {
+      auto& extra = result.summary.extra;
+      auto it = extra.find(key + std::to_string(r));
+      if (it != extra.end())
+        extra["byz_" + key + std::to_string(r)] = it->second;
+    }
   // Only a stop_switch stops a run from here, so "stopped" means that.
   if (stop && stop->requested() && result.summary.stop_reason == "stopped")
     result.summary.stop_reason = "interrupted";

@@ -52,6 +52,7 @@ struct experiment_config {
   std::string delay;       ///< "exp:2ms", "fixed:1ms", "uniform:1ms,3ms" per step, every worker
   std::string link_delay;  ///< "1ms" one way on every worker-server link
   std::string crash;       ///< "2:500": worker 2 dies at step 500
+  std::string byzantine;   ///< "0,3:alie": workers 0 and 3 attack (engines/byzantine.hpp)
   // Where the workers compute: "eigen" (CPU) or "cuda". With cuda, worker i
   // runs on devices[i % devices.size()] (several workers share a GPU), and
   // the protocol actor and the evaluator on devices[0].

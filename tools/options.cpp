@@ -187,6 +187,9 @@ std::vector<option_spec> general_options() {
                            "for sync and local protocols, an update for async ones), e.g. --crash 2:500; "
                            "repeats add workers",
      [](auto& c, auto& v) { c.crash += (c.crash.empty() ? "" : ",") + v; }},
+    {"byzantine", "RANKS:ATTACK", "attack: workers RANKS send forged vectors, e.g. --byzantine 0,3:alie "
+                                  "(attacks: chorus list; defend with --aggregator)",
+     [](auto& c, auto& v) { c.byzantine = v; }},
     {"backend", "NAME", "where workers compute: eigen (CPU) | cuda (GPU; " + cuda_list() + ") [eigen]",
      [](auto& c, auto& v) { c.backend = v; }},
     {"devices", "I[,I...]", "cuda: GPU indices; worker i runs on the (i mod count)-th, so several share one [0]",
@@ -428,7 +431,8 @@ std::vector<std::string> to_args(const experiment_config& cfg) {
     devices += (devices.empty() ? "" : ",") + std::to_string(d);
   a.insert(a.end(), {"--devices", devices});
   for (auto [flag, value] : {std::pair{"--slow", &cfg.slow}, {"--delay", &cfg.delay},
-                             {"--link-delay", &cfg.link_delay}, {"--crash", &cfg.crash}})
+                             {"--link-delay", &cfg.link_delay}, {"--crash", &cfg.crash},
+                             {"--byzantine", &cfg.byzantine}})
     if (!value->empty())
       a.insert(a.end(), {flag, *value});
   for (auto& [key, value] : cfg.options) {
