@@ -39,6 +39,9 @@ struct node_state {
   };
   std::vector<job> jobs;
   bool served = false;
+  // Every worker and peer ever spawned here (weak: ended ones do not stay).
+  std::shared_ptr<std::vector<caf::weak_actor_ptr>> spawned
+    = std::make_shared<std::vector<caf::weak_actor_ptr>>();
   // The data of the last job, kept for the next one with the same source.
   std::string data_key;
   train_test data;
@@ -112,6 +115,7 @@ hosted_workers take_job(node_self self, const node_job& job) {
                                     + std::to_string(cfg.workers - 1));
       auto w = spawn_worker(self->system(), make_worker_config(cfg, st.data, parts, injections, rank));
       spawned.push_back(w);
+      st.spawned->push_back(caf::actor_cast<caf::weak_actor_ptr>(w));
       out.workers.push_back(caf::actor_cast<caf::strong_actor_ptr>(w));
     }
   } catch (...) {
@@ -152,6 +156,7 @@ caf::actor spawn_peer_beside(node_self self, int32_t rank, const caf::actor& coo
   ctx.report_models = false;  // the coordinator fetches models when it evaluates
   auto peer = spawn_algorithm_peer(self->system(), job->cfg.algorithm, std::move(ctx), rank, coordinator);
   job->peers.push_back(peer);
+  self->state.spawned->push_back(caf::actor_cast<caf::weak_actor_ptr>(peer));
   return peer;
 }
 
@@ -164,14 +169,13 @@ node_actor::behavior_type node_behavior(node_self self, node_options opts) {
   self->set_down_handler([self](caf::down_msg& msg) {
     end_job(self, msg.source, "its coordinator is gone: " + to_string(msg.reason));
   });
-  // However the node ends, its workers end with it.
-  self->attach_functor([self](const caf::error&) {
-    for (auto& j : self->state.jobs) {
-      for (auto& w : j.workers)
-        caf::anon_send_exit(w, caf::exit_reason::user_shutdown);
-      for (auto& p : j.peers)
-        caf::anon_send_exit(p, caf::exit_reason::user_shutdown);
-    }
+  // However the node ends, what it spawned ends with it. An attached
+  // functor runs after the state is gone (CAF destroys a stateful actor's
+  // state before it runs them), so it holds its own list.
+  self->attach_functor([spawned = st.spawned](const caf::error&) {
+    for (auto& weak : *spawned)
+      if (auto strong = weak.lock())
+        caf::anon_send_exit(caf::actor_cast<caf::actor>(strong), caf::exit_reason::user_shutdown);
   });
   return {
     [self](hello_atom, const std::string& their_version, uint64_t their_types)
