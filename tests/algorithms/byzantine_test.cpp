@@ -468,8 +468,13 @@ namespace {
 
 // A worker whose gradients are always non-finite: the worker itself
 // refuses to send them (errc::non_finite), as a real worker does.
-worker_actor::behavior_type non_finite_worker(worker_actor::pointer) {
-  auto err = [] { return make_error(errc::non_finite, "worker 4: gradient contains NaN or Inf"); };
+// (Spawned with an argument: CAF 0.17 binds a reference to a null tuple
+// when a function actor takes none, which UBSan reports.)
+worker_actor::behavior_type non_finite_worker(worker_actor::pointer, int32_t rank) {
+  auto err = [rank] {
+    return make_error(errc::non_finite,
+                      "worker " + std::to_string(rank) + ": gradient contains NaN or Inf");
+  };
   return {
     [=](compute_atom, weights) -> caf::result<gradient> { return err(); },
     [=](local_atom, weights, local_plan) -> caf::result<local_result> { return err(); },
@@ -485,7 +490,7 @@ caf::expected<run_summary> run_with_a_non_finite_worker(const std::string& aggre
   chorus::test::graph g;
   for (int32_t r = 0; r < 4; ++r)
     g.rg.add_worker(scripted_rank(g.ts.sys, r));
-  g.rg.add_worker(g.ts.sys.spawn(non_finite_worker));
+  g.rg.add_worker(g.ts.sys.spawn(non_finite_worker, int32_t{4}));
   g.rg.set_evaluator(scripted_rank(g.ts.sys, -1));
   g.ctx.initial = buffer::from(std::vector<float>(dim, 0.0f));
   g.ctx.plan.steps = 3;

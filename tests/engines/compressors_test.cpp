@@ -85,7 +85,8 @@ TEST(compressors, every_codec_round_trips_through_serialization_at_the_advertise
       auto x = decode(payload, d).to_vector();
       auto y = decode(back, d).to_vector();
       ASSERT_EQ(x.size(), d) << spec;
-      EXPECT_EQ(0, std::memcmp(x.data(), y.data(), 4 * d)) << spec;
+      if (d > 0)  // memcmp of two empty vectors' null pointers is undefined
+        EXPECT_EQ(0, std::memcmp(x.data(), y.data(), 4 * d)) << spec;
       if (spec == "none" || spec == "topk:1")
         EXPECT_EQ(x, v) << spec;  // lossless
     }
