@@ -70,7 +70,7 @@ test-sanitize: deps
 	cd $(SAN_BUILD) && status=0 && \
 	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:log_path=$(SAN_REPORTS)/asan \
 	  UBSAN_OPTIONS=print_stacktrace=1:log_path=$(SAN_REPORTS)/ubsan \
-	  LSAN_OPTIONS=suppressions=$(abspath tools/lsan-caf.supp) \
+	  LSAN_OPTIONS=suppressions=$(abspath tools/lsan-caf.supp):print_suppressions=0 \
 	  ctest --output-on-failure -j $(JOBS) --no-tests=error $(if $(SAN_TESTS),-R '$(SAN_TESTS)') || status=$$?; \
 	if [ -n "$$(ls -A $(SAN_REPORTS))" ]; then \
 	  echo "test-sanitize: sanitizer reports (a failed test above may show none: they are here):"; \
