@@ -105,8 +105,9 @@ void install_uplink_compression(caf::actor_system& sys, run_context& ctx, round_
   if (!c.warning.empty() && ctx.monitor)
     caf::anon_send(ctx.monitor, log_atom_v, c.warning);
   const auto seed = static_cast<uint64_t>(ctx.plan.number("seed"));
-  for (auto& w : ctx.workers)
-    w = spawn_encoding_uplink(sys, w, c.codec, c.feedback, seed);
+  if (!ctx.uplinks_at_workers)
+    for (auto& w : ctx.workers)
+      w = spawn_encoding_uplink(sys, w, c.codec, c.feedback, seed);
   // The receiver ends, one per worker (ef21 keeps each worker's h_i).
   auto ends = std::make_shared<std::vector<feedback_decoder>>(ctx.workers.size(),
                                                              feedback_decoder(c.feedback));

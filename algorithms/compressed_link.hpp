@@ -45,8 +45,10 @@ worker_actor spawn_encoding_uplink(caf::actor_system& sys, worker_actor worker, 
                                    feedback_kind feedback, uint64_t seed);
 
 /// Installs `c` on a gradient protocol: wraps every ctx.workers[i] in an
-/// encoding uplink and sets rule.decode to the receiver ends (one per
-/// worker). Logs c.warning to the run's monitor. Nothing when !c.active.
+/// encoding uplink (unless ctx.uplinks_at_workers: then the encoders are
+/// already beside the workers, on their nodes) and sets rule.decode to the
+/// receiver ends (one per worker). Logs c.warning to the run's monitor.
+/// Nothing when !c.active.
 void install_uplink_compression(caf::actor_system& sys, run_context& ctx, round_rule& rule,
                                 const uplink_compression& c);
 

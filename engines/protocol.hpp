@@ -53,6 +53,11 @@ struct run_context {
   /// its last models, and the protocol actor fetches them only when it
   /// evaluates, so models do not cross to the coordinator every round.
   bool report_models = true;
+  /// True when the builder of the graph already put each worker's uplink
+  /// stages (the compression encoder) beside the worker, in the worker's
+  /// process (workers on nodes): a protocol then installs only the
+  /// receiving ends, so what crosses the network is the encoded form.
+  bool uplinks_at_workers = false;
 };
 
 /// Spawns a protocol actor running `fun(self, ctx, xs...)`: detached when its

@@ -344,6 +344,7 @@ experiment_result run_checked(const experiment_config& cfg, const train_test& da
       const bool peers = static_cast<bool>(algo.spawn_peer);
       for (auto& w : nodes->host(to_args(cfg), cfg.workers, fingerprint(data), peers))
         graph.add_worker(w);
+      ctx.uplinks_at_workers = true;  // the nodes put the encoders beside the workers
       if (peers)
         ctx.spawn_beside = nodes->beside(ctx.monitor);
     } else {

@@ -11,6 +11,7 @@
 
 #include "actors/system.hpp"
 #include "actors/worker.hpp"
+#include "algorithms/compressed_link.hpp"
 #include "algorithms/registry.hpp"
 #include "messages/errors.hpp"
 #include "messages/type_ids.hpp"
@@ -104,6 +105,11 @@ hosted_workers take_job(node_self self, const node_job& job) {
     st.data_key = key;
   }
   auto parts = plan_partition(cfg, *st.data.train);
+  uplink_compression uplink;
+  const auto& algo = find_algorithm(cfg.algorithm);
+  if (std::any_of(algo.options.begin(), algo.options.end(),
+                  [](const protocol_option& o) { return o.key == "compress"; }))
+    uplink = read_uplink_compression(make_context(cfg, st.data, parts).plan);
   hosted_workers out;
   out.node = st.name;
   out.fingerprint = fingerprint(st.data);
@@ -114,6 +120,11 @@ hosted_workers take_job(node_self self, const node_job& job) {
         throw std::invalid_argument("rank " + std::to_string(rank) + " outside 0.."
                                     + std::to_string(cfg.workers - 1));
       auto w = spawn_worker(self->system(), make_worker_config(cfg, st.data, parts, injections, rank));
+      st.spawned->push_back(caf::actor_cast<caf::weak_actor_ptr>(w));
+      // The uplink's encoder goes beside the worker, so the network carries
+      // the encoded gradient (the coordinator installs only the decoders).
+      if (uplink.active)
+        w = spawn_encoding_uplink(self->system(), w, uplink.codec, uplink.feedback, cfg.seed);
       spawned.push_back(w);
       st.spawned->push_back(caf::actor_cast<caf::weak_actor_ptr>(w));
       out.workers.push_back(caf::actor_cast<caf::strong_actor_ptr>(w));

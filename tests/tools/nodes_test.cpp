@@ -164,6 +164,32 @@ TEST(Nodes, ANodeRefusesAnUnknownScheduler) {
   EXPECT_NE(node.err().find("valid: stealing, sharing"), std::string::npos) << node.err();
 }
 
+TEST(Nodes, CompressedGradientsCrossTheNetworkEncoded) {
+  // The encoder sits beside each worker on its node, so what the
+  // coordinator receives is the payload; the run equals the one-process run
+  // with the same compression bit for bit (encode seeds come from the run
+  // seed, the rank and the step).
+  auto one = temp_path("qsgd_one"), two = temp_path("qsgd_two");
+  auto args = small_run("sync_sgd", 2) + std::vector<std::string>{"--compress", "qsgd:4"};
+  chorus_process a(args + std::vector<std::string>{"--out", one}, one + "_log");
+  ASSERT_EQ(a.wait(), 0) << a.err();
+  chorus_process b(args + std::vector<std::string>{"--out", two, "--processes", "2"}, two + "_log");
+  ASSERT_EQ(b.wait(), 0) << b.err();
+  auto wa = read_text(one + "/model.npy"), wb = read_text(two + "/model.npy");
+  ASSERT_GT(wa.size(), 1000u);
+  EXPECT_EQ(wa, wb);
+  // Weights go out in full (32 bits a value), gradients come back at 4 bits
+  // (qsgd:4: sign + 3-bit level) plus headers: well under a quarter.
+  auto summary = last_line(b.out());
+  auto sent = summary.find("\"bytes_sent\":", summary.find("\"nodes\""));
+  auto received = summary.find("\"bytes_received\":", sent);
+  ASSERT_NE(received, std::string::npos) << summary;
+  double out = std::strtod(summary.c_str() + sent + 13, nullptr);
+  double back = std::strtod(summary.c_str() + received + 17, nullptr);
+  EXPECT_GT(out, 0) << summary;
+  EXPECT_LT(back, out / 4) << summary;
+}
+
 // Every protocol family over several processes: gossip (peers talk to
 // workers on other nodes), replicas, asynchronous updates.
 struct family {
