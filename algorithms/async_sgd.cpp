@@ -95,20 +95,8 @@ void add_robust_window(async_rule& rule, const run_plan& plan, size_t n) {
                                 + std::to_string(n) + " workers (a window holds one gradient per worker)");
   auto robust = make_robust(plan, k);
   auto win = std::make_shared<arrival_window>(arrival_window{k, {}, 0});
-  rule.gather = [robust, win](int32_t sender, const buffer& g, size_t dim) {
-    win->slots[sender] = g;
-    if (win->slots.size() < win->k)
-      return buffer{};
-    std::vector<buffer> xs;
-    std::vector<int32_t> senders;
-    for (auto& [s, x] : win->slots) {
-      senders.push_back(s);
-      xs.push_back(x);
-    }
-    win->slots.clear();
-    return (*robust)(xs, senders, ++win->closed, dim);
-  };
-  rule.flush = [robust, win](size_t dim) {
+  // Closes the window: the aggregate of what it holds (empty: nothing).
+  auto close = [robust, win](size_t dim) {
     if (win->slots.empty())
       return buffer{};
     std::vector<buffer> xs;
@@ -120,6 +108,11 @@ void add_robust_window(async_rule& rule, const run_plan& plan, size_t n) {
     win->slots.clear();
     return (*robust)(xs, senders, ++win->closed, dim);
   };
+  rule.gather = [win, close](int32_t sender, const buffer& g, size_t dim) {
+    win->slots[sender] = g;
+    return win->slots.size() < win->k ? buffer{} : close(dim);
+  };
+  rule.flush = close;
   rule.reject_non_finite = true;
   rule.metrics = [robust, win] {
     auto m = robust->metrics();
