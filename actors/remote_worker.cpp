@@ -59,6 +59,13 @@ caf::typed_response_promise<Reply> forward(stand_in self, int64_t sent, Ts... xs
       [self, id, promise](caf::error& err) mutable {
         if (self->state.pending.erase(id) == 0)
           return;
+        // A dead connection can answer a request before our down handler
+        // runs (CAF's own error for it); the caller hears the same
+        // worker_lost naming the worker either way. The worker's own errors
+        // (Chorus's category) pass through unchanged.
+        if (err.category() != errc_category)
+          err = make_error(errc::worker_lost,
+                           self->state.where + " is gone (" + to_string(err) + ")");
         promise.deliver(std::move(err));
       });
   return promise;
