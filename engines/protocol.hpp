@@ -16,6 +16,7 @@
 #include "actors/interfaces.hpp"
 #include "actors/run_tracker.hpp"
 #include "data/dataset.hpp"
+#include "engines/deadlines.hpp"
 #include "gpu/backend.hpp"
 
 namespace chorus {
@@ -78,6 +79,10 @@ struct protocol_state {
   std::unique_ptr<backend> be;  ///< made by init from ctx.backend and ctx.device
   caf::typed_response_promise<run_summary> promise;
   std::vector<bool> alive;  ///< per worker: still taking part
+  /// Per worker: when its pending reply is due (engines/deadlines.hpp);
+  /// requests to workers go untimed and this stands for their timeout.
+  reply_deadlines deadlines;
+  caf::actor ticker;  ///< the deadlines' clock, spawned by watch_deadlines
 
   void init(run_context c) {
     ctx = std::move(c);
@@ -85,6 +90,7 @@ struct protocol_state {
     ctx.initial = be->adopt(ctx.initial);
     tracker = run_tracker(ctx.plan);
     alive.assign(ctx.workers.size(), true);
+    deadlines.resize(ctx.workers.size());
   }
   size_t live_workers() const {
     size_t n = 0;

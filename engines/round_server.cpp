@@ -143,6 +143,7 @@ void settle(server_pointer self, int64_t round, size_t i, std::optional<round_re
   if (!st.tracker.running() || round != st.round_id || !st.awaiting[i])
     return;
   st.awaiting[i] = false;
+  st.deadlines.clear(i);
   if (reply) {
     st.tracker.add_work(reply->samples, reply->loss, 1);
     st.tracker.add_bytes(wire_bytes >= 0 ? wire_bytes
@@ -180,7 +181,8 @@ public:
     auto self = self_;
     auto round = round_;
     sent(w);
-    self->request(self->state.ctx.workers[i], self->state.ctx.plan.timeout, compute_atom_v, w)
+    expect(i);
+    self->request(self->state.ctx.workers[i], caf::infinite, compute_atom_v, w)
       .then(
         [self, round, i](chorus::gradient& g) {
           const auto wire = static_cast<int64_t>(g.values.wire_bytes());
@@ -208,8 +210,8 @@ public:
     auto self = self_;
     auto round = round_;
     sent(w);
-    self
-      ->request(self->state.ctx.workers[i], self->state.ctx.plan.timeout, local_atom_v, w, plan)
+    expect(i);
+    self->request(self->state.ctx.workers[i], caf::infinite, local_atom_v, w, plan)
       .then(
         [self, round, i](local_result& r) {
           settle(self, round, i, round_reply{r.sender, std::move(r.values), r.loss, r.samples});
@@ -218,6 +220,11 @@ public:
   }
 
 private:
+  // The reply's deadline (the request itself goes untimed: deadlines.hpp).
+  void expect(size_t i) {
+    auto& st = self_->state;
+    st.deadlines.expect(i, self_->clock().now(), st.ctx.plan.timeout);
+  }
   void sent(const weights& w) { self_->state.tracker.add_bytes(static_cast<int64_t>(w.values.wire_bytes())); }
   server_pointer self_;
   int64_t round_;
@@ -313,6 +320,10 @@ protocol_actor::behavior_type server_behavior(server_pointer self, run_context c
       if (self->state.tracker.running())
         return begin_run(self);  // the "already running" error
       auto result = begin_run(self);
+      // A worker whose deadline passes is handled as a timed-out request.
+      watch_deadlines(self, tick_period(self->state.ctx.plan.timeout), [self](size_t i) {
+        on_error(self, self->state.round_id, i, caf::make_error(caf::sec::request_timeout));
+      });
       if (self->state.rule.reducer)
         await_reducer(self);
       else

@@ -60,6 +60,8 @@ using observe_atom = caf::atom_constant<caf::atom("observe")>;
 using honest_atom = caf::atom_constant<caf::atom("honest")>;
 /// Self-message: a wait has run out.
 using expire_atom = caf::atom_constant<caf::atom("expire")>;
+/// A protocol's deadline clock: one tick per period (engines/deadlines.hpp).
+using tick_atom = caf::atom_constant<caf::atom("tick")>;
 
 constexpr compute_atom compute_atom_v{};
 constexpr local_atom local_atom_v{};
@@ -72,6 +74,7 @@ constexpr metrics_atom metrics_atom_v{};
 constexpr log_atom log_atom_v{};
 constexpr flush_atom flush_atom_v{};
 constexpr ok_atom ok_atom_v{};
+constexpr tick_atom tick_atom_v{};
 constexpr gossip_atom gossip_atom_v{};
 constexpr report_atom report_atom_v{};
 constexpr reduce_atom reduce_atom_v{};
