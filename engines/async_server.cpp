@@ -38,6 +38,7 @@ struct async_state : protocol_state {
     if (!in_flight[i])
       return false;
     in_flight[i] = false;
+    deadlines.clear(i);
     return true;
   }
 
@@ -227,6 +228,25 @@ void lose(async_pointer self, size_t i, const std::string& why) {
     maybe_finish(self);
 }
 
+// Worker i's request failed (or its deadline passed: deadlines.hpp).
+void on_ask_error(async_pointer self, size_t i, const caf::error& err) {
+  auto& st = self->state;
+  if (st.rule.reject_non_finite && st.in_flight[i] && err.category() == errc_category
+      && err.code() == static_cast<uint8_t>(errc::non_finite)) {
+    log_line(self, "worker " + std::to_string(i) + " rejected at step "
+                     + std::to_string(st.tracker.step()) + ": " + describe(err));
+    gradient rejected{static_cast<int32_t>(i), st.tracker.step(), buffer{}, 0, 0};
+    on_gradient(self, i, rejected);
+    return;
+  }
+  if (!st.settle(i))
+    return;
+  if (is_run_failure(err))
+    fail_run(self, err);
+  else
+    lose(self, i, describe(err));
+}
+
 void ask(async_pointer self, size_t i) {
   auto& st = self->state;
   if (!st.alive[i] || st.in_flight[i])
@@ -234,25 +254,11 @@ void ask(async_pointer self, size_t i) {
   st.in_flight[i] = true;
   weights w{-1, st.tracker.step(), st.w};
   st.tracker.add_bytes(static_cast<int64_t>(w.values.wire_bytes()));
-  self->request(st.ctx.workers[i], st.ctx.plan.timeout, compute_atom_v, std::move(w))
+  // Untimed: the deadline stands for the timeout (engines/deadlines.hpp).
+  st.deadlines.expect(i, self->clock().now(), st.ctx.plan.timeout);
+  self->request(st.ctx.workers[i], caf::infinite, compute_atom_v, std::move(w))
     .then([self, i](gradient& g) { on_gradient(self, i, g); },
-          [self, i](caf::error& err) {
-            auto& st = self->state;
-            if (st.rule.reject_non_finite && st.in_flight[i] && err.category() == errc_category
-                && err.code() == static_cast<uint8_t>(errc::non_finite)) {
-              log_line(self, "worker " + std::to_string(i) + " rejected at step "
-                               + std::to_string(st.tracker.step()) + ": " + describe(err));
-              gradient rejected{static_cast<int32_t>(i), st.tracker.step(), buffer{}, 0, 0};
-              on_gradient(self, i, rejected);
-              return;
-            }
-            if (!self->state.settle(i))
-              return;
-            if (is_run_failure(err))
-              fail_run(self, err);
-            else
-              lose(self, i, describe(err));
-          });
+          [self, i](caf::error& err) { on_ask_error(self, i, err); });
 }
 
 protocol_actor::behavior_type async_server_behavior(async_pointer self, run_context ctx,
@@ -282,6 +288,9 @@ protocol_actor::behavior_type async_server_behavior(async_pointer self, run_cont
       auto& st = self->state;
       if (!st.rule.note.empty())
         log_line(self, st.rule.note);
+      watch_deadlines(self, tick_period(st.ctx.plan.timeout), [self](size_t i) {
+        on_ask_error(self, i, caf::make_error(caf::sec::request_timeout));
+      });
       for (size_t i = 0; i < st.ctx.workers.size(); ++i)
         ask(self, i);
       return result;

@@ -83,6 +83,7 @@ bool settle(replica_state& st, size_t i) {
   if (!st.in_flight[i])
     return false;
   st.in_flight[i] = false;
+  st.deadlines.clear(i);
   return true;
 }
 
@@ -209,6 +210,17 @@ void lose(replica_pointer self, size_t i, const std::string& why) {
     maybe_finish(self);
 }
 
+// Worker i's request failed (or its deadline passed: deadlines.hpp).
+void on_ask_error(replica_pointer self, size_t i, const caf::error& err) {
+  auto& st = self->state;
+  if (is_run_failure(err)) {
+    if (settle(st, i))
+      fail_run(self, err);
+    return;
+  }
+  lose(self, i, describe(err));
+}
+
 void ask(replica_pointer self, size_t i) {
   auto& st = self->state;
   if (!st.alive[i] || st.in_flight[i])
@@ -216,19 +228,13 @@ void ask(replica_pointer self, size_t i) {
   st.in_flight[i] = true;
   if (!st.async)
     ++st.pending;
+  // Untimed: the deadline stands for the timeout (engines/deadlines.hpp).
+  st.deadlines.expect(i, self->clock().now(), st.ctx.plan.timeout);
   self
-    ->request(st.ctx.workers[i], st.ctx.plan.timeout, compute_atom_v,
+    ->request(st.ctx.workers[i], caf::infinite, compute_atom_v,
               weights{-1, st.tracker.step(), st.x[i]})
     .then([self, i](gradient& g) { on_gradient(self, i, g); },
-          [self, i](caf::error& err) {
-            auto& st = self->state;
-            if (is_run_failure(err)) {
-              if (settle(st, i))
-                fail_run(self, err);
-              return;
-            }
-            lose(self, i, describe(err));
-          });
+          [self, i](caf::error& err) { on_ask_error(self, i, err); });
 }
 
 void start_round(replica_pointer self) {
@@ -297,6 +303,9 @@ protocol_actor::behavior_type replica_behavior(replica_pointer self, run_context
         return begin_run(self);  // the "already running" error
       auto result = begin_run(self);
       auto& st = self->state;
+      watch_deadlines(self, tick_period(st.ctx.plan.timeout), [self](size_t i) {
+        on_ask_error(self, i, caf::make_error(caf::sec::request_timeout));
+      });
       st.rule->start(st);
       if (st.ctx.plan.eval_every > 0 || st.ctx.plan.eval_every_samples > 0) {
         st.eval_in_flight = true;
