@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <numeric>
 #include <stdexcept>
@@ -118,73 +119,129 @@ buffer encode_none(cview v) {
 // send level l + 1 with probability r_i - l, else l; decode sign_i ||v|| l / S.
 // E[level] = r_i, so the decode is unbiased, and its variance is
 // ||v||^2/S^2 sum_i p_i (1 - p_i) <= min(d/S^2, sqrt(d)/S) ||v||^2.
+//
+// Speed (bench/compressors): r_i in float, one 64-bit draw gives two 24-bit
+// uniforms (two entries), and the packed bits leave 32 at a time.
 buffer encode_qsgd(cview v, uint32_t s, uint64_t seed) {
   require_host(v, "qsgd");
   const size_t d = v.size;
   const unsigned b = level_bits(s);
   writer w(qsgd_bytes(d, s));
   w.header(codec_id::qsgd, s, d, 0);
-  double sq = 0;
-  for (size_t i = 0; i < d; ++i)
-    sq += double(v[i]) * v[i];
-  const float norm = static_cast<float>(std::sqrt(sq));
+  // ||v||^2 in double, four independent sums (the loop is a memory pass).
+  double sq4[4] = {0, 0, 0, 0};
+  size_t i = 0;
+  for (; i + 4 <= d; i += 4)
+    for (size_t j = 0; j < 4; ++j)
+      sq4[j] += double(v[i + j]) * v[i + j];
+  for (; i < d; ++i)
+    sq4[0] += double(v[i]) * v[i];
+  const float norm = static_cast<float>(std::sqrt((sq4[0] + sq4[1]) + (sq4[2] + sq4[3])));
   w.put(payload_header_bytes, norm);
   unsigned char* out = w.p + payload_header_bytes + 4;
+  // Zero, and NaN (which compares false), encode as level 0; so does
+  // everything when the norm is 0 or not finite.
+  const bool scaled = norm > 0 && std::isfinite(norm);
+  const float scale = scaled ? static_cast<float>(double(s) / double(norm)) : 0.0f;
+  const float top = static_cast<float>(s);
   rng r{seed};
-  uint64_t acc = 0;  // bits not yet written, LSB first
+  uint64_t bits = 0;  // random bits not yet used, 24 per uniform
+  uint64_t acc = 0;   // packed bits not yet written, LSB first
   unsigned have = 0;
   size_t pos = 0;
-  for (size_t i = 0; i < d; ++i) {
-    uint64_t level = 0;
-    // Zero, and NaN (which compares false), encode as level 0.
-    if (norm > 0 && std::isfinite(norm)) {
-      double ri = double(std::fabs(v[i])) / norm * s;
-      double l = std::floor(ri);
-      if (r.uniform() < ri - l)
-        l += 1;
-      level = static_cast<uint64_t>(std::min<double>(l, s));
-    }
-    uint64_t entry = (std::signbit(v[i]) ? 1u : 0u) | (level << 1);
+  for (size_t k = 0; k < d; ++k) {
+    if ((k & 1) == 0)
+      bits = r.next();
+    const float u = static_cast<float>((bits >> ((k & 1) ? 40 : 8)) & 0xffffff) * 0x1.0p-24f;
+    float ri = std::fabs(v[k]) * scale;  // NaN stays NaN: the comparison below is false
+    ri = ri < top ? ri : (ri >= top ? top : 0.0f);
+    const float l = std::floor(ri);
+    const uint64_t level = static_cast<uint64_t>(l) + (u < ri - l ? 1u : 0u);
+    const uint64_t entry = (std::signbit(v[k]) ? 1u : 0u) | (level << 1);
     acc |= entry << have;
     have += 1 + b;
-    while (have >= 8) {
-      out[pos++] = static_cast<unsigned char>(acc & 0xff);
-      acc >>= 8;
-      have -= 8;
+    if (have >= 32) {
+      const auto word = static_cast<uint32_t>(acc);
+      std::memcpy(out + pos, &word, 4);
+      pos += 4;
+      acc >>= 32;
+      have -= 32;
     }
   }
-  if (have > 0)
+  while (have > 0) {
     out[pos++] = static_cast<unsigned char>(acc & 0xff);
+    acc >>= 8;
+    have = have > 8 ? have - 8 : 0;
+  }
   return std::move(w).done();
+}
+
+// The key that orders |x| as top-k does: the bits of |x| (monotone for
+// non-negative floats), with every NaN mapped to +infinity.
+inline uint32_t magnitude_key(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  u &= 0x7fffffffu;
+  return u > 0x7f800000u ? 0x7f800000u : u;
 }
 
 // Top-k: the k entries of largest |v_i|. Ties are broken toward the lower
 // index, so the choice is deterministic; a NaN counts as the largest (it
 // is sent, and the aggregator's screen sets the vector aside).
+//
+// A radix select on magnitude_key, three passes over v and no d-sized
+// scratch (bench/compressors): a histogram of the keys' top 16 bits finds
+// the bin holding the k-th largest; the keys in that bin (few, unless
+// many entries share a magnitude) give the exact threshold T by
+// nth_element; a last pass in index order keeps every key > T and the
+// first (lowest-index) keys == T until k are kept, so the indices come out
+// increasing.
 buffer encode_topk(cview v, double fraction) {
   require_host(v, "topk");
   const size_t d = v.size;
   require_u32(d, "topk");
   const size_t k = kept_entries(fraction, d);
-  auto mag = [&](uint32_t i) {
-    float a = std::fabs(v[i]);
-    return std::isnan(a) ? std::numeric_limits<float>::infinity() : a;
-  };
-  std::vector<uint32_t> idx(d);
-  std::iota(idx.begin(), idx.end(), 0u);
-  auto before = [&](uint32_t a, uint32_t b) {
-    float ma = mag(a), mb = mag(b);
-    return ma > mb || (ma == mb && a < b);
-  };
-  if (k < d)
-    std::nth_element(idx.begin(), idx.begin() + static_cast<std::ptrdiff_t>(k), idx.end(), before);
-  idx.resize(k);
-  std::sort(idx.begin(), idx.end());
   writer w(topk_bytes(k));
   w.header(codec_id::topk, static_cast<uint32_t>(k), d, 0);
-  for (size_t j = 0; j < k; ++j) {
-    w.put(payload_header_bytes + 4 * j, idx[j]);
-    w.put(payload_header_bytes + 4 * k + 4 * j, v[idx[j]]);
+  if (k == 0)
+    return std::move(w).done();
+  std::vector<uint32_t> hist(size_t{1} << 16, 0);
+  for (size_t i = 0; i < d; ++i)
+    ++hist[magnitude_key(v[i]) >> 16];
+  size_t above = 0;  // keys in bins above `bin`
+  uint32_t bin = 0xffff;
+  for (;; --bin) {
+    if (above + hist[bin] >= k || bin == 0)
+      break;
+    above += hist[bin];
+  }
+  std::vector<uint32_t> in_bin;
+  in_bin.reserve(hist[bin]);
+  for (size_t i = 0; i < d; ++i) {
+    const uint32_t key = magnitude_key(v[i]);
+    if ((key >> 16) == bin)
+      in_bin.push_back(key);
+  }
+  const size_t need = k - above;  // 1 <= need <= in_bin.size()
+  std::nth_element(in_bin.begin(), in_bin.begin() + static_cast<std::ptrdiff_t>(need - 1),
+                   in_bin.end(), std::greater<uint32_t>());
+  const uint32_t threshold = in_bin[need - 1];
+  size_t ties = 0;  // keys == threshold to keep
+  for (size_t j = 0; j < need; ++j)
+    ties += in_bin[j] == threshold ? 1 : 0;
+  unsigned char* idx_out = w.p + payload_header_bytes;
+  unsigned char* val_out = idx_out + 4 * k;
+  size_t kept = 0;
+  for (size_t i = 0; i < d && kept < k; ++i) {
+    const uint32_t key = magnitude_key(v[i]);
+    if (key > threshold || (key == threshold && ties > 0)) {
+      if (key == threshold)
+        --ties;
+      const auto index = static_cast<uint32_t>(i);
+      std::memcpy(idx_out + 4 * kept, &index, 4);
+      std::memcpy(val_out + 4 * kept, &v[i], 4);
+      ++kept;
+    }
   }
   return std::move(w).done();
 }
@@ -372,7 +429,10 @@ buffer decode(const buffer& payload, size_t dim) {
             + std::to_string(bytes));
   const unsigned char* p = bytes_of(payload);
   const unsigned char* body = p + payload_header_bytes;
-  auto out = mutable_buffer::filled(dim, 0.0f);
+  // Sparse codecs write k entries into zeros; the others write all d.
+  auto out = h.codec == codec_id::topk || h.codec == codec_id::randk
+               ? mutable_buffer::filled(dim, 0.0f)
+               : mutable_buffer(dim);
   switch (h.codec) {
     case codec_id::none:
       if (dim > 0)
@@ -384,24 +444,31 @@ buffer decode(const buffer& payload, size_t dim) {
         corrupt("qsgd norm " + std::to_string(norm));
       const unsigned b = level_bits(h.param);
       const unsigned char* in = body + 4;
-      const double unit = double(norm) / h.param;
+      const float unit = static_cast<float>(double(norm) / h.param);
       const uint64_t mask = (uint64_t{1} << (1 + b)) - 1;
+      float* x = out.data();
       uint64_t acc = 0;
       unsigned have = 0;
       size_t pos = 0;
+      // Refills read 4 bytes at a time: the body starts 4-aligned in the
+      // payload and the payload is padded to 4 bytes, so a word that holds
+      // needed bits lies inside it.
       for (size_t i = 0; i < dim; ++i) {
-        while (have < 1 + b) {
-          acc |= uint64_t{in[pos++]} << have;
-          have += 8;
+        if (have < 1 + b) {
+          uint32_t word;
+          std::memcpy(&word, in + pos, 4);
+          pos += 4;
+          acc |= uint64_t{word} << have;
+          have += 32;
         }
-        uint64_t entry = acc & mask;
+        const uint64_t entry = acc & mask;
         acc >>= 1 + b;
         have -= 1 + b;
-        uint64_t level = entry >> 1;
+        const uint64_t level = entry >> 1;
         if (level > h.param)
           corrupt("qsgd level " + std::to_string(level) + " > S = " + std::to_string(h.param));
-        float x = static_cast<float>(unit * double(level));
-        out[i] = (entry & 1) ? -x : x;
+        const float y = unit * static_cast<float>(level);
+        x[i] = (entry & 1) ? -y : y;
       }
       break;
     }
