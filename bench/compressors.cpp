@@ -5,7 +5,8 @@
 // v once, the decoder writes d floats once). The target: qsgd and
 // topk at >= 0.3 of the streaming loop.
 //
-// Run: build/bench/compressors        (CHORUS_BENCH_QUICK=1: 1M floats)
+// Run: build/bench/compressors [SPEC...]   (CHORUS_BENCH_QUICK=1: 1M floats;
+//      SPECs replace the default list, e.g. qsgd:4 to profile one)
 // Prints one JSON line per compressor:
 //   {"bench":"compressors","codec":"qsgd:4","d":16777216,
 //    "encode_gbs":...,"decode_gbs":...,"roundtrip_gbs":...,
@@ -34,7 +35,7 @@ void stream_scale(const float* x, float* y, size_t n, float a) {
 
 } // namespace
 
-int main() {
+int main(int argc, char** argv) {
   const size_t d = bench::quick() ? (size_t{1} << 20) : (size_t{1} << 24);
   const int reps = bench::quick() ? 2 : 5;
   bench::note("compressors: d = " + std::to_string(d) + ", " + std::to_string(reps)
@@ -48,7 +49,11 @@ int main() {
   std::vector<float> y(d);
   stream_scale(v.data(), y.data(), d, 0.5f);  // touch y once
   const double gb = static_cast<double>(d) * 4 / 1e9;
-  for (const std::string spec : {"none", "qsgd:4", "qsgd:16", "topk:0.01", "randk:0.01", "sign"}) {
+  // Specs on the command line replace the default list (for profiling one).
+  std::vector<std::string> specs = {"none", "qsgd:4", "qsgd:16", "topk:0.01", "randk:0.01", "sign"};
+  if (argc > 1)
+    specs.assign(argv + 1, argv + argc);
+  for (const auto& spec : specs) {
     auto c = make_compressor(spec);
     std::vector<double> stream, enc, dec;
     size_t payload_bytes = 0;
