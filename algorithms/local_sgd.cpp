@@ -139,7 +139,11 @@ size_t sampled_per_round(const run_plan& plan, size_t workers) {
 
 void check_local_sgd(const run_plan& plan, size_t workers) {
   make_robust(plan, sampled_per_round(plan, workers));
-  read_uplink_compression(plan);  // a bad --compress is refused before the data load
+  // A bad --compress, or --compress-down with sampling, is refused before the data load.
+  if (read_uplink_compression(plan).down_active && read_options(plan).fraction < 1)
+    throw std::invalid_argument("--compress-down needs every worker in every round (each one "
+                                "rebuilds the model from every broadcast): it refuses "
+                                "--fraction < 1");
 }
 
 protocol_actor spawn_local_sgd(caf::actor_system& sys, run_context ctx) {
