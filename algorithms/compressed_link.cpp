@@ -78,13 +78,13 @@ worker_actor::behavior_type encoding_uplink(uplink_pointer self, worker_actor wo
   self->link_to(worker);
   return {
     [self](compute_atom, weights w) -> caf::result<gradient> {
-      auto rp = self->make_response_promise<gradient>();
       try {
         w = self->state.resolve(std::move(w));
       } catch (const std::exception& e) {
         return make_error(errc::compute_failed, std::string("decoding the broadcast failed: ")
                                                   + e.what());
       }
+      auto rp = self->make_response_promise<gradient>();
       self->request(self->state.worker, caf::infinite, compute_atom_v, std::move(w))
         .then(
           [self, rp](gradient& g) mutable {
@@ -107,13 +107,13 @@ worker_actor::behavior_type encoding_uplink(uplink_pointer self, worker_actor wo
       return rp;
     },
     [self](local_atom, weights w, local_plan p) -> caf::result<local_result> {
-      auto rp = self->make_response_promise<local_result>();
       try {
         w = self->state.resolve(std::move(w));
       } catch (const std::exception& e) {
         return make_error(errc::compute_failed, std::string("decoding the broadcast failed: ")
                                                   + e.what());
       }
+      auto rp = self->make_response_promise<local_result>();
       buffer start = w.values;  // the model the local steps start from
       self->request(self->state.worker, caf::infinite, local_atom_v, std::move(w), p)
         .then(

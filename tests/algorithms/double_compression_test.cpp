@@ -9,10 +9,14 @@
 #include <cstdio>
 #include <map>
 #include <string>
+#include <tuple>
 #include <vector>
 
+#include <caf/scoped_actor.hpp>
 #include <gtest/gtest.h>
 
+#include "actors/worker.hpp"
+#include "algorithms/compressed_link.hpp"
 #include "engines/compressors.hpp"
 #include "tests/algorithms/harness.hpp"
 
@@ -202,6 +206,49 @@ TEST(double_compression, async_sgd_with_qsgd_pushes_converges) {
   const int64_t full = 8 + 4 * dim, saved = exact.bytes - qsgd.bytes;
   EXPECT_GE(saved, steps * (full - wire("qsgd:16")) - 2 * workers * full);
   EXPECT_LE(saved, steps * (full - wire("qsgd:16")) + 2 * workers * full);
+}
+
+// One request to a worker-shaped actor, answered within 10 s.
+template <class T, class... Ts>
+caf::expected<T> ask(caf::scoped_actor& self, const worker_actor& w, Ts... xs) {
+  caf::expected<T> out{caf::error{}};
+  self->request(w, std::chrono::seconds(10), xs...)
+    .receive([&](T& x) { out = std::move(x); }, [&](caf::error& e) { out = std::move(e); });
+  return out;
+}
+
+// The worker-side stage of --compress-down: a full broadcast sets its
+// replica, each compressed one adds its change, and the worker computes at
+// the replica; a compressed broadcast before any full one is an error reply.
+TEST(double_compression, the_worker_side_stage_rebuilds_w_from_the_broadcast_changes) {
+  test::test_system ts;
+  test::actor_guard guard;
+  const int64_t n = 8;
+  worker_config cfg;
+  cfg.rank = 2;
+  cfg.model = "linear";
+  cfg.data = test::rank_data(3, n);  // sample 2: x = (1, ..., 1), y = -2
+  cfg.shard = {2};
+  cfg.batch = 1;
+  uplink_compression c;
+  c.down_codec = make_compressor("none");  // exact changes: the test checks the replica
+  c.down_active = true;
+  auto link = guard.add(spawn_encoding_uplink(ts.sys, spawn_worker(ts.sys, cfg), c, 1));
+  caf::scoped_actor self{ts.sys};
+  auto change = c.down_codec.encode(buffer::from(std::vector<float>(n, 0.25f)), 0);
+  auto early = ask<gradient>(self, link, compute_atom_v, weights{-1, 0, change, true});
+  ASSERT_FALSE(early);
+  EXPECT_NE(describe(early.error()).find("before the first full"), std::string::npos)
+    << describe(early.error());
+  // The gradient of 0.5 (x.w - y)^2 is (x.w + 2) in every coordinate.
+  for (auto [w, encoded, expect] : {std::tuple{buffer::from(std::vector<float>(n, 0.0f)), false, 2.0f},
+                                    std::tuple{change, true, 4.0f}, std::tuple{change, true, 6.0f}}) {
+    auto g = ask<gradient>(self, link, compute_atom_v, weights{-1, 1, w, encoded});
+    ASSERT_TRUE(g) << describe(g.error());
+    EXPECT_FALSE(g->encoded);  // no uplink compressor
+    EXPECT_FLOAT_EQ(g->values[0], expect);
+    EXPECT_FLOAT_EQ(g->values[n - 1], expect);
+  }
 }
 
 TEST(double_compression, refusals_name_the_conflict) {
