@@ -80,11 +80,12 @@ test-sanitize: deps
 # libFuzzer targets (fuzz/): clang only, a build folder of their own. Each
 # target runs FUZZ_SECONDS on a scratch copy of fuzz/corpus/<target>/ (new
 # inputs do not land in the repository); a crash leaves its input in
-# $(FUZZ_BUILD)/artifacts/ and fails the target.
+# $(FUZZ_BUILD)/artifacts/ and fails the target. FUZZ_JOBS targets run at
+# a time (default: one per core).
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 30
-fuzz:
-	bash fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+fuzz: deps
+	JOBS=$(JOBS) $(if $(FUZZ_JOBS),FUZZ_JOBS=$(FUZZ_JOBS)) bash fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
 
 bench: deps-bench configure
 	cmake --build $(BUILD) -j $(JOBS)

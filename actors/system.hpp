@@ -8,13 +8,16 @@
 // default and 186-203k when idle threads poll 100000 times first (MLP
 // 784-256-10, batch 64, Fashion-MNIST, one host and session).
 //
-// Polling longer is not the default, because it costs fairness: an idle
-// thread that polls also tries to steal every 10 polls, and that churn left
-// async_gossip's peers starved in 3 of 30 runs (18 .. 1136 local steps per
-// peer where 300 each was due); with CAF's default 0 of 30. So polling is
-// opt-in (spin_polls, `chorus train --spin-polls N`), and when it is asked
-// for, a polling thread steals only every 1000 polls (0 of 70 runs unfair,
-// throughput as above).
+// Polling longer is not the library's default, because it costs fairness:
+// an idle thread that polls also tries to steal every 10 polls, and that
+// churn left async_gossip's peers starved in 3 of 30 runs (18 .. 1136 local
+// steps per peer where 300 each was due); with CAF's default 0 of 30. So
+// configure_actor_system polls only when asked (spin_polls), and then a
+// polling thread steals only every 1000 polls (0 of 70 runs unfair,
+// throughput as above). `chorus train` asks per run (--spin-polls auto,
+// tools/experiment.hpp resolve_scheduling): lockstep_spin_polls for a
+// protocol with a barrier every step and a thread per worker, in one
+// process; CAF's default for everything else.
 //
 // The scheduler policy is a second lever (configure_scheduler, `chorus train
 // --scheduler`, experimental): with "sharing" all threads take work from one
@@ -37,6 +40,10 @@ namespace chorus {
 /// Queue polls before an idle scheduler thread starts to nap: CAF's own
 /// default, which keeps asynchronous protocols fair.
 constexpr size_t default_spin_polls = 100;
+
+/// What `--spin-polls auto` gives a protocol that waits for every worker at
+/// each step when each worker has a thread.
+constexpr size_t lockstep_spin_polls = 100000;
 
 /// How long idle scheduler threads poll before they nap (see above); CLI
 /// arguments that CAF parses later (--work-stealing.*) still win.

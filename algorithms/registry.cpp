@@ -1,5 +1,6 @@
 #include "algorithms/registry.hpp"
 
+#include <cstdlib>
 #include <stdexcept>
 
 #include "algorithms/gossip.hpp"
@@ -56,10 +57,10 @@ const std::vector<algorithm_info>& algorithm_registry() {
      "one round: every worker computes one mini-batch gradient", spawn_sync_sgd,
      {allreduce, compress, compress_down, error_feedback, allow_biased, aggregator_option,
       pre_option, f_option},
-     true, {}, {}, check_robust_round},
+     true, {}, {}, check_robust_round, true},
     {"sync_sgd_avg", "synchronous parallel SGD, averaged prox: w+ = mean_i Prox(w - eta g_i)",
      "one round: every worker takes one proximal step", spawn_sync_sgd_avg,
-     {allreduce, aggregator_option, pre_option, f_option}, true, {}, {}, check_robust_round},
+     {allreduce, aggregator_option, pre_option, f_option}, true, {}, {}, check_robust_round, true},
     {"async_sgd",
      "asynchronous delayed-gradient SGD: w <- Prox(w - eta_tau g_i(w_{t-tau})) per arrival",
      "one applied gradient (one worker's mini-batch)",
@@ -75,23 +76,24 @@ const std::vector<algorithm_info>& algorithm_registry() {
      "one communication round (tau local steps per worker)", spawn_local_sgd,
      {tau_local, fraction, post_local, compress, compress_down, error_feedback, allow_biased,
       aggregator_option, pre_option, f_option},
-     true, {}, {}, check_local_sgd},
+     true, {}, {}, check_local_sgd, true},
     {"lazy_sgd", "event-triggered sync SGD (LAG): upload g_i only if it changed enough",
      "one round: every worker computes a gradient, some skip the upload", spawn_lazy_sgd,
      {{"lazy_threshold", "XI", "1",
-       "upload only if ||g - g_last||^2 > XI ||w - w_prev||^2 / lr^2"}}},
+       "upload only if ||g - g_last||^2 > XI ||w - w_prev||^2 / lr^2"}},
+     false, {}, {}, {}, true},
     {"ri_sgd", "redundancy-infused local SGD: local_sgd over shards held with redundancy mu",
      "one communication round (tau local steps per worker)", spawn_ri_sgd,
      {tau_local, fraction, post_local, compress, compress_down, error_feedback, allow_biased,
       {"redundancy", "MU", "0.25", "each worker also holds a MU share of the others' shards"}},
-     true, ri_sgd_shards},
+     true, ri_sgd_shards, {}, {}, true},
     {"gossip_sgd",
      "decentralized SGD (DSGD): local step and x_i <- sum_j w_ij x_j over graph neighbours",
      "one round: every node takes one gradient step and mixes with its in-neighbours",
      spawn_gossip_sgd,
      {topology_option, weights_option,
       {"mix_order", "ORDER", "atc", "atc (adapt then combine) | cta (combine then adapt)"}},
-     false, {}, spawn_gossip_sgd_peer},
+     false, {}, spawn_gossip_sgd_peer, {}, true},
     {"async_gossip",
      "asynchronous gossip SGD (AD-PSGD): after each local step, average with one random neighbour",
      "one local step of one node (with its pairwise average)", spawn_async_gossip,
@@ -100,7 +102,7 @@ const std::vector<algorithm_info>& algorithm_registry() {
      "gradient tracking (DIGing): x_i <- sum_j w_ij x_j - eta y_i, y_i tracks the mean gradient",
      "one round: every node takes one tracked step and mixes x and y with its in-neighbours",
      spawn_gradient_tracking, {topology_option, weights_option}, false, {},
-     spawn_gradient_tracking_peer},
+     spawn_gradient_tracking_peer, {}, true},
     {"leader_sgd",
      "leader SGD (LSGD): x_i <- Prox(x_i - eta (g_i + lambda (x_i - x_leader))), leader = lowest "
      "recent loss; groups > 1: also pulled to the global leader (lambda_global)",
@@ -110,16 +112,29 @@ const std::vector<algorithm_info>& algorithm_registry() {
       {"tau", "K", "8", "steps between leader elections and broadcasts"},
       {"groups", "G", "1", "G groups, each with its own leader (multi-leader)"},
       {"lambda_global", "L", "0.05", "pull toward the global leader when groups > 1"},
-      {"async", "", "0", "the asynchronous form (no barrier)"}}},
+      {"async", "", "0", "the asynchronous form (no barrier)"}},
+     false, {}, {}, {}, true},
     {"easgd",
      "elastic averaging SGD: local steps; every tau steps x_i <- x_i - alpha (x_i - x~), "
      "x~ <- x~ + alpha sum_i (x_i - x~)",
      "sync: one round (every live worker takes one step); async: one applied update", spawn_easgd,
      {{"alpha", "A", "0.1", "elastic moving rate"},
       {"tau", "K", "4", "steps between elastic exchanges"},
-      {"async", "", "0", "the asynchronous form (no barrier)"}}},
+      {"async", "", "0", "the asynchronous form (no barrier)"}},
+     false, {}, {}, {}, true},
   };
   return table;
+}
+
+bool runs_in_lockstep(const algorithm_info& algo, const std::map<std::string, std::string>& options) {
+  // A bad value is option_flag's error to report when the protocol starts;
+  // here anything but a number equal to 0 counts as asynchronous.
+  auto async = options.find("async");
+  if (!algo.lockstep || async == options.end())
+    return algo.lockstep;
+  char* end = nullptr;
+  const double v = std::strtod(async->second.c_str(), &end);
+  return end != async->second.c_str() && *end == '\0' && v == 0;
 }
 
 const algorithm_info& find_algorithm(const std::string& name) {

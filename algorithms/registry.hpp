@@ -53,7 +53,15 @@ struct algorithm_info {
   /// is loaded or spawned (a robust aggregator's f against the inputs it
   /// will get); throws std::invalid_argument.
   std::function<void(const run_plan& plan, size_t workers)> check{};
+  /// Every step waits for every live worker (a barrier per round), unless
+  /// its option "async" is 1 (runs_in_lockstep). `--spin-polls auto` lets
+  /// idle threads poll instead of nap for these (actors/system.hpp).
+  bool lockstep = false;
 };
+
+/// Whether a run of `algo` with these options waits for every worker at
+/// each step: algo.lockstep, and its "async" option (if any) not set.
+bool runs_in_lockstep(const algorithm_info& algo, const std::map<std::string, std::string>& options);
 
 /// Runs algo.check (if any) on `options` completed with their defaults.
 void check_plan(const algorithm_info& algo, const std::map<std::string, std::string>& options,

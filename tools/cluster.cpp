@@ -110,6 +110,19 @@ void check_cluster_options(const experiment_config& cfg) {
   place_workers(cfg.placement, cfg.workers, count);
 }
 
+std::vector<int> process_devices(const std::vector<int>& devices, int processes, int p) {
+  std::vector<int> share;
+  if (processes < 1 || p < 0 || p >= processes || static_cast<int>(devices.size()) < processes)
+    return share;  // fewer GPUs than processes: every node keeps them all
+  for (size_t j = static_cast<size_t>(p); j < devices.size(); j += static_cast<size_t>(processes))
+    share.push_back(devices[j]);
+  return share;
+}
+
+int node_device(const std::vector<int>& devices, size_t k) {
+  return devices.empty() ? 0 : devices[k % devices.size()];
+}
+
 std::vector<int> place_workers(const std::string& spec, int workers, int nodes) {
   require(nodes >= 1, "no node to place workers on");
   std::vector<int> at(static_cast<size_t>(workers));
@@ -150,7 +163,8 @@ std::vector<int> place_workers(const std::string& spec, int workers, int nodes) 
 }
 
 cluster::cluster(caf::actor_system& sys, const experiment_config& cfg)
-  : sys_(sys), timeout_(cfg.timeout_ms), tls_(tls_of(cfg)), scheduler_(cfg.scheduler) {
+  : sys_(sys), timeout_(cfg.timeout_ms), tls_(tls_of(cfg)), scheduler_(cfg.scheduler),
+    devices_(cfg.devices) {
   self_ = std::make_unique<caf::scoped_actor>(sys_);
   const int count = cfg.processes > 0   ? cfg.processes
                     : cfg.await_nodes > 0 ? cfg.await_nodes
@@ -325,6 +339,16 @@ void cluster::start_processes(int count, const std::string& program) {
     auto threads = std::to_string(std::clamp<size_t>(m.ranks.size(), 1, cores));
     std::vector<std::string> argv_text{program, "node", "--listen", "127.0.0.1:0", "--once",
                                        "--threads", threads, "--scheduler", scheduler_};
+    // One host, several processes: each takes its own share of the run's
+    // GPUs (process p: devices p, p + P, ...), so `--processes 4 --devices
+    // 0,1,2,3` is one process per GPU, as NCCL expects.
+    auto share = process_devices(devices_, count, i);
+    if (!share.empty()) {
+      std::string list;
+      for (int d : share)
+        list += (list.empty() ? "" : ",") + std::to_string(d);
+      argv_text.insert(argv_text.end(), {"--devices", list});
+    }
     std::vector<char*> argv;
     for (auto& a : argv_text)
       argv.push_back(a.data());

@@ -48,6 +48,15 @@ tls_options tls_of(const experiment_config& cfg);
 /// Throws std::invalid_argument.
 std::vector<int> place_workers(const std::string& spec, int workers, int nodes);
 
+/// The GPUs node process p of `processes` started on this host gets:
+/// devices p, p + processes, ... (one process per GPU when there are as
+/// many); empty when there are fewer devices than processes (each node
+/// then keeps the whole list).
+std::vector<int> process_devices(const std::vector<int>& devices, int processes, int p);
+
+/// The device of the k-th worker a node hosts: its devices in turn.
+int node_device(const std::vector<int>& devices, size_t k);
+
 /// One run's nodes (see above).
 class cluster {
 public:
@@ -101,6 +110,8 @@ private:
   // share the host's cores with the coordinator, and polling there made a
   // 2-process MLP run slower (22-23k against 35-50k samples/s, 2 cores).
   std::string scheduler_;
+  // The run's --devices, shared out among the node processes it starts.
+  std::vector<int> devices_;
   std::vector<member> members_;
   std::unique_ptr<caf::scoped_actor> self_;  // the nodes watch it: its end ends the jobs
   caf::actor registrar_;  // with --await-nodes: where nodes register

@@ -9,6 +9,9 @@
 #include <optional>
 #include <random>
 #include <stdexcept>
+#include <thread>
+
+#include <sched.h>
 
 #include <caf/all.hpp>
 
@@ -85,9 +88,9 @@ std::vector<injection> validate(const experiment_config& cfg) {
           "--lr must be a finite number > 0 (at most 3.4e38)");
   require(std::isfinite(cfg.epochs) && cfg.epochs > 0, "--epochs must be > 0");
   require(cfg.steps >= 0, "--steps must be >= 0 (0: derived from --epochs)");
-  require(cfg.threads >= 1 && cfg.threads <= 256, "--threads must be between 1 and 256");
-  require(cfg.spin_polls >= 1 && cfg.spin_polls <= 1000000000,
-          "--spin-polls must be between 1 and 1e9 (CAF's own default is 100)");
+  require(cfg.threads >= 0 && cfg.threads <= 256, "--threads must be auto or between 1 and 256");
+  require(cfg.spin_polls >= 0 && cfg.spin_polls <= 1000000000,
+          "--spin-polls must be auto or between 1 and 1e9 (CAF's own default is 100)");
   require(cfg.scheduler == "stealing" || cfg.scheduler == "sharing",
           "unknown scheduler '" + cfg.scheduler.substr(0, 40) + "' (valid: stealing, sharing)");
   require(cfg.eval_every >= 0, "--eval-every must be >= 0");
@@ -207,8 +210,8 @@ std::string to_json(const experiment_config& cfg) {
     .add("lr", cfg.lr)
     .add("reg", cfg.reg)
     .add("seed", cfg.seed)
-    .add("threads", cfg.threads)
-    .add("spin_polls", cfg.spin_polls)
+    .raw("threads", cfg.threads == 0 ? json_quote("auto") : std::to_string(cfg.threads))
+    .raw("spin_polls", cfg.spin_polls == 0 ? json_quote("auto") : std::to_string(cfg.spin_polls))
     .add("scheduler", cfg.scheduler)
     .add("eval_every", cfg.eval_every)
     .add("target_acc", cfg.target_acc)
@@ -232,6 +235,71 @@ std::string to_json(const experiment_config& cfg) {
     opts.add(k, v);
   o.raw("options", opts.str());
   return o.str();
+}
+
+int32_t usable_cores() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
+    return CPU_COUNT(&set);
+  return static_cast<int32_t>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
+double load_average() {
+  std::ifstream in("/proc/loadavg");
+  double load = 0;
+  if (!(in >> load) || !std::isfinite(load) || load < 0)
+    return 0;  // unknown: as an idle machine
+  return load;
+}
+
+scheduling_choice resolve_scheduling(const experiment_config& cfg) {
+  return resolve_scheduling(cfg, usable_cores(), load_average());
+}
+
+scheduling_choice resolve_scheduling(const experiment_config& cfg, int32_t cores, double load) {
+  scheduling_choice out;
+  cores = std::max(cores, 1);
+  out.threads = cfg.threads > 0 ? cfg.threads : std::clamp(cores, 1, 256);
+  std::string threads_why = cfg.threads > 0 ? "--threads" : "auto: the cores this process may use";
+  out.reason = std::to_string(out.threads) + " scheduler thread(s) (" + threads_why + "); ";
+  if (cfg.spin_polls > 0) {
+    out.spin_polls = cfg.spin_polls;
+    out.reason += "idle threads poll " + std::to_string(out.spin_polls) + " times (--spin-polls)";
+    return out;
+  }
+  // Polling pays where every step is a barrier and each worker has a thread
+  // (a hop to a napping thread waits out CAF's 50 us nap); it costs where
+  // threads are shared (async fairness, actors/system.hpp) or where the
+  // workers are in other processes (the coordinator's threads would take
+  // their cores).
+  const bool lockstep = runs_in_lockstep(find_algorithm(cfg.algorithm), cfg.options);
+  const bool one_process = !distributed(cfg);
+  const bool thread_each = cfg.workers <= out.threads;
+  // Polling threads that share their cores with other processes take time
+  // from them and from our own workers (measured: 2-worker sync_sgd 0.5-0.8x
+  // slower with polling on a 2-core machine at load 10), so only where the
+  // workers' cores are idle now: the 1-minute load average leaves them free.
+  const bool cores_idle = load + static_cast<double>(cfg.workers) <= static_cast<double>(cores) + 0.5;
+  if (lockstep && one_process && thread_each && cores_idle) {
+    out.spin_polls = lockstep_spin_polls;
+    out.reason += "auto: idle threads poll " + std::to_string(out.spin_polls)
+                  + " times before they nap (" + cfg.algorithm
+                  + " waits for every worker each step, " + std::to_string(cfg.workers)
+                  + " worker(s) on " + std::to_string(out.threads) + " thread(s))";
+  } else {
+    out.spin_polls = static_cast<int64_t>(default_spin_polls);
+    out.reason += "auto: idle threads poll " + std::to_string(out.spin_polls)
+                  + " times, CAF's default ("
+                  + (!lockstep      ? cfg.algorithm + " has no barrier: polling would make it uneven"
+                     : !one_process ? std::string("the workers are in other processes")
+                     : !thread_each ? std::string("more workers than threads")
+                                    : "load average " + short_number(load) + " on "
+                                        + std::to_string(cores)
+                                        + " cores: polling would take time from other processes")
+                  + ")";
+  }
+  return out;
 }
 
 namespace {
@@ -284,9 +352,13 @@ experiment_result run_checked(const experiment_config& cfg, const train_test& da
   if (byz.active())
     result.injected += (result.injected.empty() ? "" : "; ") + ("byzantine " + cfg.byzantine);
 
+  const auto sched = resolve_scheduling(cfg);
   if (!cfg.out_dir.empty()) {
     json_object effective;
     effective.raw("config", to_json(cfg))
+      .add("threads_used", sched.threads)
+      .add("spin_polls_used", sched.spin_polls)
+      .add("scheduling", sched.reason)
       .add("train_size", result.train_size)
       .add("test_size", result.test_size)
       .add("steps_planned", result.steps_planned)
@@ -307,8 +379,8 @@ experiment_result run_checked(const experiment_config& cfg, const train_test& da
   }
 
   caf::actor_system_config sys_cfg;
-  configure_actor_system(sys_cfg, static_cast<size_t>(cfg.threads),
-                         static_cast<size_t>(cfg.spin_polls));
+  configure_actor_system(sys_cfg, static_cast<size_t>(sched.threads),
+                         static_cast<size_t>(sched.spin_polls));
   configure_scheduler(sys_cfg, cfg.scheduler);
   if (distributed(cfg))
     configure_network(sys_cfg, tls_of(cfg));
@@ -377,6 +449,7 @@ experiment_result run_checked(const experiment_config& cfg, const train_test& da
     ec.device = cfg.devices.front();
     graph.set_evaluator(ec);
 
+    graph.log("scheduling: " + sched.reason);
     graph.log("starting " + cfg.algorithm + ": " + std::to_string(cfg.workers) + " workers, "
               + cfg.model + " (" + std::to_string(net->num_params()) + " params) on "
               + data.train->name + " [" + cfg.partition + "], "

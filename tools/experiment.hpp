@@ -37,8 +37,8 @@ struct experiment_config {
   double lr = 0.2;
   std::string reg = "none";
   uint64_t seed = 1;
-  int32_t threads = 2;        ///< CAF scheduler threads
-  int64_t spin_polls = 100;   ///< queue polls before an idle thread naps (actors/system.hpp)
+  int32_t threads = 0;        ///< CAF scheduler threads; 0: auto (resolve_scheduling)
+  int64_t spin_polls = 0;     ///< queue polls before an idle thread naps (actors/system.hpp); 0: auto
   std::string scheduler = "stealing";  ///< CAF scheduler policy, also of started nodes (actors/system.hpp)
   int64_t eval_every = 0;     ///< in steps; 0: twice per epoch
   double target_acc = -1;     ///< <0: none
@@ -78,6 +78,28 @@ std::vector<injection> validate(const experiment_config& cfg);
 inline bool distributed(const experiment_config& cfg) {
   return cfg.processes > 0 || !cfg.nodes.empty() || cfg.await_nodes > 0;
 }
+
+/// The scheduler a run gets: its threads, how long idle threads poll before
+/// they nap (actors/system.hpp), and why, in words for the log and
+/// config.json.
+struct scheduling_choice {
+  int32_t threads = 1;
+  int64_t spin_polls = 100;
+  std::string reason;
+};
+
+/// Resolves --threads auto (the cores this process may use: its CPU
+/// affinity) and --spin-polls auto (lockstep_spin_polls for a protocol that
+/// waits for every worker each step, run in one process with at least a
+/// thread per worker; CAF's default otherwise); explicit values stay.
+/// Polling also needs the workers' cores idle: the 1-minute load average
+/// plus the workers at most the cores (+0.5), so a busy machine (a parallel
+/// test suite, other jobs) does not lose time to spinning threads.
+scheduling_choice resolve_scheduling(const experiment_config& cfg);
+
+/// The same for a machine with `cores` usable cores and 1-minute load
+/// average `load` (what the one above reads from the system).
+scheduling_choice resolve_scheduling(const experiment_config& cfg, int32_t cores, double load);
 
 /// The sample indices of each worker: the partition, then the protocol's
 /// resharding (RI-SGD). Deterministic in cfg (its seed): a node computes the

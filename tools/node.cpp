@@ -15,6 +15,7 @@
 #include "algorithms/registry.hpp"
 #include "messages/errors.hpp"
 #include "messages/type_ids.hpp"
+#include "tools/cluster.hpp"
 #include "tools/experiment.hpp"
 #include "tools/interrupt.hpp"
 #include "tools/options.hpp"
@@ -115,11 +116,16 @@ hosted_workers take_job(node_self self, const node_job& job) {
   out.fingerprint = fingerprint(st.data);
   std::vector<worker_actor> spawned;
   try {
-    for (auto rank : job.ranks) {
+    for (size_t k = 0; k < job.ranks.size(); ++k) {
+      const auto rank = job.ranks[k];
       if (rank < 0 || rank >= cfg.workers)
         throw std::invalid_argument("rank " + std::to_string(rank) + " outside 0.."
                                     + std::to_string(cfg.workers - 1));
-      auto w = spawn_worker(self->system(), make_worker_config(cfg, st.data, parts, injections, rank));
+      auto wc = make_worker_config(cfg, st.data, parts, injections, rank);
+      // This node's devices go to its own workers in turn: the k-th worker it
+      // hosts gets device k (mod their number), whatever the global ranks.
+      wc.device = node_device(cfg.devices, k);
+      auto w = spawn_worker(self->system(), std::move(wc));
       st.spawned->push_back(caf::actor_cast<caf::weak_actor_ptr>(w));
       // The uplink's encoder goes beside the worker, so the network carries
       // the encoded gradient (the coordinator installs only the decoders).
@@ -133,6 +139,13 @@ hosted_workers take_job(node_self self, const node_job& job) {
     for (auto& w : spawned)
       self->send_exit(w, caf::exit_reason::user_shutdown);
     throw;
+  }
+  if (cfg.backend == "cuda") {
+    std::string placed;
+    for (size_t k = 0; k < job.ranks.size(); ++k)
+      placed += (k ? ", " : "") + ("worker " + std::to_string(job.ranks[k]) + " on GPU "
+                                   + std::to_string(node_device(cfg.devices, k)));
+    std::cerr << "[chorus node " << st.name << "] " << placed << std::endl;
   }
   auto owner = self->current_sender();
   st.jobs.push_back({caf::actor_cast<caf::actor_addr>(owner), std::move(spawned), job.ranks, {}, cfg,

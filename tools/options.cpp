@@ -64,6 +64,17 @@ int32_t to_int32(const std::string& flag, const std::string& v) {
   return static_cast<int32_t>(x);
 }
 
+// "auto" (0, resolved when the run starts) or a count in [1, most].
+int32_t auto_or_count(const std::string& flag, const std::string& v, int32_t most) {
+  if (v == "auto")
+    return 0;
+  auto x = to_int(flag, v);
+  if (x < 1 || x > most)
+    throw usage_error("--" + flag + " must be auto or between 1 and " + std::to_string(most)
+                      + " (got '" + shown(v) + "')");
+  return static_cast<int32_t>(x);
+}
+
 // The longest duration a flag may give: 30 days. Longer is a typo or a way
 // of saying "never"; it is refused before the cast to an integer, which
 // would be undefined for values past 2^63, and before any clock arithmetic
@@ -161,10 +172,10 @@ std::vector<option_spec> general_options() {
          throw usage_error("--seed must be >= 0");
        c.seed = static_cast<uint64_t>(s);
      }},
-    {"threads", "T", "CAF scheduler threads (cores to use) [2]",
-     [](auto& c, auto& v) { c.threads = to_int32("threads", v); }},
-    {"spin-polls", "N", "idle scheduler threads poll N times before they nap; 100000 makes sync rounds 1.3-1.5x faster on 2 cores, but async protocols less even [100]",
-     [](auto& c, auto& v) { c.spin_polls = to_int("spin-polls", v); }},
+    {"threads", "T|auto", "CAF scheduler threads; auto: every core this process may use [auto]",
+     [](auto& c, auto& v) { c.threads = auto_or_count("threads", v, 256); }},
+    {"spin-polls", "N|auto", "idle scheduler threads poll N times before they nap (CAF's default: 100); auto: 100000 for a protocol that waits for every worker each step, in one process, with a thread per worker (sync rounds 1.3-1.5x faster), else 100, which keeps async protocols even [auto]",
+     [](auto& c, auto& v) { c.spin_polls = auto_or_count("spin-polls", v, 1000000000); }},
     {"scheduler", "NAME", "CAF scheduler: stealing | sharing (one queue, idle threads sleep); "
                           "--processes passes it to the nodes. Experimental: sharing made "
                           "cross-process rounds of small models 1.2-1.5x faster, of a 16 MB "
@@ -407,6 +418,7 @@ experiment_config parse_train_args(const std::vector<std::string>& args, bool* h
 }
 
 std::vector<std::string> to_args(const experiment_config& cfg) {
+  auto auto_or = [](int64_t x) { return x == 0 ? std::string("auto") : std::to_string(x); };
   auto number = [](double x) {
     char text[40];
     std::snprintf(text, sizeof(text), "%.17g", x);
@@ -419,8 +431,8 @@ std::vector<std::string> to_args(const experiment_config& cfg) {
                              "--steps", std::to_string(cfg.steps), "--batch",
                              std::to_string(cfg.batch), "--lr", number(cfg.lr), "--reg", cfg.reg,
                              "--seed", std::to_string(cfg.seed), "--threads",
-                             std::to_string(cfg.threads), "--spin-polls",
-                             std::to_string(cfg.spin_polls), "--scheduler", cfg.scheduler,
+                             auto_or(cfg.threads), "--spin-polls",
+                             auto_or(cfg.spin_polls), "--scheduler", cfg.scheduler,
                              "--eval-every",
                              std::to_string(cfg.eval_every), "--timeout",
                              std::to_string(cfg.timeout_ms) + "ms", "--backend", cfg.backend};

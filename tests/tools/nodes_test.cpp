@@ -559,6 +559,26 @@ TEST(Nodes, ANodeWithOtherDataIsRefusedByName) {
   EXPECT_NE(run.err().find("other data"), std::string::npos) << run.err();
 }
 
+// --processes P --devices ...: each node process its own share of the GPUs,
+// and each node its devices to its own workers in turn (not by global rank:
+// round-robin puts ranks 0 and 2 on node 0, which has devices 0 and 1).
+TEST(Nodes, EachProcessGetsItsShareOfTheDevicesAndEachWorkerItsOwn) {
+  const std::vector<int> four{0, 1, 2, 3};
+  EXPECT_EQ(process_devices(four, 4, 0), (std::vector<int>{0}));
+  EXPECT_EQ(process_devices(four, 4, 3), (std::vector<int>{3}));
+  EXPECT_EQ(process_devices(four, 2, 0), (std::vector<int>{0, 2}));
+  EXPECT_EQ(process_devices(four, 2, 1), (std::vector<int>{1, 3}));
+  EXPECT_EQ(process_devices({5, 7}, 2, 1), (std::vector<int>{7}));
+  EXPECT_TRUE(process_devices({0}, 2, 0).empty());  // fewer GPUs than processes: keep all
+  EXPECT_TRUE(process_devices(four, 2, 2).empty());  // no such process
+  // Node 0 of a round-robin placement hosts ranks 0 and 2: GPUs 0 then 1.
+  const std::vector<int> two{0, 1};
+  EXPECT_EQ(node_device(two, 0), 0);
+  EXPECT_EQ(node_device(two, 1), 1);
+  EXPECT_EQ(node_device(two, 2), 0);
+  EXPECT_EQ(node_device({6}, 3), 6);
+}
+
 TEST(Nodes, PlacementSpreadsWorkersAsAsked) {
   EXPECT_EQ(place_workers("round-robin", 5, 2), (std::vector<int>{0, 1, 0, 1, 0}));
   EXPECT_EQ(place_workers("block", 5, 2), (std::vector<int>{0, 0, 0, 1, 1}));

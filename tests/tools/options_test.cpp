@@ -7,6 +7,7 @@
 #include <set>
 #include <string>
 
+#include "actors/system.hpp"
 #include "algorithms/registry.hpp"
 #include "tools/experiment.hpp"
 #include "tools/options.hpp"
@@ -136,6 +137,62 @@ TEST(options, max_features_parses_defaults_and_is_range_checked) {
     }
   }
   EXPECT_NE(train_help().find("--max-features"), std::string::npos);
+}
+
+// --threads auto / --spin-polls auto (the defaults): polling only where every
+// step is a barrier, in one process, with a thread per worker.
+TEST(options, auto_scheduling_polls_only_for_lockstep_runs_with_a_thread_per_worker) {
+  bool help = false;
+  // An idle 2-core machine unless a test says otherwise.
+  auto resolve = [&](std::vector<std::string> args, double load = 0.0) {
+    return resolve_scheduling(parse_train_args(args, &help), 2, load);
+  };
+  const auto lockstep = static_cast<int64_t>(lockstep_spin_polls);
+  const auto nap = static_cast<int64_t>(default_spin_polls);
+  auto sync2 = resolve({"--algorithm", "sync_sgd", "--workers", "2", "--threads", "2"});
+  EXPECT_EQ(sync2.threads, 2);
+  EXPECT_EQ(sync2.spin_polls, lockstep) << sync2.reason;
+  EXPECT_NE(sync2.reason.find("waits for every worker"), std::string::npos) << sync2.reason;
+  for (const char* algo : {"sync_sgd_avg", "local_sgd", "gossip_sgd", "leader_sgd", "easgd"})
+    EXPECT_EQ(resolve({"--algorithm", algo, "--workers", "2", "--threads", "2"}).spin_polls,
+              lockstep)
+      << algo;
+  // No barrier: CAF's default keeps the asynchronous protocols even.
+  for (const char* algo : {"async_sgd", "async_gossip"})
+    EXPECT_EQ(resolve({"--algorithm", algo, "--workers", "2", "--threads", "2"}).spin_polls, nap)
+      << algo;
+  EXPECT_EQ(resolve({"--algorithm", "leader_sgd", "--async", "--workers", "2", "--threads", "2"})
+              .spin_polls,
+            nap);
+  // More workers than threads, or workers in other processes: no polling.
+  auto crowded = resolve({"--algorithm", "sync_sgd", "--workers", "3", "--threads", "2"});
+  EXPECT_EQ(crowded.spin_polls, nap);
+  EXPECT_NE(crowded.reason.find("more workers than threads"), std::string::npos) << crowded.reason;
+  EXPECT_EQ(resolve({"--algorithm", "sync_sgd", "--workers", "2", "--threads", "2",
+                     "--processes", "2"})
+              .spin_polls,
+            nap);
+  // A busy machine: polling would take the cores from other processes.
+  auto busy = resolve({"--algorithm", "sync_sgd", "--workers", "2", "--threads", "2"}, 3.0);
+  EXPECT_EQ(busy.spin_polls, nap);
+  EXPECT_NE(busy.reason.find("load average 3"), std::string::npos) << busy.reason;
+  EXPECT_EQ(resolve({"--algorithm", "sync_sgd", "--workers", "1", "--threads", "2"}, 1.2)
+              .spin_polls,
+            lockstep);
+  // auto threads: the cores.
+  EXPECT_EQ(resolve({}).threads, 2);
+  // Given values stay; auto threads is at least one.
+  EXPECT_EQ(resolve({"--workers", "2", "--threads", "2", "--spin-polls", "7"}).spin_polls, 7);
+  EXPECT_GE(resolve_scheduling(parse_train_args({}, &help)).threads, 1);
+  // auto round-trips through the flags a node gets; 0 is not a count.
+  auto cfg = parse_train_args({}, &help);
+  EXPECT_EQ(cfg.threads, 0);
+  EXPECT_EQ(cfg.spin_polls, 0);
+  auto back = parse_train_args(to_args(cfg), &help);
+  EXPECT_EQ(back.threads, 0);
+  EXPECT_EQ(back.spin_polls, 0);
+  EXPECT_THROW(parse_train_args({"--threads", "0"}, &help), std::invalid_argument);
+  EXPECT_THROW(parse_train_args({"--spin-polls", "0"}, &help), std::invalid_argument);
 }
 
 } // namespace
