@@ -31,11 +31,17 @@
 // it holds (the aggregator refuses if that is too few for f). A worker's NaN/Inf gradient
 // takes its slot as invalid (the aggregator sets it aside, counted as one of
 // the f) instead of failing the run.
+//
+// Compression (--compress SPEC --error-feedback ef|ef21|none): each pushed
+// gradient is C(g_i) (compressed_link.hpp), decoded on arrival:
+//   w <- Prox(w - eta_tau D(C(g_i + e_i))),  e_i <- g_i + e_i - D(C(g_i + e_i))  (ef)
+// The broadcast stays uncompressed (each worker gets its own version of w).
 #include <algorithm>
 #include <map>
 #include <memory>
 #include <stdexcept>
 
+#include "algorithms/compressed_link.hpp"
 #include "algorithms/protocols.hpp"
 #include "algorithms/registry.hpp"
 #include "algorithms/robust.hpp"
@@ -136,6 +142,9 @@ protocol_actor spawn_async_sgd(caf::actor_system& sys, run_context ctx) {
   complete_options(find_algorithm("async_sgd"), ctx.plan);
   auto rule = async_sgd_rule(ctx.plan);
   add_robust_window(rule, ctx.plan, ctx.workers.size());
+  // --compress: each pushed gradient crosses the uplink as C(g) (with the
+  // worker's error memory for ef); the server decodes it on arrival.
+  install_uplink_compression(sys, ctx, rule, read_uplink_compression(ctx.plan));
   return spawn_async_server(sys, std::move(ctx), std::move(rule));
 }
 

@@ -24,11 +24,32 @@
 // (median, krum, ...) would give the same on the models themselves; clipping
 // and centered clipping would not, which is why the changes are aggregated.
 // f is checked against the workers sampled per round.
+//
+// Error-compensated double compression (--compress SPEC --compress-down
+// SPEC --error-feedback ef; the link stages are algorithms/compressed_link
+// .hpp, so neither the workers nor this rule see a payload). The form of
+// Gao, Xu and Huang, "On the Convergence of Communication-Efficient Local
+// SGD for Federated Learning" (AAAI 2021), as the issue describes it; the
+// paper's text was not at hand, so the equations below are written from that
+// description and from the error-feedback literature, not checked against
+// its numbering. Round t, every worker i starts from the common x_t (w_hat):
+//   x_i^{t,0} = x_t;  x_i^{t,k+1} = Prox(x_i^{t,k} - eta g_i(x_i^{t,k})), k < tau
+//   Delta_i   = x_i^{t,tau} - x_t                         (worker's change)
+//   p_i       = Delta_i + e_i;   send C(p_i);   e_i <- p_i - D(C(p_i))   (worker memory)
+//   Delta     = sum_i (n_i / n) D(C(p_i))                 (server average)
+//   q         = Delta + e;       send C'(q);    e   <- q - D(C'(q))      (server memory)
+//   x_{t+1}   = x_t + D(C'(q))                            (every worker and the server)
+// C = --compress, C' = --compress-down; --error-feedback none drops both
+// memories (e_i = e = 0), ef21 keeps h_i / h in their place. The model the
+// run evaluates and outputs is x_t. Not implemented: the paper's momentum
+// variant (the worker would keep a momentum buffer across the local steps,
+// and local_plan has no momentum).
 #include <algorithm>
 #include <cmath>
 #include <memory>
 #include <random>
 
+#include "algorithms/compressed_link.hpp"
 #include "algorithms/protocols.hpp"
 #include "algorithms/registry.hpp"
 #include "algorithms/robust.hpp"
@@ -118,6 +139,11 @@ size_t sampled_per_round(const run_plan& plan, size_t workers) {
 
 void check_local_sgd(const run_plan& plan, size_t workers) {
   make_robust(plan, sampled_per_round(plan, workers));
+  // A bad --compress, or --compress-down with sampling, is refused before the data load.
+  if (read_uplink_compression(plan).down_active && read_options(plan).fraction < 1)
+    throw std::invalid_argument("--compress-down needs every worker in every round (each one "
+                                "rebuilds the model from every broadcast): it refuses "
+                                "--fraction < 1");
 }
 
 protocol_actor spawn_local_sgd(caf::actor_system& sys, run_context ctx) {
@@ -128,6 +154,7 @@ protocol_actor spawn_local_sgd(caf::actor_system& sys, run_context ctx) {
                             int64_t round) { return robust_model_step(*robust, be, w, replies, round); };
     attach_robust(rule, robust);
   }
+  install_uplink_compression(sys, ctx, rule, read_uplink_compression(ctx.plan));
   return spawn_round_server(sys, std::move(ctx), std::move(rule));
 }
 

@@ -28,9 +28,14 @@ const protocol_option allreduce{
 
 const protocol_option compress{
   "compress", "SPEC", "none",
-  "uplink compressor: none | qsgd:S | topk:F | randk:F | sign (chorus list: compressors)"};
+  "uplink compressor: none | qsgd:S | topk:F | randk:F | sign (chorus list: compressors); "
+  "local steps send C(x_i - w)"};
+const protocol_option compress_down{
+  "compress_down", "SPEC", "none",
+  "broadcast compressor: the server sends C(change of w) with its own error memory and every "
+  "worker rebuilds w; refuses --fraction < 1"};
 const protocol_option error_feedback{"error_feedback", "MODE", "none",
-                                     "with --compress: none | ef | ef21"};
+                                     "with --compress/--compress-down: none | ef | ef21 (both ends)"};
 const protocol_option allow_biased{"allow_biased", "", "0",
                                    "allow topk/sign without error feedback (logs a warning)"};
 // A robust aggregator in place of the mean (algorithms/robust.hpp).
@@ -50,7 +55,8 @@ const std::vector<algorithm_info>& algorithm_registry() {
   static const std::vector<algorithm_info> table = {
     {"sync_sgd", "synchronous parallel SGD, server-side prox: w+ = Prox(w - eta mean_i g_i)",
      "one round: every worker computes one mini-batch gradient", spawn_sync_sgd,
-     {allreduce, compress, error_feedback, allow_biased, aggregator_option, pre_option, f_option},
+     {allreduce, compress, compress_down, error_feedback, allow_biased, aggregator_option,
+      pre_option, f_option},
      true, {}, {}, check_robust_round, true},
     {"sync_sgd_avg", "synchronous parallel SGD, averaged prox: w+ = mean_i Prox(w - eta g_i)",
      "one round: every worker takes one proximal step", spawn_sync_sgd_avg,
@@ -63,12 +69,14 @@ const std::vector<algorithm_info>& algorithm_registry() {
       {"staleness_lr", "", "0", "step size eta / (1 + staleness)"},
       aggregator_option, pre_option, f_option,
       {"window", "K", "0",
-       "with --aggregator: step once K distinct workers' gradients are in; 0: n - f"}},
+       "with --aggregator: step once K distinct workers' gradients are in; 0: n - f"},
+      compress, error_feedback, allow_biased},
      true, {}, {}, check_async_sgd},
     {"local_sgd", "local SGD / FedAvg: tau local steps, then w+ = sum_i n_i/n x_i",
      "one communication round (tau local steps per worker)", spawn_local_sgd,
-     {tau_local, fraction, post_local, aggregator_option, pre_option, f_option}, true, {}, {},
-     check_local_sgd, true},
+     {tau_local, fraction, post_local, compress, compress_down, error_feedback, allow_biased,
+      aggregator_option, pre_option, f_option},
+     true, {}, {}, check_local_sgd, true},
     {"lazy_sgd", "event-triggered sync SGD (LAG): upload g_i only if it changed enough",
      "one round: every worker computes a gradient, some skip the upload", spawn_lazy_sgd,
      {{"lazy_threshold", "XI", "1",
@@ -76,7 +84,7 @@ const std::vector<algorithm_info>& algorithm_registry() {
      false, {}, {}, {}, true},
     {"ri_sgd", "redundancy-infused local SGD: local_sgd over shards held with redundancy mu",
      "one communication round (tau local steps per worker)", spawn_ri_sgd,
-     {tau_local, fraction, post_local,
+     {tau_local, fraction, post_local, compress, compress_down, error_feedback, allow_biased,
       {"redundancy", "MU", "0.25", "each worker also holds a MU share of the others' shards"}},
      true, ri_sgd_shards, {}, {}, true},
     {"gossip_sgd",

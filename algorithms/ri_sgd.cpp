@@ -9,11 +9,13 @@
 // cyclically consecutive workers are gone: the round server drops the dead
 // and goes on, and this file reports the survivors' coverage in every row.
 //
-// Options: tau, fraction, post_local (as local_sgd), redundancy (mu). The
+// Options: tau, fraction, post_local, compress, compress_down, error_feedback,
+// allow_biased (as local_sgd: error-compensated double compression), redundancy (mu). The
 // data side is ri_sgd_shards below, the registry entry's `reshard` hook: the
 // runner calls it on the base partition before the workers exist.
 #include <algorithm>
 
+#include "algorithms/compressed_link.hpp"
 #include "algorithms/protocols.hpp"
 #include "algorithms/registry.hpp"
 
@@ -55,6 +57,8 @@ protocol_actor spawn_ri_sgd(caf::actor_system& sys, run_context ctx) {
       return m;
     };
   }
+  // --compress / --compress-down: double compression, as local_sgd.cpp.
+  install_uplink_compression(sys, ctx, rule, read_uplink_compression(ctx.plan));
   return spawn_round_server(sys, std::move(ctx), std::move(rule));
 }
 

@@ -12,6 +12,12 @@
 //                  vectors is not sparse, so the server form is the one whose
 //                  iterates stay sparse.
 //
+// Downlink (--compress-down SPEC): the server broadcasts the compressed
+// change of w instead of w, with its own error memory, and every worker
+// rebuilds the same w_hat (compressed_link.hpp); the rule runs on w_hat:
+//   w+ = Prox(w_hat - eta mean_i D(C(g_i))),  p = w+ - w_hat + e,
+//   w_hat <- w_hat + D(C(p)),  e <- p - D(C(p))     (ef; none: e = 0)
+//
 // Compression (--compress SPEC --error-feedback ef|ef21|none): each worker's
 // gradient crosses the uplink as a payload C(g) (compressed_link.hpp); the
 // server decodes it before this rule runs, so the rule is unchanged:
@@ -182,9 +188,10 @@ protocol_actor spawn_sync_sgd(caf::actor_system& sys, run_context ctx) {
   // --compress: each gradient crosses the uplink as C(g) (compressed_link.hpp);
   // the rule above still combines d floats per worker (decoded first).
   auto compression = read_uplink_compression(ctx.plan);
-  if (compression.active && allreduce_mode(ctx.plan) != "none")
-    throw std::invalid_argument("--compress needs allreduce=none (the server decodes the "
-                                "replies; nccl would average the payloads' bytes)");
+  if (compression.any() && allreduce_mode(ctx.plan) != "none")
+    throw std::invalid_argument("--compress and --compress-down need allreduce=none (the server "
+                                "decodes the replies and encodes the broadcast; nccl would "
+                                "average the payloads' bytes)");
   install_uplink_compression(sys, ctx, rule, compression);
   return spawn_with_allreduce(sys, std::move(ctx), std::move(rule));
 }

@@ -12,6 +12,7 @@
 #include <map>
 #include <stdexcept>
 
+#include "engines/compressors.hpp"
 #include "gpu/assert.hpp"
 
 namespace chorus {
@@ -166,6 +167,22 @@ void on_gradient(async_pointer self, size_t i, gradient& g) {
   if (!st.settle(i))
     return;
   st.tracker.add_bytes(static_cast<int64_t>(g.values.wire_bytes()));
+  if (g.encoded) {
+    // Decoded on arrival, even when stopping: an ef21 receiver must apply
+    // every payload its sender applied.
+    try {
+      g.values = st.rule.decode ? st.rule.decode(i, g.values, st.w.size())
+                                : chorus::decode(g.values, st.w.size());
+      g.encoded = false;
+    } catch (const std::exception& e) {
+      log_line(self, "worker " + std::to_string(i) + ": gradient set aside at step "
+                       + std::to_string(st.tracker.step()) + ": " + e.what());
+      if (!st.stopping)
+        ask(self, i);
+      maybe_finish(self);
+      return;
+    }
+  }
   if (st.stopping) {
     maybe_finish(self);
     return;

@@ -37,6 +37,13 @@ struct async_rule {
   /// out <- the new weights from the current w and the gradient g (taken at
   /// w_{t - tau}), including any proximal step. `out` does not overlap w or g.
   std::function<void(backend& be, cview w, cview g, int64_t tau, view out)> apply;
+  /// Optional: turns a gradient marked encoded (gradient::encoded) from
+  /// worker i into its d = `dim` floats (the receiver ends of --compress,
+  /// algorithms/compressed_link.hpp); throws std::invalid_argument for a
+  /// corrupt payload (the gradient is then set aside, logged, and the
+  /// worker handed fresh weights). Unset: the stateless decode of
+  /// engines/compressors.hpp. bytes_sent counts the encoded payload.
+  std::function<buffer(size_t i, const buffer& payload, size_t dim)> decode;
   /// Optional: a line for the run's log when the run starts.
   std::string note;
   /// Optional, for a robust rule over a window of arrivals: takes worker

@@ -1,11 +1,14 @@
 #include "engines/compressors.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <numeric>
 #include <stdexcept>
+#include <utility>
 
 namespace chorus {
 
@@ -114,77 +117,266 @@ buffer encode_none(cview v) {
   return std::move(w).done();
 }
 
+// The uniform QSGD rounds entry i with: 24 bits of a 32-bit mix of
+// (seed, i) (murmur3's finalizer), so it needs no sequential generator and
+// the block loop below vectorizes. Distinct i < 2^32 give distinct inputs.
+inline uint32_t qsgd_uniform_bits(uint32_t key, uint32_t i) {
+  uint32_t x = (i * 0x9e3779b9u) ^ key;
+  x ^= x >> 16;
+  x *= 0x85ebca6bu;
+  x ^= x >> 13;
+  x *= 0xc2b2ae35u;
+  x ^= x >> 16;
+  return x >> 8;
+}
+
+// QSGD's bit packing, W = 1 + b bits per entry, 32 entries (exactly W
+// 32-bit words) per group, LSB first. With W a template parameter and the
+// group unrolled, every shift and word boundary is a constant.
+template <unsigned W>
+void pack_groups(const uint32_t* e, size_t groups, unsigned char* out) {
+  for (size_t g = 0; g < groups; ++g, e += 32, out += 4 * W) {
+    uint64_t acc = 0;
+    unsigned have = 0, word = 0;
+#pragma GCC unroll 32
+    for (unsigned t = 0; t < 32; ++t) {
+      acc |= uint64_t{e[t]} << have;
+      have += W;
+      if (have >= 32) {
+        const auto x = static_cast<uint32_t>(acc);
+        std::memcpy(out + 4 * word++, &x, 4);
+        acc >>= 32;
+        have -= 32;
+      }
+    }
+  }
+}
+
+template <unsigned W>
+void unpack_groups(const unsigned char* in, size_t groups, uint32_t* e) {
+  constexpr uint32_t mask = (uint32_t{1} << W) - 1;
+  for (size_t g = 0; g < groups; ++g, e += 32, in += 4 * W) {
+    uint64_t acc = 0;
+    unsigned have = 0, word = 0;
+#pragma GCC unroll 32
+    for (unsigned t = 0; t < 32; ++t) {
+      if (have < W) {
+        uint32_t x;
+        std::memcpy(&x, in + 4 * word++, 4);
+        acc |= uint64_t{x} << have;
+        have += 32;
+      }
+      e[t] = static_cast<uint32_t>(acc) & mask;
+      acc >>= W;
+      have -= W;
+    }
+  }
+}
+
+using pack_fn = void (*)(const uint32_t*, size_t, unsigned char*);
+using unpack_fn = void (*)(const unsigned char*, size_t, uint32_t*);
+
+// W = 1 + ceil(log2(S + 1)) is 2..17 for S in 1..65535.
+template <size_t... I>
+constexpr std::array<pack_fn, sizeof...(I)> pack_table(std::index_sequence<I...>) {
+  return {{(I < 2 ? nullptr : &pack_groups<(I < 2 ? 2 : unsigned(I))>)...}};
+}
+template <size_t... I>
+constexpr std::array<unpack_fn, sizeof...(I)> unpack_table(std::index_sequence<I...>) {
+  return {{(I < 2 ? nullptr : &unpack_groups<(I < 2 ? 2 : unsigned(I))>)...}};
+}
+constexpr auto packers = pack_table(std::make_index_sequence<18>{});
+constexpr auto unpackers = unpack_table(std::make_index_sequence<18>{});
+
+// The (sign, level) words of entries first .. first + n - 1 (x points at
+// the first), for a finite scale S/||v|| (so every entry is finite): a loop
+// the compiler vectorizes.
+void qsgd_entries(const float* __restrict x, size_t n, uint32_t first, float scale, float top,
+                  uint32_t key, uint32_t* __restrict entry) {
+  for (size_t j = 0; j < n; ++j) {
+    uint32_t bits;
+    std::memcpy(&bits, &x[j], 4);
+    const float a = std::min(std::fabs(x[j]) * scale, top);  // 0 <= a <= S
+    const int32_t l = static_cast<int32_t>(a);                // floor: a >= 0
+    const float u = static_cast<float>(static_cast<int32_t>(
+                      qsgd_uniform_bits(key, first + static_cast<uint32_t>(j))))
+                    * 0x1.0p-24f;
+    const int32_t up = u < a - static_cast<float>(l);
+    entry[j] = (bits >> 31) | (static_cast<uint32_t>(l + up) << 1);
+  }
+}
+
 // QSGD (Alistarh et al. 2017): with r_i = S |v_i| / ||v||_2 and l = floor(r_i),
 // send level l + 1 with probability r_i - l, else l; decode sign_i ||v|| l / S.
 // E[level] = r_i, so the decode is unbiased, and its variance is
 // ||v||^2/S^2 sum_i p_i (1 - p_i) <= min(d/S^2, sqrt(d)/S) ||v||^2.
+//
+// Speed (bench/compressors): blocks of 256 entries, first their (sign,
+// level) words in a loop the compiler vectorizes (r_i in float, the
+// uniform from qsgd_uniform_bits), then the bit packing, 32 bits at a time.
 buffer encode_qsgd(cview v, uint32_t s, uint64_t seed) {
   require_host(v, "qsgd");
   const size_t d = v.size;
   const unsigned b = level_bits(s);
   writer w(qsgd_bytes(d, s));
   w.header(codec_id::qsgd, s, d, 0);
-  double sq = 0;
-  for (size_t i = 0; i < d; ++i)
-    sq += double(v[i]) * v[i];
+  // ||v||^2 in double, eight independent sums (the loop is a memory pass).
+  double sq8[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  size_t i = 0;
+  for (; i + 8 <= d; i += 8)
+    for (size_t j = 0; j < 8; ++j)
+      sq8[j] += double(v[i + j]) * v[i + j];
+  for (; i < d; ++i)
+    sq8[0] += double(v[i]) * v[i];
+  const double sq = ((sq8[0] + sq8[1]) + (sq8[2] + sq8[3])) + ((sq8[4] + sq8[5]) + (sq8[6] + sq8[7]));
   const float norm = static_cast<float>(std::sqrt(sq));
   w.put(payload_header_bytes, norm);
   unsigned char* out = w.p + payload_header_bytes + 4;
-  rng r{seed};
-  uint64_t acc = 0;  // bits not yet written, LSB first
+  // Everything encodes as level 0 when the norm is 0 or not finite (v holds
+  // a NaN or an infinity): scale 0. With a finite norm every entry is finite,
+  // so the loop needs no NaN case.
+  // (A norm below ~1e-34, whose scale overflows a float, encodes as 0 too.)
+  const float scale = norm > 0 && std::isfinite(norm) ? static_cast<float>(double(s) / double(norm))
+                                                      : 0.0f;
+  const bool scaled = scale > 0 && std::isfinite(scale);
+  const float top = static_cast<float>(s);
+  const auto key = static_cast<uint32_t>(seed ^ (seed >> 32));
+  constexpr size_t block = 256;
+  uint32_t entry[block];
+  const float* x = v.data;
+  uint64_t acc = 0;  // packed bits not yet written, LSB first
   unsigned have = 0;
   size_t pos = 0;
-  for (size_t i = 0; i < d; ++i) {
-    uint64_t level = 0;
-    // Zero, and NaN (which compares false), encode as level 0.
-    if (norm > 0 && std::isfinite(norm)) {
-      double ri = double(std::fabs(v[i])) / norm * s;
-      double l = std::floor(ri);
-      if (r.uniform() < ri - l)
-        l += 1;
-      level = static_cast<uint64_t>(std::min<double>(l, s));
-    }
-    uint64_t entry = (std::signbit(v[i]) ? 1u : 0u) | (level << 1);
-    acc |= entry << have;
-    have += 1 + b;
-    while (have >= 8) {
-      out[pos++] = static_cast<unsigned char>(acc & 0xff);
-      acc >>= 8;
-      have -= 8;
+  for (size_t base = 0; base < d; base += block) {
+    const size_t m = std::min(block, d - base);
+    if (scaled)
+      qsgd_entries(x + base, m, static_cast<uint32_t>(base), scale, top, key, entry);
+    else
+      for (size_t j = 0; j < m; ++j) {
+        uint32_t bits;
+        std::memcpy(&bits, &x[base + j], 4);
+        entry[j] = bits >> 31;  // level 0
+      }
+    // Whole groups of 32 entries end on a word boundary, so only the last
+    // block's tail goes through the general loop (from have = 0).
+    const size_t groups = m / 32;
+    packers[1 + b](entry, groups, out + pos);
+    pos += groups * 4 * (1 + b);
+    for (size_t j = groups * 32; j < m; ++j) {
+      acc |= uint64_t{entry[j]} << have;
+      have += 1 + b;
+      if (have >= 32) {
+        const auto word = static_cast<uint32_t>(acc);
+        std::memcpy(out + pos, &word, 4);
+        pos += 4;
+        acc >>= 32;
+        have -= 32;
+      }
     }
   }
-  if (have > 0)
+  while (have > 0) {
     out[pos++] = static_cast<unsigned char>(acc & 0xff);
+    acc >>= 8;
+    have = have > 8 ? have - 8 : 0;
+  }
   return std::move(w).done();
+}
+
+// The key that orders |x| as top-k does: the bits of |x| (monotone for
+// non-negative floats), with every NaN mapped to +infinity.
+inline uint32_t magnitude_key(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  u &= 0x7fffffffu;
+  return u > 0x7f800000u ? 0x7f800000u : u;
 }
 
 // Top-k: the k entries of largest |v_i|. Ties are broken toward the lower
 // index, so the choice is deterministic; a NaN counts as the largest (it
 // is sent, and the aggregator's screen sets the vector aside).
+//
+// One pass over v (bench/compressors): a strided sample of the keys gives a
+// lower bound t on the k-th largest key with room to spare; the pass keeps
+// the indices with key >= t (in index order, about 2k of them); if fewer
+// than k pass (the sample misled), every index is a candidate. Among the
+// candidates nth_element finds the exact k-th largest key T, and a last
+// walk over the candidates, in index order, keeps every key > T and the
+// first (lowest-index) keys == T until k are kept: the indices come out
+// increasing, as the format requires.
 buffer encode_topk(cview v, double fraction) {
   require_host(v, "topk");
   const size_t d = v.size;
   require_u32(d, "topk");
   const size_t k = kept_entries(fraction, d);
-  auto mag = [&](uint32_t i) {
-    float a = std::fabs(v[i]);
-    return std::isnan(a) ? std::numeric_limits<float>::infinity() : a;
-  };
-  std::vector<uint32_t> idx(d);
-  std::iota(idx.begin(), idx.end(), 0u);
-  auto before = [&](uint32_t a, uint32_t b) {
-    float ma = mag(a), mb = mag(b);
-    return ma > mb || (ma == mb && a < b);
-  };
-  if (k < d)
-    std::nth_element(idx.begin(), idx.begin() + static_cast<std::ptrdiff_t>(k), idx.end(), before);
-  idx.resize(k);
-  std::sort(idx.begin(), idx.end());
   writer w(topk_bytes(k));
   w.header(codec_id::topk, static_cast<uint32_t>(k), d, 0);
-  for (size_t j = 0; j < k; ++j) {
-    w.put(payload_header_bytes + 4 * j, idx[j]);
-    w.put(payload_header_bytes + 4 * k + 4 * j, v[idx[j]]);
+  if (k == 0)
+    return std::move(w).done();
+  uint32_t bound = 0;  // 0: every index is a candidate
+  if (k < d / 4) {
+    const size_t stride = std::max<size_t>(1, d / 8192);
+    std::vector<uint32_t> sample;
+    sample.reserve(d / stride + 1);
+    for (size_t i = 0; i < d; i += stride)
+      sample.push_back(magnitude_key(v[i]));
+    // The expected rank of the k-th largest in the sample is k/d of it;
+    // twice that plus 64 leaves a margin of many standard deviations.
+    const size_t r = std::min(sample.size(), 2 * (k * sample.size() / d + 1) + 64);
+    std::nth_element(sample.begin(), sample.begin() + static_cast<std::ptrdiff_t>(r - 1),
+                     sample.end(), std::greater<uint32_t>());
+    bound = sample[r - 1];
+  }
+  // The candidates' indices and values, in index order.
+  std::vector<uint32_t> cand;
+  std::vector<float> cand_val;
+  cand.reserve(std::min(d, 4 * k + 1024));
+  cand_val.reserve(std::min(d, 4 * k + 1024));
+  auto take = [&](size_t i) {
+    cand.push_back(static_cast<uint32_t>(i));
+    cand_val.push_back(v[i]);
+  };
+  // Groups of 16 are tested at once (a loop the compiler vectorizes); few
+  // groups hold a candidate.
+  size_t i = 0;
+  for (; i + 16 <= d; i += 16) {
+    uint32_t any = 0;
+    for (size_t t = 0; t < 16; ++t)
+      any |= magnitude_key(v[i + t]) >= bound ? 1u : 0u;
+    if (any)
+      for (size_t t = 0; t < 16; ++t)
+        if (magnitude_key(v[i + t]) >= bound)
+          take(i + t);
+  }
+  for (; i < d; ++i)
+    if (magnitude_key(v[i]) >= bound)
+      take(i);
+  if (cand.size() < k) {  // the bound was too high: take every index
+    cand.clear();
+    cand_val.clear();
+    for (size_t j = 0; j < d; ++j)
+      take(j);
+  }
+  std::vector<uint32_t> order(cand.size());
+  for (size_t j = 0; j < cand.size(); ++j)
+    order[j] = magnitude_key(cand_val[j]);
+  std::nth_element(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(k - 1), order.end(),
+                   std::greater<uint32_t>());
+  const uint32_t threshold = order[k - 1];
+  size_t ties = 0;  // keys == threshold among the k largest
+  for (size_t j = 0; j < k; ++j)
+    ties += order[j] == threshold ? 1 : 0;
+  unsigned char* idx_out = w.p + payload_header_bytes;
+  unsigned char* val_out = idx_out + 4 * k;
+  size_t kept = 0;
+  for (size_t j = 0; j < cand.size() && kept < k; ++j) {
+    const uint32_t key = magnitude_key(cand_val[j]);
+    if (key > threshold || (key == threshold && ties > 0)) {
+      if (key == threshold)
+        --ties;
+      std::memcpy(idx_out + 4 * kept, &cand[j], 4);
+      std::memcpy(val_out + 4 * kept, &cand_val[j], 4);
+      ++kept;
+    }
   }
   return std::move(w).done();
 }
@@ -211,14 +403,31 @@ buffer encode_sign(cview v) {
   const size_t d = v.size;
   writer w(sign_bytes(d));
   w.header(codec_id::sign, 0, d, 0);
-  double l1 = 0;
-  for (size_t i = 0; i < d; ++i)
-    l1 += std::fabs(double(v[i]));
+  // ||v||_1 in double, eight independent sums; then the sign bits a byte
+  // (eight entries) at a time.
+  double l1_8[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  size_t i = 0;
+  for (; i + 8 <= d; i += 8)
+    for (size_t j = 0; j < 8; ++j)
+      l1_8[j] += std::fabs(double(v[i + j]));
+  for (; i < d; ++i)
+    l1_8[0] += std::fabs(double(v[i]));
+  const double l1 = ((l1_8[0] + l1_8[1]) + (l1_8[2] + l1_8[3]))
+                    + ((l1_8[4] + l1_8[5]) + (l1_8[6] + l1_8[7]));
   w.put(payload_header_bytes, d > 0 ? static_cast<float>(l1 / double(d)) : 0.0f);
   unsigned char* out = w.p + payload_header_bytes + 4;
-  for (size_t i = 0; i < d; ++i)
-    if (std::signbit(v[i]))
-      out[i / 8] |= static_cast<unsigned char>(1u << (i % 8));
+  for (size_t q = 0; q < d / 8; ++q) {
+    unsigned c = 0;
+    for (unsigned t = 0; t < 8; ++t) {
+      uint32_t bits;
+      std::memcpy(&bits, &v[8 * q + t], 4);
+      c |= (bits >> 31) << t;
+    }
+    out[q] = static_cast<unsigned char>(c);
+  }
+  for (size_t r = d / 8 * 8; r < d; ++r)
+    if (std::signbit(v[r]))
+      out[r / 8] |= static_cast<unsigned char>(1u << (r % 8));
   return std::move(w).done();
 }
 
@@ -372,7 +581,10 @@ buffer decode(const buffer& payload, size_t dim) {
             + std::to_string(bytes));
   const unsigned char* p = bytes_of(payload);
   const unsigned char* body = p + payload_header_bytes;
-  auto out = mutable_buffer::filled(dim, 0.0f);
+  // Sparse codecs write k entries into zeros; the others write all d.
+  auto out = h.codec == codec_id::topk || h.codec == codec_id::randk
+               ? mutable_buffer::filled(dim, 0.0f)
+               : mutable_buffer(dim);
   switch (h.codec) {
     case codec_id::none:
       if (dim > 0)
@@ -384,25 +596,44 @@ buffer decode(const buffer& payload, size_t dim) {
         corrupt("qsgd norm " + std::to_string(norm));
       const unsigned b = level_bits(h.param);
       const unsigned char* in = body + 4;
-      const double unit = double(norm) / h.param;
-      const uint64_t mask = (uint64_t{1} << (1 + b)) - 1;
+      const float unit = static_cast<float>(double(norm) / h.param);
+      const uint32_t mask = (uint32_t{1} << (1 + b)) - 1;
+      float* x = out.data();
       uint64_t acc = 0;
       unsigned have = 0;
       size_t pos = 0;
-      for (size_t i = 0; i < dim; ++i) {
-        while (have < 1 + b) {
-          acc |= uint64_t{in[pos++]} << have;
-          have += 8;
+      uint32_t worst = 0;  // the largest level seen, checked once at the end
+      constexpr size_t block = 256;
+      uint32_t entry[block];
+      for (size_t base = 0; base < dim; base += block) {
+        const size_t m = std::min(block, dim - base);
+        // Refills read 4 bytes at a time: the body starts 4-aligned in the
+        // payload and the payload is padded to 4 bytes, so a word that
+        // holds needed bits lies inside it.
+        const size_t groups = m / 32;  // as in encode_qsgd: word-aligned
+        unpackers[1 + b](in + pos, groups, entry);
+        pos += groups * 4 * (1 + b);
+        for (size_t j = groups * 32; j < m; ++j) {
+          if (have < 1 + b) {
+            uint32_t word;
+            std::memcpy(&word, in + pos, 4);
+            pos += 4;
+            acc |= uint64_t{word} << have;
+            have += 32;
+          }
+          entry[j] = static_cast<uint32_t>(acc) & mask;
+          acc >>= 1 + b;
+          have -= 1 + b;
         }
-        uint64_t entry = acc & mask;
-        acc >>= 1 + b;
-        have -= 1 + b;
-        uint64_t level = entry >> 1;
-        if (level > h.param)
-          corrupt("qsgd level " + std::to_string(level) + " > S = " + std::to_string(h.param));
-        float x = static_cast<float>(unit * double(level));
-        out[i] = (entry & 1) ? -x : x;
+        for (size_t j = 0; j < m; ++j) {
+          const uint32_t level = entry[j] >> 1;
+          worst = std::max(worst, level);
+          const float y = unit * static_cast<float>(static_cast<int32_t>(level));
+          x[base + j] = (entry[j] & 1) ? -y : y;
+        }
       }
+      if (worst > h.param)
+        corrupt("qsgd level " + std::to_string(worst) + " > S = " + std::to_string(h.param));
       break;
     }
     case codec_id::topk: {
@@ -430,8 +661,14 @@ buffer decode(const buffer& payload, size_t dim) {
       if (!std::isfinite(scale) || scale < 0)
         corrupt("sign scale " + std::to_string(scale));
       const unsigned char* bits = body + 4;
-      for (size_t i = 0; i < dim; ++i)
-        out[i] = (bits[i / 8] >> (i % 8)) & 1 ? -scale : scale;
+      float* x = out.data();
+      for (size_t q = 0; q < dim / 8; ++q) {
+        const unsigned c = bits[q];
+        for (unsigned t = 0; t < 8; ++t)
+          x[8 * q + t] = (c >> t) & 1 ? -scale : scale;
+      }
+      for (size_t i = dim / 8 * 8; i < dim; ++i)
+        x[i] = (bits[i / 8] >> (i % 8)) & 1 ? -scale : scale;
       break;
     }
   }

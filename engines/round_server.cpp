@@ -9,6 +9,7 @@
 #include "engines/round_server.hpp"
 
 #include <optional>
+#include <stdexcept>
 
 #include "engines/compressors.hpp"
 #include "gpu/assert.hpp"
@@ -213,8 +214,31 @@ public:
     expect(i);
     self->request(self->state.ctx.workers[i], caf::infinite, local_atom_v, w, plan)
       .then(
-        [self, round, i](local_result& r) {
-          settle(self, round, i, round_reply{r.sender, std::move(r.values), r.loss, r.samples});
+        [self, round, i, base = self->state.w](local_result& r) {
+          const auto wire = static_cast<int64_t>(r.values.wire_bytes());
+          if (r.encoded) {
+            // The compressed model change x_i - w; the reply is w + D(.).
+            // Decoded on arrival even when the round has moved on (ef21).
+            auto& st = self->state;
+            try {
+              auto change = st.rule.decode ? st.rule.decode(i, r.values, base.size())
+                                           : chorus::decode(r.values, base.size());
+              auto x = base.to_vector();
+              buffer c = change.to_host();
+              if (c.size() != x.size())
+                throw std::invalid_argument("a model change of another length than w");
+              for (size_t j = 0; j < x.size(); ++j)
+                x[j] += c[j];
+              r.values = buffer::from(x);
+            } catch (const std::exception& e) {
+              log_line(self, "worker " + std::to_string(i) + ": model change set aside at step "
+                               + std::to_string(st.tracker.step()) + ": " + e.what());
+              settle(self, round, i, std::nullopt);
+              return;
+            }
+          }
+          settle(self, round, i, round_reply{r.sender, std::move(r.values), r.loss, r.samples},
+                 wire);
         },
         [self, round, i](caf::error& err) { on_error(self, round, i, err); });
   }
@@ -257,6 +281,9 @@ void start_round(server_pointer self) {
     return;
   }
   weights w{-1, st.tracker.step(), st.w};
+  if (st.rule.broadcast)
+    if (auto payload = st.rule.broadcast(); !payload.empty())
+      w = weights{-1, st.tracker.step(), std::move(payload), true};
   server_asker asker(self, st.round_id);
   for (size_t i = 0; i < n; ++i)
     if (st.awaiting[i])

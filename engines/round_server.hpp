@@ -64,11 +64,17 @@ struct round_rule {
   /// until the reducer is ready; a reducer error fails the run.
   reducer_actor reducer;
   /// Optional: turns a gradient marked encoded (gradient::encoded) from
-  /// worker i into its d = `dim` floats; throws std::invalid_argument for a
+  /// worker i into its d = `dim` floats, or a local result marked encoded
+  /// into the model change it stands for (the server adds the round's w); throws std::invalid_argument for a
   /// corrupt payload (the reply is then set aside and logged). Unset: the
   /// stateless decode of engines/compressors.hpp. bytes_sent counts the
   /// encoded payload either way.
   std::function<buffer(size_t i, const buffer& payload, size_t dim)> decode;
+  /// Optional (--compress-down, algorithms/compressed_link.hpp): the
+  /// payload to broadcast this round in place of w, sent marked
+  /// weights::encoded (the worker-side stage adds it to its replica of w);
+  /// an empty buffer: send w itself. bytes_sent counts what is sent.
+  std::function<buffer()> broadcast;
   /// Set by a rule with a robust aggregator: a worker's non_finite error
   /// (its gradient or model had a NaN or Inf) does not fail the run; the
   /// server logs it, naming the worker, and hands combine an empty reply

@@ -24,11 +24,16 @@ struct weights {
   int32_t sender = -1;
   int64_t step = 0;
   buffer values;
+  /// True: `values` is a compressed payload of the change since the last
+  /// broadcast (--compress-down), which the decoding stage beside the
+  /// receiver adds to its replica before the worker sees full weights.
+  /// False: `values` are the d floats themselves.
+  bool encoded = false;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, weights& x) {
-  return f(caf::meta::type_name("weights"), x.sender, x.step, x.values);
+  return f(caf::meta::type_name("weights"), x.sender, x.step, x.values, x.encoded);
 }
 
 /// A stochastic gradient computed at the weights of `step`.
@@ -69,12 +74,17 @@ struct local_result {
   buffer values;
   float loss = 0;       ///< mean mini-batch loss over the local steps
   int32_t samples = 0;  ///< samples processed by the local steps
+  /// True: `values` is a compressed payload of the model CHANGE x - w over
+  /// the local steps (w: the weights the steps started from), set by the
+  /// sender's encoding link stage; the receiver decodes it and adds w.
+  /// False: `values` are the new weights themselves.
+  bool encoded = false;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, local_result& x) {
   return f(caf::meta::type_name("local_result"), x.sender, x.step, x.values, x.loss,
-           x.samples);
+           x.samples, x.encoded);
 }
 
 /// Loss and accuracy of some weights on a worker's shard.

@@ -93,8 +93,21 @@ int list() {
     codecs.emplace_back(c.usage, c.help);
   for (auto& f : chorus::feedback_registry())
     feedbacks.emplace_back(f.name, f.help);
-  print_table("compressors (sync_sgd --compress; topk and sign need --error-feedback or "
-              "--allow-biased)",
+  // Which protocols take which flag, from the registry: every other protocol
+  // refuses the flag as an unknown option (non-zero exit).
+  auto taking = [](const std::string& key) {
+    std::string names;
+    for (auto& a : chorus::algorithm_registry())
+      if (std::any_of(a.options.begin(), a.options.end(),
+                      [&](const chorus::protocol_option& o) { return o.key == key; }))
+        names += (names.empty() ? "" : ", ") + a.name;
+    return names.empty() ? std::string("none") : names;
+  };
+  print_table(("compressors (--compress on " + taking("compress") + "; --compress-down on "
+                + taking("compress_down")
+                + "; other protocols refuse both; topk and sign need --error-feedback or "
+                  "--allow-biased)")
+                .c_str(),
               codecs);
   print_table("error feedback (--error-feedback)", feedbacks);
   std::vector<std::pair<std::string, std::string>> attacks;

@@ -129,8 +129,8 @@ hosted_workers take_job(node_self self, const node_job& job) {
       st.spawned->push_back(caf::actor_cast<caf::weak_actor_ptr>(w));
       // The uplink's encoder goes beside the worker, so the network carries
       // the encoded gradient (the coordinator installs only the decoders).
-      if (uplink.active)
-        w = spawn_encoding_uplink(self->system(), w, uplink.codec, uplink.feedback, cfg.seed);
+      if (uplink.any())
+        w = spawn_encoding_uplink(self->system(), w, uplink, cfg.seed);
       spawned.push_back(w);
       st.spawned->push_back(caf::actor_cast<caf::weak_actor_ptr>(w));
       out.workers.push_back(caf::actor_cast<caf::strong_actor_ptr>(w));

@@ -212,6 +212,85 @@ TEST(compressors, topk_keeps_exactly_the_k_largest_magnitudes_and_ties_go_to_the
   EXPECT_EQ(x, (std::vector<float>{-1, 1, 1, 0, 0, 0, 0, 0}));
 }
 
+// Every level width W = 1 + ceil(log2(S+1)) (2..17 bits: each has its own
+// packing code) and lengths around the 32-entry groups and 256-entry
+// blocks: each decoded entry is sign(v_i) ||v|| l / S with l = floor(r_i)
+// or floor(r_i) + 1, r_i = S |v_i| / ||v||.
+TEST(compressors, qsgd_levels_round_trip_at_every_width_and_length) {
+  for (uint32_t s : {1u, 2u, 3u, 4u, 7u, 8u, 15u, 16u, 100u, 255u, 256u, 4095u, 65535u})
+    for (size_t d : {1u, 31u, 32u, 33u, 255u, 256u, 257u, 1000u}) {
+      auto v = random_vector(d, 3 * d + s);
+      auto x = decode(make_compressor("qsgd:" + std::to_string(s)).encode(buffer::from(v), 77), d)
+                 .to_vector();
+      double sq = 0;
+      for (float e : v)
+        sq += double(e) * e;
+      const double norm = std::sqrt(sq), unit = norm / s;
+      size_t bad = 0;
+      for (size_t i = 0; i < d; ++i) {
+        const double r = s * std::fabs(v[i]) / norm, l = std::fabs(x[i]) / unit;
+        // r_i and the decode are single precision: allow their rounding.
+        const double tol = 1e-3 + 1e-6 * s;
+        const bool level_ok = std::fabs(l - std::round(l)) < tol
+                              && std::round(l) >= std::floor(r - tol)
+                              && std::round(l) <= std::floor(r + tol) + 1;
+        const bool sign_ok = x[i] == 0 || (x[i] < 0) == (v[i] < 0);
+        bad += level_ok && sign_ok ? 0 : 1;
+      }
+      EXPECT_EQ(bad, 0u) << "qsgd:" << s << " d=" << d;
+    }
+}
+
+// The top-k choice by its definition: sort by (|v_i| desc, i asc), NaN as
+// the largest magnitude; keep the first k.
+std::vector<float> topk_by_sorting(const std::vector<float>& v, size_t k) {
+  auto mag = [&](size_t i) {
+    float a = std::fabs(v[i]);
+    return std::isnan(a) ? INFINITY : a;
+  };
+  std::vector<size_t> order(v.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return mag(a) > mag(b) || (mag(a) == mag(b) && a < b);
+  });
+  std::vector<float> x(v.size(), 0.0f);
+  for (size_t j = 0; j < k; ++j)
+    x[order[j]] = v[order[j]];
+  return x;
+}
+
+// Large vectors take the sampled-bound path of encode_topk: the same
+// choice as sorting, with many ties, NaNs, and a vector whose strided
+// sample misleads the bound (every sampled entry large, too few of them).
+TEST(compressors, topk_on_large_vectors_matches_sorting_with_ties_nans_and_a_misleading_sample) {
+  const size_t d = size_t{1} << 20;
+  auto same = [&](const std::vector<float>& v, double f, const char* what) {
+    const size_t k = kept_entries(f, d);
+    auto x = decode(make_compressor("topk:" + std::to_string(f)).encode(buffer::from(v), 0), d)
+               .to_vector();
+    auto want = topk_by_sorting(v, k);
+    size_t differ = 0;
+    for (size_t i = 0; i < d; ++i)
+      differ += std::memcmp(&x[i], &want[i], 4) != 0 ? 1 : 0;
+    EXPECT_EQ(differ, 0u) << what << " f=" << f;
+  };
+  auto v = random_vector(d, 21);
+  same(v, 0.01, "random");
+  same(v, 0.2, "random");
+  // Magnitudes from eight values only: the threshold falls inside a tie.
+  std::vector<float> ties(d);
+  for (size_t i = 0; i < d; ++i)
+    ties[i] = float((i * 2654435761u) % 8) * ((i & 1) ? -1.0f : 1.0f);
+  ties[12345] = NAN;
+  same(ties, 0.01, "ties");
+  same(ties, 0.3, "ties");
+  // The strided sample (every d/8192-th entry) sees only large entries.
+  std::vector<float> tricky(d, 1.0f);
+  for (size_t i = 0; i < d; i += d / 8192)
+    tricky[i] = 2.0f + float(i) * 1e-9f;
+  same(tricky, 0.1, "misleading sample");
+}
+
 TEST(compressors, sign_sends_the_sign_scaled_by_the_mean_magnitude) {
   std::vector<float> v = {3, -1, 0, -4, 2};
   const float scale = (3 + 1 + 0 + 4 + 2) / 5.0f;

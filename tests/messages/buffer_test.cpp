@@ -163,8 +163,9 @@ TEST(buffer, length_past_the_message_fails_without_allocating) {
   std::vector<char> bytes;
   caf::binary_serializer sink{nullptr, bytes};
   ASSERT_FALSE(sink(w));
-  // sender (4 bytes) and step (8 bytes) come first, then the 8-byte length.
-  ASSERT_EQ(bytes.size(), 4u + 8u + 8u + 3 * sizeof(float));
+  // sender (4 bytes) and step (8 bytes) come first, then the 8-byte length,
+  // the floats and the encoded flag (1 byte).
+  ASSERT_EQ(bytes.size(), 4u + 8u + 8u + 3 * sizeof(float) + 1u);
   uint64_t huge = uint64_t{1} << 33;
   caf::binary_serializer patch{nullptr, bytes};
   patch.seek(12);

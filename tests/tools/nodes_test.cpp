@@ -190,6 +190,24 @@ TEST(Nodes, CompressedGradientsCrossTheNetworkEncoded) {
   EXPECT_LT(back, out / 4) << summary;
 }
 
+TEST(Nodes, DoubleCompressedLocalSgdCrossesTheNetworkEncodedBothWays) {
+  // local_sgd with --compress and --compress-down: the worker-side stage
+  // (error memory, replica of w) sits beside each worker on its node, the
+  // coordinator sends and receives payloads; the run equals the one-process
+  // run bit for bit.
+  auto one = temp_path("dc_one"), two = temp_path("dc_two");
+  auto args = small_run("local_sgd", 2)
+              + std::vector<std::string>{"--compress", "topk:0.05", "--compress-down", "qsgd:64",
+                                         "--error-feedback", "ef"};
+  chorus_process a(args + std::vector<std::string>{"--out", one}, one + "_log");
+  ASSERT_EQ(a.wait(), 0) << a.err();
+  chorus_process b(args + std::vector<std::string>{"--out", two, "--processes", "2"}, two + "_log");
+  ASSERT_EQ(b.wait(), 0) << b.err();
+  auto wa = read_text(one + "/model.npy"), wb = read_text(two + "/model.npy");
+  ASSERT_GT(wa.size(), 1000u);
+  EXPECT_EQ(wa, wb);
+}
+
 // Every protocol family over several processes: gossip (peers talk to
 // workers on other nodes), replicas, asynchronous updates.
 struct family {
