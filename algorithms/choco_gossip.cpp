@@ -27,10 +27,15 @@
 //     receivers scale alike (the scale is read from the payload's header).
 //   - x_hat_j^0 = w_0 (the run's initial model, the same in every process),
 //     so the first differences are small when the peers start at w_0.
-//   - gamma (option `gamma`, default 0.5): the consensus step size. The
-//     theory asks for gamma of order delta^2 * spectral gap; in practice
-//     qsgd:4..16 runs at 0.5..1, topk:0.01 near 0.05. gamma = 1 with
-//     --compress none is DSGD (adapt-then-combine) exactly.
+//   - gamma (option `gamma`): the consensus step size. The theory asks for
+//     gamma of order delta^2 * spectral gap; the default, auto, takes
+//     gamma = delta, the compressor's contraction: 1 for none, 1 / (1 + the
+//     qsgd variance factor) for qsgd (0.043 for qsgd:4 at d = 7850), k/d for
+//     topk and randk (the worst case of topk), 0.5 for sign. Measured on
+//     Fashion-MNIST softmax, 8 nodes on a ring, 1 epoch: qsgd:4 at 0.5
+//     diverges, at 0.04 reaches 0.819 test accuracy (DSGD 0.795); topk:0.01
+//     at 0.01 reaches 0.818. gamma = 1 with --compress none is DSGD
+//     (adapt-then-combine) exactly.
 //   - no --error-feedback: x_hat is CHOCO's own error compensation.
 //   - a static graph only: every copy x_hat_j must see every q_j, so a
 //     time-varying topology (onepeer-exp) is refused.
@@ -75,12 +80,31 @@ uint64_t round_seed(uint64_t seed, int32_t rank, int64_t round) {
   return z ^ (z >> 31);
 }
 
+// gamma = auto: the contraction delta of `codec` on vectors of length d.
+double auto_gamma(const compressor& codec, size_t d) {
+  if (d == 0)
+    return 1;
+  const buffer payload = codec.encode(buffer::from(std::vector<float>(d, 1.0f)), 0);
+  const auto h = read_header(payload);
+  switch (h.codec) {
+    case codec_id::qsgd:
+    case codec_id::randk:
+      return contraction(payload);
+    case codec_id::topk:
+      return static_cast<double>(h.param) / static_cast<double>(d);
+    case codec_id::sign:
+      return 0.5;
+    default:
+      return 1;
+  }
+}
+
 gossip_rule choco_rule(const run_plan& plan, const buffer& w0) {
   const compressor codec = make_compressor(plan.text("compress"));
-  const double gamma = plan.number("gamma");
+  const double gamma = plan.text("gamma") == "auto" ? auto_gamma(codec, w0.size()) : plan.number("gamma");
   if (!(gamma > 0 && gamma <= 1))
     throw std::invalid_argument("option gamma: " + plan.text("gamma")
-                                + " is not a consensus step size in (0, 1]");
+                                + " is not a consensus step size in (0, 1] (or auto)");
   const auto seed = static_cast<uint64_t>(plan.number("seed"));
   const float lr = plan.lr;
   const regularizer reg = plan.reg;

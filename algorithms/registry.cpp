@@ -101,7 +101,9 @@ const std::vector<algorithm_info>& algorithm_registry() {
      {{"compress", "SPEC", "none",
        "what peers send: C(x_i - x_hat_i) with none | qsgd:S | topk:F | randk:F | sign "
        "(qsgd, randk rescaled to be contractive)"},
-      {"gamma", "G", "0.5", "consensus step size in (0, 1]; topk:0.01 wants ~0.05"},
+      {"gamma", "G", "auto",
+       "consensus step size in (0, 1]; auto: the compressor's contraction delta (qsgd: "
+       "1/(1+min(d/S^2, sqrt(d)/S)), topk/randk: k/d, sign: 0.5, none: 1)"},
       topology_option, weights_option},
      false, {}, spawn_choco_gossip_peer, check_choco_gossip},
     {"leader_sgd",
