@@ -3,6 +3,7 @@
 //   gossip_sgd         DSGD, adapt-then-combine or combine-then-adapt (gossip_sgd.cpp)
 //   async_gossip       AD-PSGD-like asynchronous pairwise averaging (async_gossip.cpp)
 //   gradient_tracking  DIGing / gradient tracking (gradient_tracking.cpp)
+//   choco_gossip       CHOCO-SGD: gossip of compressed differences (choco_gossip.cpp)
 #pragma once
 
 #include <vector>
@@ -45,6 +46,18 @@ protocol_actor spawn_gradient_tracking(caf::actor_system& sys, run_context ctx);
 /// Only its peer `rank`, reporting to `coordinator` (registry's spawn_peer).
 caf::actor spawn_gradient_tracking_peer(caf::actor_system& sys, run_context ctx, int32_t rank,
                                         const caf::actor& coordinator);
+
+/// choco_gossip (CHOCO-SGD): DSGD whose peers gossip compressed differences
+/// q_i = C(x_i - x_hat_i) to public copies x_hat (algorithms/choco_gossip.cpp).
+/// Options: compress, gamma, topology (static graphs only), weights, seed.
+/// Throws std::invalid_argument for a bad option.
+protocol_actor spawn_choco_gossip(caf::actor_system& sys, run_context ctx);
+/// Only its peer `rank`, reporting to `coordinator` (registry's spawn_peer).
+caf::actor spawn_choco_gossip_peer(caf::actor_system& sys, run_context ctx, int32_t rank,
+                                   const caf::actor& coordinator);
+/// The registry's check of a completed choco_gossip plan for `workers`
+/// workers: the compressor, gamma and a static topology.
+void check_choco_gossip(const run_plan& plan, size_t workers);
 
 /// gradient_tracking with per-peer initial models (see spawn_gossip_sgd_from).
 protocol_actor spawn_gradient_tracking_from(caf::actor_system& sys, run_context ctx,

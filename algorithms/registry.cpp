@@ -103,6 +103,19 @@ const std::vector<algorithm_info>& algorithm_registry() {
      "one round: every node takes one tracked step and mixes x and y with its in-neighbours",
      spawn_gradient_tracking, {topology_option, weights_option}, false, {},
      spawn_gradient_tracking_peer, {}, true},
+    {"choco_gossip",
+     "CHOCO-SGD: DSGD gossiping compressed differences q_i = C(x_i - x_hat_i) of public copies "
+     "x_hat; x_i += gamma sum_j w_ij (x_hat_j - x_hat_i)",
+     "one round: every node takes one gradient step and sends q_i to its out-neighbours",
+     spawn_choco_gossip,
+     {{"compress", "SPEC", "none",
+       "what peers send: C(x_i - x_hat_i) with none | qsgd:S | topk:F | randk:F | sign "
+       "(qsgd, randk rescaled to be contractive)"},
+      {"gamma", "G", "auto",
+       "consensus step size in (0, 1]; auto: the compressor's contraction delta (qsgd: "
+       "1/(1+min(d/S^2, sqrt(d)/S)), topk/randk: k/d, sign: 0.5, none: 1)"},
+      topology_option, weights_option},
+     false, {}, spawn_choco_gossip_peer, check_choco_gossip, true},
     {"leader_sgd",
      "leader SGD (LSGD): x_i <- Prox(x_i - eta (g_i + lambda (x_i - x_leader))), leader = lowest "
      "recent loss; groups > 1: also pulled to the global leader (lambda_global)",
@@ -156,8 +169,12 @@ void check_options(const algorithm_info& algo, const std::map<std::string, std::
       valid += (valid.empty() ? "" : ", ") + o.key;
     }
     if (!known)
-      throw std::invalid_argument("option " + key + " is not used by " + algo.name
-                                  + " (its options: " + (valid.empty() ? "none" : valid) + ")");
+      throw std::invalid_argument(
+        "option " + key + " is not used by " + algo.name + " (its options: "
+        + (valid.empty() ? "none" : valid) + ")"
+        + (key == "compress" && algo.spawn_peer
+             ? "; compressed gossip is choco_gossip (averaging compressed models does not converge)"
+             : ""));
   }
 }
 

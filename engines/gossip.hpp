@@ -43,6 +43,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <random>
 #include <vector>
 
@@ -79,6 +80,9 @@ struct gossip_vars {
   buffer y;       ///< gradient tracking: y_i, sent this round
   buffer y_mix;   ///< gradient tracking: sum_j w_ij y_j of the last round
   buffer g_prev;  ///< gradient tracking: the gradient of the last round
+  int32_t rank = -1;  ///< the peer's rank (set by the engine)
+  /// CHOCO: the public copies x_hat_j, by rank (the peer's own included).
+  std::map<int32_t, buffer> hat;
 };
 
 /// One round of a synchronous gossip protocol at one peer, cut where the
@@ -89,6 +93,10 @@ struct gossip_vars {
 struct gossip_rule {
   /// Messages carry y besides x (for the byte count).
   bool sends_y = false;
+  /// Rules whose messages are not the model (CHOCO sends an encoded
+  /// difference): the wire bytes of one message to one neighbour, given
+  /// x^0. Empty: wire_bytes of x (and y).
+  std::function<int64_t(const buffer& x0)> message_bytes;
   std::function<peer_state(gossip_vars& v, backend& be, const gradient& g, int64_t round)> prepare;
   /// `in[0]` is the peer's own message, then its in-neighbours'; `w` holds
   /// the matching weights of row i of W (summing to 1; a dropped

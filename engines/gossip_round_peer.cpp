@@ -8,7 +8,9 @@
 // in-neighbours' messages of its own round, so neighbours may be a round or
 // more apart (a message of a future round is kept until its round comes).
 // Bytes: each message to each out-neighbour, wire_bytes of x (of x and y
-// when the rule sends y); reports to the coordinator are not counted.
+// when the rule sends y; rule.message_bytes when the rule encodes its
+// messages); reports to the coordinator are not counted. On the link model
+// (run_context::link) those messages leave on the peer's own link_queue.
 //
 // A neighbour that terminates is dropped at once (the peer monitors it); one
 // that sends nothing for twice plan.timeout is dropped too. Twice: a node
@@ -82,6 +84,7 @@ struct round_peer_state : peer_base {
   std::map<int64_t, std::map<int32_t, peer_state>> inbox;  // by round, then sender
   std::chrono::steady_clock::time_point wait_since;
   bool timer_armed = false;  // at most one tick in flight
+  std::unique_ptr<link_queue> link;  // this peer's outgoing link (--link); null: none
 
   std::chrono::milliseconds neighbour_timeout() const { return 2 * timeout; }
   const phase_view& at(int64_t r) const {
@@ -155,9 +158,17 @@ void on_gradient(round_peer_pointer self, gradient& g) {
   st.own.step = st.round;
   st.own.loss = st.g.loss;
   st.own.samples = st.samples;
+  // On the link model, each message to an out-neighbour queues behind the
+  // ones before it on this peer's link and arrives on a timer.
+  const size_t bytes = st.own.x.wire_bytes() + st.own.y.wire_bytes();
   for (int32_t j : st.at(st.round).out)
-    if (!st.dead[static_cast<size_t>(j)])
-      self->send(st.peers[static_cast<size_t>(j)], gossip_atom_v, st.own);
+    if (!st.dead[static_cast<size_t>(j)]) {
+      auto& to = st.peers[static_cast<size_t>(j)];
+      if (st.link)
+        self->delayed_send(to, st.link->send(bytes), gossip_atom_v, st.own);
+      else
+        self->send(to, gossip_atom_v, st.own);
+    }
   st.waiting = true;
   st.wait_since = std::chrono::steady_clock::now();
   arm_timer(self, st.neighbour_timeout());
@@ -197,10 +208,13 @@ round_peer_actor::behavior_type round_peer(round_peer_pointer self, int32_t rank
   auto& st = self->state;
   st.init(rank, *ctx, std::move(coordinator), window);
   st.vars.x = std::move(x0);
+  st.vars.rank = rank;
   st.phases = views_of(*topo, rank);
   st.neighbours = all_neighbours(*topo, rank);
   st.rule = std::move(rule);
   st.max_rounds = ctx->plan.steps > 0 ? ctx->plan.steps : 0;
+  if (ctx->link.active())
+    st.link = std::make_unique<link_queue>(ctx->link);
   // Sized now, not at the start message: a neighbour that started first may
   // send its round-0 message before this peer's start arrives.
   st.dead.assign(ctx->workers.size(), false);
@@ -295,7 +309,9 @@ coordinator_plan round_plan(const run_context& ctx, gossip_rule rule, std::vecto
   cp.rounds = true;
   cp.topo = std::make_shared<const topology>(read_topology(ctx.plan, static_cast<int>(ctx.workers.size())));
   cp.initial = initial_models(ctx, std::move(initial));
-  cp.message_bytes = static_cast<int64_t>(cp.initial[0].wire_bytes()) * (rule.sends_y ? 2 : 1);
+  cp.message_bytes = rule.message_bytes
+                       ? rule.message_bytes(cp.initial[0])
+                       : static_cast<int64_t>(cp.initial[0].wire_bytes()) * (rule.sends_y ? 2 : 1);
   cp.window = round_window(*cp.topo);
   auto shared_ctx = std::make_shared<const run_context>(ctx);
   auto topo = cp.topo;

@@ -14,6 +14,7 @@
 #include <caf/all.hpp>
 
 #include "actors/interfaces.hpp"
+#include "actors/link.hpp"
 #include "actors/run_tracker.hpp"
 #include "data/dataset.hpp"
 #include "engines/deadlines.hpp"
@@ -59,6 +60,11 @@ struct run_context {
   /// process (workers on nodes): a protocol then installs only the
   /// receiving ends, so what crosses the network is the encoded form.
   bool uplinks_at_workers = false;
+  /// The link model (--link): a decentralized protocol's peers put their
+  /// messages on a link_queue of their own; centralized protocols get
+  /// their workers already behind link stages (actors/link.hpp) and ignore
+  /// it. Off by default.
+  link_spec link;
 };
 
 /// Spawns a protocol actor running `fun(self, ctx, xs...)`: detached when its

@@ -16,7 +16,9 @@
 #include <caf/all.hpp>
 
 #include "actors/injection.hpp"
+#include "actors/link.hpp"
 #include "actors/system.hpp"
+#include "algorithms/compressed_link.hpp"
 #include "algorithms/registry.hpp"
 #include "engines/byzantine.hpp"
 #include "engines/run_graph.hpp"
@@ -108,6 +110,14 @@ std::vector<injection> validate(const experiment_config& cfg) {
   check_backend(algo, cfg.backend);
   check_cluster_options(cfg);
   auto injections = parse_injections(cfg.workers, cfg.slow, cfg.delay, cfg.link_delay, cfg.crash);
+  try {
+    link_spec::parse(cfg.link);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(std::string("--link: ") + e.what());
+  }
+  require(cfg.link.empty() || cfg.link == "none" || cfg.algorithm != "async_gossip",
+          "--link: async_gossip's pairwise exchanges are not on the link model yet (gossip_sgd, "
+          "gradient_tracking, choco_gossip and the server protocols are)");
   parse_byzantine(cfg.byzantine, cfg.workers);  // throws with what is wrong
   check_options(algo, cfg.options);
   check_plan(algo, cfg.options, static_cast<size_t>(cfg.workers));  // e.g. an impossible --f
@@ -185,6 +195,7 @@ run_context make_context(const experiment_config& cfg, const train_test& data,
   ctx.shards = std::make_shared<const partition>(parts);
   ctx.backend = cfg.backend;
   ctx.device = cfg.devices.front();
+  ctx.link = link_spec::parse(cfg.link);
   // w_0 from the seed: every process that builds this context gets the
   // same floats.
   auto net = make_model(cfg.model, data.train->num_features, data.train->num_classes);
@@ -219,6 +230,7 @@ std::string to_json(const experiment_config& cfg) {
     .add("slow", cfg.slow)
     .add("delay", cfg.delay)
     .add("link_delay", cfg.link_delay)
+    .add("link", cfg.link)
     .add("crash", cfg.crash)
     .add("byzantine", cfg.byzantine)
     .add("backend", cfg.backend)
@@ -423,6 +435,20 @@ experiment_result run_checked(const experiment_config& cfg, const train_test& da
       for (int32_t i = 0; i < cfg.workers; ++i)
         graph.add_worker(make_worker_config(cfg, data, parts, injections, i));
     }
+    // --link on a centralized protocol: the compression encoder goes beside
+    // each worker (as on a node), so the link below carries the encoded
+    // gradient; the protocol then installs only the decoders.
+    const bool server_links = ctx.link.active() && !algo.spawn_peer;
+    if (server_links && !ctx.uplinks_at_workers
+        && std::any_of(algo.options.begin(), algo.options.end(),
+                       [](const protocol_option& o) { return o.key == "compress"; })) {
+      auto uplink = read_uplink_compression(ctx.plan);
+      if (uplink.active) {
+        for (auto& w : ctx.workers)
+          w = graph.keep(spawn_encoding_uplink(sys, w, uplink.codec, uplink.feedback, cfg.seed));
+        ctx.uplinks_at_workers = true;
+      }
+    }
     if (byz.active()) {
       // Byzantine decorators (and, for omniscient attacks, the taps on the
       // honest uplinks and the adversary) around the workers, here beside
@@ -439,6 +465,20 @@ experiment_result run_checked(const experiment_config& cfg, const train_test& da
       graph.log("byzantine workers " + ranks + ": " + byz.atk.spec
                 + (byz.atk.omniscient ? " (omniscient: an adversary actor taps the honest uplinks)"
                                       : ""));
+    }
+    if (ctx.link.active()) {
+      // The link model (actors/link.hpp): on a centralized protocol a link
+      // stage on the protocol's side of each worker, the protocol's own
+      // link shared by all of them; gossip peers put their own messages on
+      // their own links (they read ctx.link).
+      if (server_links) {
+        auto down = std::make_shared<link_queue>(ctx.link);
+        for (auto& w : ctx.workers)
+          w = graph.keep(spawn_link_stage(sys, w, ctx.link, down));
+      }
+      graph.log("link model: " + ctx.link.describe() + " per sender"
+                + (server_links ? " (the protocol actor's link shared by its requests, one per worker)"
+                                : " (one per gossip peer)"));
     }
     worker_config ec;
     ec.rank = -1;

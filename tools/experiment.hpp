@@ -51,6 +51,7 @@ struct experiment_config {
   std::string slow;        ///< "3:4": worker 3 four times slower
   std::string delay;       ///< "exp:2ms", "fixed:1ms", "uniform:1ms,3ms" per step, every worker
   std::string link_delay;  ///< "1ms" one way on every worker-server link
+  std::string link;        ///< the link model, "1gbit,100us" (actors/link.hpp); "": none
   std::string crash;       ///< "2:500": worker 2 dies at step 500
   std::string byzantine;   ///< "0,3:alie": workers 0 and 3 attack (engines/byzantine.hpp)
   // Where the workers compute: "eigen" (CPU) or "cuda". With cuda, worker i

@@ -108,7 +108,9 @@ hosted_workers take_job(node_self self, const node_job& job) {
   auto parts = plan_partition(cfg, *st.data.train);
   uplink_compression uplink;
   const auto& algo = find_algorithm(cfg.algorithm);
-  if (std::any_of(algo.options.begin(), algo.options.end(),
+  // Gradient protocols only: a gossip protocol's --compress (choco_gossip)
+  // compresses what its peers send each other, not the worker's gradient.
+  if (!algo.spawn_peer && std::any_of(algo.options.begin(), algo.options.end(),
                   [](const protocol_option& o) { return o.key == "compress"; }))
     uplink = read_uplink_compression(make_context(cfg, st.data, parts).plan);
   hosted_workers out;

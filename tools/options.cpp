@@ -194,6 +194,9 @@ std::vector<option_spec> general_options() {
      [](auto& c, auto& v) { c.delay = v; }},
     {"link-delay", "T", "inject: one-way delay on every worker-server link, e.g. 1ms",
      [](auto& c, auto& v) { c.link_delay = v; }},
+    {"link", "BW[,LAT]", "link model: every message takes LAT + bytes/BW, a sender's messages queue "
+                         "(bit|kbit|mbit|gbit or B|KB|MB|GB per s), e.g. 1gbit,100us [none]",
+     [](auto& c, auto& v) { c.link = v; }},
     {"crash", "R:S[,R:S]", "inject: worker R dies at protocol step S (the step of metrics.jsonl: a round "
                            "for sync and local protocols, an update for async ones), e.g. --crash 2:500; "
                            "repeats add workers",
@@ -443,7 +446,7 @@ std::vector<std::string> to_args(const experiment_config& cfg) {
     devices += (devices.empty() ? "" : ",") + std::to_string(d);
   a.insert(a.end(), {"--devices", devices});
   for (auto [flag, value] : {std::pair{"--slow", &cfg.slow}, {"--delay", &cfg.delay},
-                             {"--link-delay", &cfg.link_delay}, {"--crash", &cfg.crash},
+                             {"--link-delay", &cfg.link_delay}, {"--link", &cfg.link}, {"--crash", &cfg.crash},
                              {"--byzantine", &cfg.byzantine}})
     if (!value->empty())
       a.insert(a.end(), {flag, *value});
