@@ -443,9 +443,9 @@ experiment_result run_checked(const experiment_config& cfg, const train_test& da
         && std::any_of(algo.options.begin(), algo.options.end(),
                        [](const protocol_option& o) { return o.key == "compress"; })) {
       auto uplink = read_uplink_compression(ctx.plan);
-      if (uplink.active) {
+      if (uplink.any()) {
         for (auto& w : ctx.workers)
-          w = graph.keep(spawn_encoding_uplink(sys, w, uplink.codec, uplink.feedback, cfg.seed));
+          w = graph.keep(spawn_encoding_uplink(sys, w, uplink, cfg.seed));
         ctx.uplinks_at_workers = true;
       }
     }
