@@ -126,6 +126,11 @@ void try_mix(round_peer_pointer self) {
   }
   coeffs[0] = static_cast<float>(self_weight);
   st.rule->mix(st.vars, *st.be, in, coeffs, st.g);
+  st.rejected = st.vars.rejected;
+  st.clipped = st.vars.clipped;
+  for (auto& line : st.vars.log)
+    peer_log(self, line);
+  st.vars.log.clear();
   if (!st.be->all_finite(st.vars.x)) {
     peer_leave(self, make_error(errc::non_finite, "peer " + std::to_string(st.rank) + ": model after round "
                                                     + std::to_string(st.round)
@@ -155,9 +160,12 @@ void on_gradient(round_peer_pointer self, gradient& g) {
   st.own.step = st.round;
   st.own.loss = st.g.loss;
   st.own.samples = st.samples;
+  // A Byzantine peer mixes its own honest message but sends a forgery.
+  peer_state sent = st.own;
+  sent.x = st.outgoing(st.own.x);
   for (int32_t j : st.at(st.round).out)
     if (!st.dead[static_cast<size_t>(j)])
-      self->send(st.peers[static_cast<size_t>(j)], gossip_atom_v, st.own);
+      self->send(st.peers[static_cast<size_t>(j)], gossip_atom_v, sent);
   st.waiting = true;
   st.wait_since = std::chrono::steady_clock::now();
   arm_timer(self, st.neighbour_timeout());
@@ -291,6 +299,7 @@ namespace {
 coordinator_plan round_plan(const run_context& ctx, gossip_rule rule, std::vector<buffer> initial) {
   if (ctx.workers.empty())
     throw std::invalid_argument("gossip: no workers");
+  byzantine_peers(ctx);  // refuses a bad spec before any peer is spawned
   coordinator_plan cp;
   cp.rounds = true;
   cp.topo = std::make_shared<const topology>(read_topology(ctx.plan, static_cast<int>(ctx.workers.size())));

@@ -58,6 +58,12 @@ struct run_context {
   /// process (workers on nodes): a protocol then installs only the
   /// receiving ends, so what crosses the network is the encoded form.
   bool uplinks_at_workers = false;
+  /// The run's --byzantine spec ("0,3:signflip"; empty: none) for protocols
+  /// whose peers carry the attack out themselves: a decentralized protocol's
+  /// Byzantine peer forges the models it sends its neighbours
+  /// (engines/gossip.hpp). Protocols with a server ignore it: the runner
+  /// wraps their workers in attack decorators instead (engines/byzantine.hpp).
+  std::string byzantine;
 };
 
 /// Spawns a protocol actor running `fun(self, ctx, xs...)`: detached when its
