@@ -171,7 +171,7 @@ buffer robust_mix::operator()(gossip_vars& v, const std::vector<buffer>& xs,
     if (v.rejected++ == 0)
       v.log.push_back("rejects neighbour " + std::to_string(senders[k]) + "'s model of round "
                       + std::to_string(round) + " (non-finite or malformed) in " + name_
-                      + "; further ones are counted in rejected_p<rank>");
+                      + "; further ones are counted in rejected_p" + std::to_string(senders[0]));
   };
   if (clipped_) {
     auto step = clipped_gossip(xs, w, tau_, f_);
