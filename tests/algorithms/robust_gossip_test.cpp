@@ -10,7 +10,8 @@
 //    near the optimum, with the clipped messages counted;
 //  - a NaN-sending peer: with a robust mix its neighbours reject and count
 //    its models (the others see none) and the run completes; without one
-//    the run fails as before;
+//    the run fails as before; an asynchronous Byzantine peer's exchanges
+//    carry its forgery too;
 //  - combinations that make no sense are refused with what is wrong.
 #include <gtest/gtest.h>
 
@@ -73,10 +74,10 @@ struct ring_run {
   least_squares ls{*data.train};
   double f0_excess() const { return ls.loss(Eigen::VectorXd::Zero(16)) - ls.loss(ls.w_star); }
 
-  // gossip_sgd on a ring of n peers for `rounds` rounds.
+  // `algorithm` (gossip_sgd unless told) on a ring of n peers for `rounds` steps.
   caf::expected<run_summary> run(const std::string& byzantine,
                                  std::map<std::string, std::string> options, int n = 8,
-                                 int64_t rounds = 300) {
+                                 int64_t rounds = 300, const std::string& algorithm = "gossip_sgd") {
     test::graph g;
     auto parts = partition_iid(*data.train, n, 3);
     for (int i = 0; i < n; ++i) {
@@ -103,7 +104,7 @@ struct ring_run {
     options.emplace("topology", "ring");
     g.ctx.plan.options = options;
     g.ctx.byzantine = byzantine;
-    return g.run("gossip_sgd");
+    return g.run(algorithm);
   }
 };
 
@@ -242,6 +243,18 @@ TEST(robust_gossip, nan_models_are_rejected_and_counted_per_peer_with_a_robust_m
   auto plain = lsq.run("0:nan", {}, 8, 100);
   ASSERT_FALSE(plain);
   EXPECT_EQ(static_cast<errc>(plain.error().code()), errc::non_finite);
+}
+
+TEST(robust_gossip, an_asynchronous_byzantine_peer_forges_what_it_sends_and_replies) {
+  // async_gossip has no robust mix: a NaN peer's exchanges poison its
+  // partners, whose next local step fails the run; without it the run ends.
+  ring_run lsq;
+  auto honest = lsq.run("", {}, 8, 400, "async_gossip");
+  ASSERT_TRUE(honest) << describe(honest.error());
+  auto attacked = lsq.run("0:nan", {}, 8, 400, "async_gossip");
+  ASSERT_FALSE(attacked);
+  EXPECT_EQ(static_cast<errc>(attacked.error().code()), errc::non_finite);
+  EXPECT_NE(describe(attacked.error()).find("NaN"), std::string::npos) << describe(attacked.error());
 }
 
 // -- refusals --------------------------------------------------------------------------------
