@@ -15,9 +15,14 @@
 namespace chorus {
 
 /// gossip_sgd (DSGD): a local step, then x_i <- sum_j w_ij x_j over
-/// in-neighbours. Options: topology, weights, mix_order (atc | cta), seed.
+/// in-neighbours (or a robust mix of them: algorithms/robust_gossip.hpp).
+/// Options: topology, weights, mix_order (atc | cta), aggregator, pre, f, seed.
 /// Throws std::invalid_argument for a bad option (e.g. an unknown topology).
 protocol_actor spawn_gossip_sgd(caf::actor_system& sys, run_context ctx);
+/// gossip_sgd's check before a run (registry): its robust mix (aggregator,
+/// pre, f) against the fewest inputs a peer gets on the plan's topology.
+/// Throws std::invalid_argument.
+void check_gossip_sgd(const run_plan& plan, size_t workers);
 /// Only its peer `rank`, reporting to `coordinator` (registry's spawn_peer).
 caf::actor spawn_gossip_sgd_peer(caf::actor_system& sys, run_context ctx, int32_t rank,
                                  const caf::actor& coordinator);

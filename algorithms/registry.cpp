@@ -48,6 +48,14 @@ const protocol_option pre_option{"pre", "SPEC", "none",
                                  "chained with '+'; none: none"};
 const protocol_option f_option{"f", "F", "0",
                                "Byzantine inputs the aggregator tolerates per aggregation"};
+// Robust mixing at each gossip peer (algorithms/robust_gossip.hpp).
+const protocol_option gossip_aggregator{
+  "aggregator", "SPEC", "none",
+  "robust mix at each peer: cc:TAU | cc:auto (ClippedGossip: x_i += sum_j w_ij clip_tau(x_j - x_i), "
+  "auto: tau clips the f farthest neighbours) or a rule (median | trimmed:B | krum | ...) on its "
+  "own and its in-neighbours' models; none: the weighted sum, NaN fails the run"};
+const protocol_option gossip_f{"f", "F", "0",
+                               "Byzantine in-neighbours each peer's mix tolerates (cc:auto, rules)"};
 
 } // namespace
 
@@ -92,8 +100,9 @@ const std::vector<algorithm_info>& algorithm_registry() {
      "one round: every node takes one gradient step and mixes with its in-neighbours",
      spawn_gossip_sgd,
      {topology_option, weights_option,
-      {"mix_order", "ORDER", "atc", "atc (adapt then combine) | cta (combine then adapt)"}},
-     false, {}, spawn_gossip_sgd_peer, {}, true},
+      {"mix_order", "ORDER", "atc", "atc (adapt then combine) | cta (combine then adapt)"},
+      gossip_aggregator, pre_option, gossip_f},
+     false, {}, spawn_gossip_sgd_peer, check_gossip_sgd, true},
     {"async_gossip",
      "asynchronous gossip SGD (AD-PSGD): after each local step, average with one random neighbour",
      "one local step of one node (with its pairwise average)", spawn_async_gossip,

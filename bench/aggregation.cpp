@@ -9,20 +9,36 @@
 // 64 workers keep the same weights (apply), and buffer_stats counts the
 // floats allocated meanwhile (expected: 0).
 //
-// Run: build/bench/aggregation      (CHORUS_BENCH_QUICK=1 for a smoke run)
-// Prints one JSON line per (k, n) for mean, one per n for all_finite, then
-// one "broadcast" line.
+// Robust rules (engines/aggregators.hpp) on n = 16 and 64 worker vectors of
+// d = 1M floats: the aggregator "mean", "median" (coordinate-wise, by
+// selection per coordinate over blocks of 2048) and "krum" (its distances
+// from the Gram matrix X^T X, a blocked double-precision rank update, i.e. a
+// GEMM), plus gram_matrix alone. Each is given as GB/s of the n input
+// vectors read once plus the output written ((n + 1) d 4 bytes) and as a
+// ratio against the streaming mean of the same n vectors, timed in the same
+// loop: mean should be near 1; median and krum do more work per byte (a
+// selection of n values; n(n+1)/2 dot products per coordinate) and say how
+// far from the memory bound that puts them.
+//
+// Run: build/bench/aggregation      (CHORUS_BENCH_QUICK=1 for a smoke run,
+//      CHORUS_BENCH_ONLY=robust for the robust lines alone)
+// Prints one JSON line per (k, n) for mean, one per n for all_finite, one
+// "broadcast" line, then one "robust" line per (rule, n).
 #include <caf/all.hpp>
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <random>
+#include <string>
 #include <vector>
 
 #include "actors/system.hpp"
 #include "actors/worker.hpp"
 #include "bench/bench_util.hpp"
+#include "engines/aggregators.hpp"
 #include "gpu/backend.hpp"
 #include "messages/type_ids.hpp"
 
@@ -226,15 +242,79 @@ void bench_broadcast(size_t receivers, size_t n) {
   bench::print(o);
 }
 
+// One robust rule on n worker vectors of d floats against the streaming
+// mean of the same vectors. "gram" times gram_matrix alone (Krum's GEMM).
+void bench_robust(const std::string& rule, size_t n, size_t d, int reps) {
+  // Distinct vectors with random entries: selection does real work.
+  std::mt19937_64 rng(n * 31 + d);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<buffer> inputs;
+  std::vector<const float*> ptrs;
+  for (size_t i = 0; i < n; ++i) {
+    mutable_buffer x(d);
+    for (size_t j = 0; j < d; ++j)
+      x[j] = normal(rng) + static_cast<float>(i) * 1e-3f;
+    inputs.push_back(std::move(x).freeze());
+    ptrs.push_back(inputs.back().data());
+  }
+  auto out = mutable_buffer::filled(d, 0.0f);
+  const int f = static_cast<int>(n / 8);  // krum needs n > 2f + 2
+  aggregator agg;
+  if (rule != "gram")
+    agg = make_aggregator(rule, f);
+  double checksum = 0;
+  auto run_rule = [&] {
+    if (rule == "gram") {
+      auto g = gram_matrix(inputs);
+      checksum += g[0];
+    } else {
+      auto a = agg(inputs);
+      checksum += a.value[0];
+    }
+  };
+  run_rule();  // warm-up
+  streaming_mean(ptrs, out.data(), d);
+  std::vector<double> t_rule, t_stream;
+  for (int r = 0; r < reps; ++r) {
+    bench::timer t;
+    run_rule();
+    t_rule.push_back(t.seconds());
+    t.reset();
+    streaming_mean(ptrs, out.data(), d);
+    t_stream.push_back(t.seconds());
+    bench::keep(out[d / 2]);
+  }
+  bench::keep(static_cast<float>(checksum));
+  const double bytes = static_cast<double>(n + 1) * static_cast<double>(d) * sizeof(float);
+  const double rule_s = bench::median(t_rule), stream_s = bench::median(t_stream);
+  auto o = bench::line("aggregation");
+  o.add("op", "robust")
+    .add("rule", rule)
+    .add("n", static_cast<int64_t>(n))
+    .add("d", static_cast<int64_t>(d))
+    .add("f", static_cast<int64_t>(f))
+    .add("bytes", bytes)
+    .add("reps", reps)
+    .add("rule_ms", rule_s * 1e3)
+    .add("rule_gbps", bytes / rule_s / 1e9)
+    .add("streaming_ms", stream_s * 1e3)
+    .add("streaming_gbps", bytes / stream_s / 1e9)
+    .add("ratio", stream_s / rule_s);
+  bench::print(o);
+}
+
 } // namespace
 
 int main() {
   const bool quick = bench::quick();
   auto be = make_eigen_backend();
+  // CHORUS_BENCH_ONLY=robust: only the robust rules' lines.
+  const char* only = std::getenv("CHORUS_BENCH_ONLY");
+  const bool robust_only = only != nullptr && std::string(only) == "robust";
   const std::vector<size_t> ks = {2, 8, 32};
   const std::vector<size_t> ns = quick ? std::vector<size_t>{size_t{1} << 16}
                                        : std::vector<size_t>{size_t{1} << 20, size_t{1} << 24};
-  for (size_t n : ns)
+  for (size_t n : robust_only ? std::vector<size_t>{} : ns)
     for (size_t k : ks) {
       // About 1 s of timed work per line at most: few reps for the 2 GB case.
       const double bytes = static_cast<double>(k + 1) * static_cast<double>(n) * 4;
@@ -242,8 +322,15 @@ int main() {
       bench::note("mean k=" + std::to_string(k) + " n=" + std::to_string(n));
       bench_mean(*be, k, n, reps);
     }
-  for (size_t n : ns)
+  for (size_t n : robust_only ? std::vector<size_t>{} : ns)
     bench_all_finite(*be, n, quick ? 3 : 20);
-  bench_broadcast(64, quick ? size_t{1} << 16 : size_t{1} << 20);
+  if (!robust_only)
+    bench_broadcast(64, quick ? size_t{1} << 16 : size_t{1} << 20);
+  const size_t d = quick ? size_t{1} << 14 : size_t{1} << 20;
+  for (size_t n : {size_t{16}, size_t{64}})
+    for (std::string rule : {"mean", "median", "krum", "gram"}) {
+      bench::note("robust " + rule + " n=" + std::to_string(n) + " d=" + std::to_string(d));
+      bench_robust(rule, n, d, quick ? 2 : 5);
+    }
   return 0;
 }

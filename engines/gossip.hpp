@@ -37,14 +37,33 @@
 // warning in the log naming the parts, and "components" in the metrics
 // rows and the summary.
 //
+// Byzantine peers (run_context::byzantine, from --byzantine RANKS:ATTACK):
+// peer i of RANKS runs the protocol honestly, worker and own model
+// included, but every model it sends a neighbour (a round's message; in an
+// exchange, what it sends and what it replies) is replaced by the attack's
+// forgery of it (engines/byzantine.hpp: signflip -x, scale:K K x,
+// gaussian:S noise, zero, nan, inf). One forgery per round goes to all its
+// out-neighbours. labelflip stays a data attack (its worker trains on
+// flipped labels; its models go out as they are). The omniscient attacks
+// (alie, ipm, mimic) are refused: they forge from the honest vectors of a
+// round, which no peer sees. With Byzantine peers the coordinator's x_bar,
+// consensus distance and worst_worker_acc are over the honest peers only.
+//
+// Robust mixing is the protocol's rule (algorithms/gossip_sgd.cpp); the
+// engine passes the rule every in-neighbour's message as it came, invalid
+// ones included, and reports the counts the rule keeps in gossip_vars
+// (rejected, clipped) with each report: the coordinator's metrics name
+// them per peer (rejected_p<i>, clipped_p<i>) and in total.
+//
 // Not here: the mixing matrices (engines/topology.hpp), the protocols' update
-// rules (algorithms/), compression, robust mixing.
+// rules (algorithms/), compression.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "engines/protocol.hpp"
@@ -67,6 +86,16 @@ topology read_topology(const run_plan& plan, int n);
 /// all phases of `t`, sorted.
 std::vector<int32_t> all_neighbours(const topology& t, int i);
 
+/// Per rank: whether ctx.byzantine makes it a Byzantine peer (all false
+/// when it is empty). Throws std::invalid_argument for a bad spec, and for
+/// an omniscient attack (alie, ipm, mimic), which a gossip peer cannot
+/// carry out.
+std::vector<bool> byzantine_peers(const run_context& ctx);
+
+/// The fewest inputs one peer's robust mix gets under `t`: 1 (its own
+/// message) + its fewest in-neighbours in any phase, over all peers.
+size_t fewest_mix_inputs(const topology& t);
+
 /// Peer i's x_i^0: `given` when not empty (it must hold one vector of
 /// ctx.initial's length per worker), else ctx.initial for every peer.
 /// Throws std::invalid_argument on a length mismatch.
@@ -83,6 +112,14 @@ struct gossip_vars {
   int32_t rank = -1;  ///< the peer's rank (set by the engine)
   /// CHOCO: the public copies x_hat_j, by rank (the peer's own included).
   std::map<int32_t, buffer> hat;
+  /// Robust mixing: in-neighbour messages the rule set aside so far
+  /// (non-finite or of the wrong length).
+  int64_t rejected = 0;
+  /// Robust mixing: in-neighbour messages the rule gave less than their
+  /// weight so far (clipped, or rejected by the aggregator's rule).
+  int64_t clipped = 0;
+  /// Lines for the run's log; the peer sends and clears them after each mix.
+  std::vector<std::string> log;
 };
 
 /// One round of a synchronous gossip protocol at one peer, cut where the

@@ -77,7 +77,7 @@ void start_exchange(async_peer_pointer self, double loss) {
   buffer sent = st.x;
   self
     ->request(st.peers[static_cast<size_t>(j)], st.timeout, gossip_atom_v,
-              peer_state{st.rank, st.steps, sent, {}, loss, st.samples})
+              peer_state{st.rank, st.steps, st.outgoing(sent), {}, loss, st.samples})
     .then(
       [self, sent, loss](peer_state& theirs) {
         auto& st = self->state;
@@ -133,7 +133,7 @@ async_peer_actor::behavior_type async_peer(async_peer_pointer self, int32_t rank
     },
     [self](gossip_atom, peer_state& theirs) -> peer_state {
       auto& st = self->state;
-      peer_state mine{st.rank, st.steps, st.x, {}, 0, st.samples};
+      peer_state mine{st.rank, st.steps, st.outgoing(st.x), {}, 0, st.samples};
       st.x = st.rule->answer(*st.be, st.x, theirs.x);
       return mine;
     },
@@ -155,6 +155,7 @@ coordinator_plan pairwise_plan(const run_context& ctx, pairwise_rule rule, std::
   if (!rule.step || !rule.pick || !rule.answer || !rule.complete)
     throw std::invalid_argument("gossip: a pairwise rule needs step, pick, answer and complete");
   const int n = static_cast<int>(ctx.workers.size());
+  byzantine_peers(ctx);  // refuses a bad spec before any peer is spawned
   coordinator_plan cp;
   cp.rounds = false;
   cp.topo = std::make_shared<const topology>(read_topology(ctx.plan, n));

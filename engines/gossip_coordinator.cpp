@@ -47,6 +47,30 @@ std::vector<int32_t> all_neighbours(const topology& t, int i) {
   return {out.begin(), out.end()};
 }
 
+std::vector<bool> byzantine_peers(const run_context& ctx) {
+  std::vector<bool> out(ctx.workers.size(), false);
+  if (ctx.byzantine.empty())
+    return out;
+  auto plan = parse_byzantine(ctx.byzantine, static_cast<int32_t>(ctx.workers.size()));
+  if (plan.atk.omniscient)
+    throw std::invalid_argument(
+      "--byzantine " + ctx.byzantine + ": " + plan.atk.spec
+      + " forges from the honest vectors of a round, which no gossip peer sees; a Byzantine gossip "
+        "peer forges the models it sends from its own (signflip, scale:K, gaussian:S, zero, nan, "
+        "inf) or trains on flipped labels (labelflip)");
+  for (auto r : plan.ranks)
+    out[static_cast<size_t>(r)] = true;
+  return out;
+}
+
+size_t fewest_mix_inputs(const topology& t) {
+  size_t fewest = std::numeric_limits<size_t>::max();
+  for (const auto& w : t.phases)
+    for (int i = 0; i < w.n; ++i)
+      fewest = std::min(fewest, 1 + w.in_neighbours(i).size());
+  return fewest == std::numeric_limits<size_t>::max() ? 1 : fewest;
+}
+
 std::vector<buffer> initial_models(const run_context& ctx, std::vector<buffer> given) {
   const size_t n = ctx.workers.size();
   if (given.empty())
@@ -131,11 +155,20 @@ struct coordinator_state : protocol_state {
     return out;
   }
 
+  std::vector<bool> byzantine;  // per peer: a Byzantine one (left out of x_bar)
+
+  // The models x_bar, the consensus distance and the worst worker are
+  // taken over: every live honest peer's (every live peer's when only
+  // Byzantine ones are left).
   std::vector<buffer> live_models() const {
     std::vector<buffer> xs;
-    for (size_t i = 0; i < latest.size(); ++i)
-      if (alive[i])
-        xs.push_back(latest[i].x);
+    for (bool honest_only : {true, false}) {
+      for (size_t i = 0; i < latest.size(); ++i)
+        if (alive[i] && !(honest_only && i < byzantine.size() && byzantine[i]))
+          xs.push_back(latest[i].x);
+      if (!xs.empty())
+        break;
+    }
     return xs;
   }
 
@@ -166,6 +199,21 @@ struct coordinator_state : protocol_state {
       {"spectral_gap", gap},
       {"workers_alive", static_cast<double>(live_workers())},
       {"components", static_cast<double>(components)}};
+    // Robust mixing: what each peer set aside or clipped of its
+    // neighbours' models so far (only when some peer did).
+    int64_t rejected = 0, clipped = 0;
+    for (auto& p : latest)
+      rejected += p.rejected, clipped += p.clipped;
+    if (rejected > 0 || clipped > 0) {
+      m["rejected_total"] = static_cast<double>(rejected);
+      m["clipped_total"] = static_cast<double>(clipped);
+      for (size_t i = 0; i < latest.size(); ++i) {
+        if (latest[i].rejected > 0)
+          m["rejected_p" + std::to_string(i)] = static_cast<double>(latest[i].rejected);
+        if (latest[i].clipped > 0)
+          m["clipped_p" + std::to_string(i)] = static_cast<double>(latest[i].clipped);
+      }
+    }
     if (!cp.rounds) {
       // Local steps of the slowest and the fastest live peer: how unevenly
       // the asynchronous peers progress.
@@ -411,6 +459,7 @@ gossip_coordinator_actor::behavior_type coordinator(coordinator_pointer self, ru
   st.init(std::move(ctx));
   st.cp = std::move(cp);
   st.gap = spectral_gap(*st.cp.topo);
+  st.byzantine = byzantine_peers(st.ctx);
   for (const auto& w : st.cp.topo->phases) {
     st.edges.emplace_back();
     for (int i = 0; i < w.n; ++i)

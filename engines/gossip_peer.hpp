@@ -17,6 +17,7 @@
 
 #include <caf/all.hpp>
 
+#include "engines/byzantine.hpp"
 #include "engines/gossip.hpp"
 #include "messages/errors.hpp"
 
@@ -75,6 +76,13 @@ struct peer_base {
   /// reports for the coordinator's fetches (run_context::report_models).
   bool report_models = true;
   std::deque<std::pair<int64_t, buffer>> recent;
+  /// A Byzantine peer's attack on the models it sends (engines/gossip.hpp);
+  /// null for an honest peer (and for a data attack, done by its worker).
+  std::shared_ptr<const attack> forger;
+  std::mt19937_64 forge_rng;
+  /// Robust mixing counts, sent with every report (gossip_vars::rejected, clipped).
+  int64_t rejected = 0;
+  int64_t clipped = 0;
 
   void init(int32_t r, const run_context& ctx, gossip_coordinator_actor c, int32_t w) {
     rank = r;
@@ -84,6 +92,20 @@ struct peer_base {
     monitor = ctx.monitor;
     timeout = ctx.plan.timeout;
     report_models = ctx.report_models;
+    if (!ctx.byzantine.empty()) {
+      auto plan = parse_byzantine(ctx.byzantine, static_cast<int32_t>(ctx.workers.size()));
+      if (plan.is_byzantine(r) && !plan.atk.data)
+        forger = std::make_shared<const attack>(plan.atk);
+      forge_rng.seed(static_cast<uint64_t>(ctx.plan.number("seed")) * 7919 + static_cast<uint64_t>(r));
+    }
+  }
+
+  /// What goes on the wire for the model x: x itself from an honest peer,
+  /// the attack's forgery of it from a Byzantine one.
+  buffer outgoing(const buffer& x) {
+    if (!forger)
+      return x;
+    return forger->forge(attack_input{x.to_host(), {}, &forge_rng});
   }
 
   /// The model this peer reported at `step` (the nearest older one it still
@@ -164,7 +186,7 @@ bool report(Self self, int64_t step, const buffer& x, double loss, GoOn go_on) {
     sent = buffer{};
   }
   self->request(st.coordinator, caf::infinite, report_atom_v,
-                peer_state{st.rank, step, sent, {}, loss, st.samples})
+                peer_state{st.rank, step, sent, {}, loss, st.samples, st.rejected, st.clipped})
     .then(
       [self, go_on](ok_atom) mutable {
         auto& st = self->state;

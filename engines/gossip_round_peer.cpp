@@ -129,6 +129,11 @@ void try_mix(round_peer_pointer self) {
   }
   coeffs[0] = static_cast<float>(self_weight);
   st.rule->mix(st.vars, *st.be, in, coeffs, st.g);
+  st.rejected = st.vars.rejected;
+  st.clipped = st.vars.clipped;
+  for (auto& line : st.vars.log)
+    peer_log(self, line);
+  st.vars.log.clear();
   if (!st.be->all_finite(st.vars.x)) {
     peer_leave(self, make_error(errc::non_finite, "peer " + std::to_string(st.rank) + ": model after round "
                                                     + std::to_string(st.round)
@@ -158,16 +163,19 @@ void on_gradient(round_peer_pointer self, gradient& g) {
   st.own.step = st.round;
   st.own.loss = st.g.loss;
   st.own.samples = st.samples;
-  // On the link model, each message to an out-neighbour queues behind the
-  // ones before it on this peer's link and arrives on a timer.
-  const size_t bytes = st.own.x.wire_bytes() + st.own.y.wire_bytes();
+  // A Byzantine peer mixes its own honest message but sends a forgery; on
+  // the link model, each message to an out-neighbour queues behind the ones
+  // before it on this peer's link and arrives on a timer.
+  peer_state sent = st.own;
+  sent.x = st.outgoing(st.own.x);
+  const size_t bytes = sent.x.wire_bytes() + sent.y.wire_bytes();
   for (int32_t j : st.at(st.round).out)
     if (!st.dead[static_cast<size_t>(j)]) {
       auto& to = st.peers[static_cast<size_t>(j)];
       if (st.link)
-        self->delayed_send(to, st.link->send(bytes), gossip_atom_v, st.own);
+        self->delayed_send(to, st.link->send(bytes), gossip_atom_v, sent);
       else
-        self->send(to, gossip_atom_v, st.own);
+        self->send(to, gossip_atom_v, sent);
     }
   st.waiting = true;
   st.wait_since = std::chrono::steady_clock::now();
@@ -305,6 +313,7 @@ namespace {
 coordinator_plan round_plan(const run_context& ctx, gossip_rule rule, std::vector<buffer> initial) {
   if (ctx.workers.empty())
     throw std::invalid_argument("gossip: no workers");
+  byzantine_peers(ctx);  // refuses a bad spec before any peer is spawned
   coordinator_plan cp;
   cp.rounds = true;
   cp.topo = std::make_shared<const topology>(read_topology(ctx.plan, static_cast<int>(ctx.workers.size())));

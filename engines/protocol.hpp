@@ -65,6 +65,12 @@ struct run_context {
   /// their workers already behind link stages (actors/link.hpp) and ignore
   /// it. Off by default.
   link_spec link;
+  /// The run's --byzantine spec ("0,3:signflip"; empty: none) for protocols
+  /// whose peers carry the attack out themselves: a decentralized protocol's
+  /// Byzantine peer forges the models it sends its neighbours
+  /// (engines/gossip.hpp). Protocols with a server ignore it: the runner
+  /// wraps their workers in attack decorators instead (engines/byzantine.hpp).
+  std::string byzantine;
 };
 
 /// Spawns a protocol actor running `fun(self, ctx, xs...)`: detached when its

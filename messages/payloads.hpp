@@ -130,11 +130,16 @@ struct peer_state {
   buffer y;
   double loss = 0;      ///< mean mini-batch loss of the sender's recent steps
   int64_t samples = 0;  ///< samples the sender processed so far
+  /// Reports: in-neighbour models the sender's robust mix set aside so far
+  /// (non-finite or malformed), and those it clipped or down-weighted.
+  int64_t rejected = 0;
+  int64_t clipped = 0;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, peer_state& x) {
-  return f(caf::meta::type_name("peer_state"), x.sender, x.step, x.x, x.y, x.loss, x.samples);
+  return f(caf::meta::type_name("peer_state"), x.sender, x.step, x.x, x.y, x.loss, x.samples,
+           x.rejected, x.clipped);
 }
 
 /// What a protocol reports when its run ends.

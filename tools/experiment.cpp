@@ -21,6 +21,7 @@
 #include "algorithms/compressed_link.hpp"
 #include "algorithms/registry.hpp"
 #include "engines/byzantine.hpp"
+#include "engines/gossip.hpp"
 #include "engines/run_graph.hpp"
 #include "data/npy.hpp"
 #include "gpu/device.hpp"
@@ -119,6 +120,13 @@ std::vector<injection> validate(const experiment_config& cfg) {
           "--link: async_gossip's pairwise exchanges are not on the link model yet (gossip_sgd, "
           "gradient_tracking, choco_gossip and the server protocols are)");
   parse_byzantine(cfg.byzantine, cfg.workers);  // throws with what is wrong
+  if (algo.spawn_peer && !cfg.byzantine.empty()) {
+    // Decentralized: the peers forge (engines/gossip.hpp); it refuses what they cannot.
+    run_context probe;
+    probe.workers.resize(static_cast<size_t>(cfg.workers));
+    probe.byzantine = cfg.byzantine;
+    byzantine_peers(probe);
+  }
   check_options(algo, cfg.options);
   check_plan(algo, cfg.options, static_cast<size_t>(cfg.workers));  // e.g. an impossible --f
   // Dataset names are checked here, before any file is read; the data
@@ -196,6 +204,10 @@ run_context make_context(const experiment_config& cfg, const train_test& data,
   ctx.backend = cfg.backend;
   ctx.device = cfg.devices.front();
   ctx.link = link_spec::parse(cfg.link);
+  // Decentralized protocols carry --byzantine out in their peers; the
+  // others get attack decorators around their workers (run_checked).
+  if (find_algorithm(cfg.algorithm).spawn_peer)
+    ctx.byzantine = cfg.byzantine;
   // w_0 from the seed: every process that builds this context gets the
   // same floats.
   auto net = make_model(cfg.model, data.train->num_features, data.train->num_classes);
@@ -449,7 +461,14 @@ experiment_result run_checked(const experiment_config& cfg, const train_test& da
         ctx.uplinks_at_workers = true;
       }
     }
-    if (byz.active()) {
+    if (byz.active() && algo.spawn_peer) {
+      std::string ranks;
+      for (auto r : byz.ranks)
+        ranks += (ranks.empty() ? "" : ",") + std::to_string(r);
+      graph.log("byzantine peers " + ranks + ": " + byz.atk.spec
+                + (byz.atk.data ? " (their workers train on flipped labels)"
+                                : " (each forges the models it sends its neighbours)"));
+    } else if (byz.active()) {
       // Byzantine decorators (and, for omniscient attacks, the taps on the
       // honest uplinks and the adversary) around the workers, here beside
       // the protocol; the workers themselves stay honest.

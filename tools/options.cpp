@@ -202,7 +202,8 @@ std::vector<option_spec> general_options() {
                            "repeats add workers",
      [](auto& c, auto& v) { c.crash += (c.crash.empty() ? "" : ",") + v; }},
     {"byzantine", "RANKS:ATTACK", "attack: workers RANKS send forged vectors, e.g. --byzantine 0,3:alie "
-                                  "(attacks: chorus list; defend with --aggregator)",
+                                  "(attacks: chorus list; defend with --aggregator); on gossip "
+                                  "protocols peers RANKS send forged models to their neighbours",
      [](auto& c, auto& v) { c.byzantine = v; }},
     {"backend", "NAME", "where workers compute: eigen (CPU) | cuda (GPU; " + cuda_list() + ") [eigen]",
      [](auto& c, auto& v) { c.backend = v; }},
