@@ -154,8 +154,10 @@ caf::expected<caf::strong_actor_ptr> connect_actor(caf::actor_system& sys, const
         },
         [&](caf::error& err) {
           last = std::move(err);
-          // A port that refuses may be a node still starting: try again.
-          retry = last == caf::sec::cannot_connect_to_node;
+          // A port that refuses may be a node still starting, and a
+          // handshake that timed out one still busy loading its data (seen
+          // on a loaded machine): try again while the deadline allows.
+          retry = last == caf::sec::cannot_connect_to_node || last == caf::sec::connection_timeout;
         });
     if (found)
       return found;

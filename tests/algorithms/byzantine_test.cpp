@@ -420,7 +420,15 @@ TEST(byzantine_e2e, async_sgd_window_holds_against_two_attackers) {
   auto r = run_experiment(byzantine_run("async_sgd", "0,1:nan", "median"), logistic_problem());
   EXPECT_EQ(r.summary.stop_reason, "budget");
   EXPECT_GT(metric(r.summary, "agg_invalid_total"), 0.0);
-  EXPECT_EQ(metric(r.summary, "byz_pass_rate_w0"), 0.0);
+  // Which attackers got a gradient in depends on the scheduler (on a
+  // loaded machine worker 0 may get none): every one that did passed none.
+  int reported = 0;
+  for (auto& [key, value] : r.summary.extra)
+    if (key.rfind("byz_pass_rate_w", 0) == 0) {
+      ++reported;
+      EXPECT_EQ(value, 0.0) << key;
+    }
+  EXPECT_GT(reported, 0) << "no Byzantine worker's pass rate was reported";
 }
 
 TEST(byzantine_e2e, a_nan_attacker_is_rejected_with_an_aggregator_and_fails_the_run_without) {
