@@ -22,6 +22,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tools/experiment.hpp"
 #include "tools/options.hpp"
 #include "tools/out_dir.hpp"
 
@@ -320,7 +321,10 @@ pid_t start_run(const std::vector<std::string>& train_args, const std::string& l
   if (pid < 0)
     throw std::runtime_error(std::string("cannot start a run: fork: ") + std::strerror(errno));
   if (pid == 0) {
-    // Only async-signal-safe calls until exec.
+    // Only async-signal-safe calls until exec. A process group of its own:
+    // a terminal's Ctrl-C reaches the sweep alone, which passes it on once
+    // (a second SIGINT would end a run at once, without its files).
+    ::setpgid(0, 0);
     int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0 || ::dup2(fd, 1) < 0 || ::dup2(fd, 2) < 0)
       ::_exit(127);
@@ -504,6 +508,34 @@ void write_summary(const sweep_spec& spec, const std::vector<point>& points,
   write((fs::path(sweep_dir) / "summary.csv").string(), csv.str());
 }
 
+// Whether the run in `dir` was made with `cfg` (its folder aside); throws
+// usage_error naming the first key that differs.
+void check_same_config(const std::string& dir, const experiment_config& cfg) {
+  auto path = (fs::path(dir) / "config.json").string();
+  std::ifstream in(path);
+  nlohmann::json had;
+  try {
+    had = nlohmann::json::parse(in).at("config");
+  } catch (const nlohmann::json::exception&) {
+    throw usage_error(path + " is missing or unreadable, but the run's summary.json is there; "
+                      "remove " + dir + " to run it again");
+  }
+  auto want = nlohmann::json::parse(to_json(cfg));
+  had.erase("out");
+  want.erase("out");
+  if (had == want)
+    return;
+  std::string key = "?";
+  for (auto& [k, v] : want.items())
+    if (!had.contains(k) || had[k] != v) {
+      key = k + " (" + (had.contains(k) ? had[k].dump() : "absent") + " there, " + v.dump()
+            + " now)";
+      break;
+    }
+  throw usage_error("the finished run in " + dir + " was made with another config: " + key
+                    + "; give the sweep another NAME (or --runs-dir), or remove that folder");
+}
+
 } // namespace
 
 int sweep_main(const std::vector<std::string>& args) {
@@ -525,12 +557,19 @@ int sweep_main(const std::vector<std::string>& args) {
           flags.insert(flags.end(), {"--" + k, v});
         flags.insert(flags.end(), {"--seed", std::to_string(seed)});
         bool train_help = false;
+        experiment_config cfg;
         try {
-          auto cfg = parse_train_args(flags, &train_help);
+          cfg = parse_train_args(flags, &train_help);
           spec.target_acc = cfg.target_acc;
         } catch (const std::invalid_argument& e) {
           throw usage_error("point " + describe(p) + ": " + e.what());
         }
+        // A finished run of another config in the same place would be
+        // skipped and summarized as this one: refused.
+        auto dir = (fs::path(spec.runs_dir) / spec.name / p.name / ("seed-" + std::to_string(seed)))
+                     .string();
+        if (read_summary(dir, nullptr))
+          check_same_config(dir, cfg);
       }
   } catch (const std::invalid_argument& e) {
     std::cerr << "chorus sweep: " << e.what() << "\n";
@@ -567,9 +606,9 @@ int sweep_main(const std::vector<std::string>& args) {
             << " finished before, " << pending.size() << " to run, " << spec.jobs
             << " at a time, in " << sweep_dir << std::endl;
 
-  // SIGINT (the terminal sends it to the runs too) or SIGTERM: no new runs,
-  // the running ones end as interrupted runs, then the summary of what
-  // finished.
+  // SIGINT or SIGTERM: no new runs, the running ones get it once and end as
+  // interrupted runs (not finished: a rerun of the sweep runs them again),
+  // then the summary of what finished.
   struct sigaction act {}, old_int {}, old_term {};
   act.sa_handler = on_stop_signal;  // no SA_RESTART: waitpid returns EINTR
   sigemptyset(&act.sa_mask);

@@ -136,6 +136,14 @@ TEST_F(sweep, running_it_again_skips_every_finished_run) {
   EXPECT_EQ(count(again.output, "finished before, skipped"), 8u) << again.output;
   EXPECT_EQ(count(again.output, "started"), 0u) << again.output;
   EXPECT_EQ(fs::last_write_time(model), before);
+  // Another base config under the same name is refused, not mixed in.
+  auto other = run("sweep tiny --runs-dir " + runs_
+                   + " --grid lr=0.05,0.2 --grid batch=16,32 --seeds 1,2 --target-acc 0.6 " + tiny
+                   + " --partition dirichlet:0.5");
+  EXPECT_EQ(other.status, 2) << other.output;
+  EXPECT_NE(other.output.find("made with another config: partition"), std::string::npos)
+    << other.output;
+  EXPECT_EQ(fs::last_write_time(model), before);
 }
 
 TEST_F(sweep, a_run_folder_records_version_build_host_and_seed) {
