@@ -3,6 +3,7 @@
 #include "tools/commands.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
