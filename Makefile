@@ -26,6 +26,7 @@ build: configure
 
 demo: build
 	./$(BUILD)/chorus train --out runs/demo
+	@echo "plot it: ./$(BUILD)/chorus plot runs/demo --x epochs --y test_acc --out runs/demo/test_acc.png"
 
 # check-install first, so that ctest's summary is the last thing printed.
 test: build

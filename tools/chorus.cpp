@@ -1,5 +1,8 @@
 // chorus: the command-line runner.
 //   chorus train [--config FILE] [options]   run one experiment
+//   chorus sweep NAME --grid K=V1,V2 [...]   a grid of runs over seeds, summarized
+//   chorus plot DIR... --x X --y Y           curves of runs and sweeps (matplotlib)
+//   chorus rerun DIR [--out NEWDIR]          a run again from its config.json
 //   chorus list                              what can be named in options
 //   chorus --help
 // Exit status: 0 on success, 2 for bad usage or config, 1 when data or the
@@ -9,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "tools/commands.hpp"
 #include "tools/experiment.hpp"
 #include "algorithms/registry.hpp"
 #include "engines/aggregators.hpp"
@@ -28,6 +32,10 @@ const char* top_help =
   "usage:\n"
   "  chorus train [--config FILE] [options]   train a model (chorus train --help)\n"
   "  chorus node [--listen HOST:PORT]         host workers for runs elsewhere (chorus node --help)\n"
+  "  chorus sweep NAME --grid KEY=V1,V2 ...    runs over a grid and seeds, with a summary\n"
+  "                                           table (chorus sweep --help)\n"
+  "  chorus plot DIR... --x steps --y test_acc  plot runs or sweeps (chorus plot --help)\n"
+  "  chorus rerun DIR [--out NEWDIR]          rerun a run from its DIR/config.json\n"
   "  chorus list                              algorithms, models, datasets, partitioners\n"
   "  chorus --help                            this text\n\n"
   "Default experiment: chorus train  (sync_sgd, 4 workers, mlp:256 on Fashion-MNIST)\n";
@@ -165,8 +173,31 @@ int main(int argc, char** argv) {
     return train(args);
   if (command == "list")
     return list();
+  if (command == "sweep")
+    return chorus::sweep_main(args);
+  if (command == "plot")
+    return chorus::plot_main(args);
+  if (command == "rerun") {
+    bool help = false;
+    std::vector<std::string> train_args;
+    try {
+      train_args = chorus::rerun_args(args, &help);
+    } catch (const std::invalid_argument& e) {
+      std::cerr << "chorus rerun: " << e.what() << "\n";
+      return 2;
+    }
+    if (help) {
+      std::cout << chorus::rerun_help();
+      return 0;
+    }
+    std::cout << "[chorus] rerun: chorus train";
+    for (auto& a : train_args)
+      std::cout << " " << a;
+    std::cout << std::endl;
+    return train(train_args);
+  }
   if (command == "node")
     return chorus::node_main(args);
-  std::cerr << "chorus: unknown command '" << command << "' (valid: train, list; see chorus --help)\n";
+  std::cerr << "chorus: unknown command '" << command << "' (valid: train, sweep, plot, rerun, node, list; see chorus --help)\n";
   return 2;
 }

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include <sched.h>
+#include <unistd.h>
 
 #include <caf/all.hpp>
 
@@ -328,6 +329,38 @@ scheduling_choice resolve_scheduling(const experiment_config& cfg, int32_t cores
 
 namespace {
 
+#ifndef CHORUS_GIT_DESCRIBE
+#define CHORUS_GIT_DESCRIBE "unknown"
+#endif
+#ifndef CHORUS_BUILD_FLAGS
+#define CHORUS_BUILD_FLAGS "unknown"
+#endif
+// Set by CMake at configure time (git describe; compiler, build type, flags).
+const char* const chorus_build_version = CHORUS_GIT_DESCRIBE;
+const char* const chorus_build_flags = CHORUS_BUILD_FLAGS;
+
+// The machine a run ran on: name, cores (all, and those this process may
+// use), CPU model from /proc/cpuinfo.
+std::string host_json() {
+  char name[256] = "";
+  if (::gethostname(name, sizeof(name) - 1) != 0)
+    name[0] = '\0';
+  std::string model = "unknown";
+  std::ifstream info("/proc/cpuinfo");
+  for (std::string line; std::getline(info, line);)
+    if (line.rfind("model name", 0) == 0 && line.find(':') != std::string::npos) {
+      model = line.substr(line.find(':') + 1);
+      model.erase(0, std::min(model.find_first_not_of(' '), model.size()));
+      break;
+    }
+  json_object o;
+  o.add("hostname", std::string(name))
+    .add("cores", static_cast<int64_t>(std::thread::hardware_concurrency()))
+    .add("usable_cores", usable_cores())
+    .add("cpu_model", model);
+  return o.str();
+}
+
 // The experiment proper, on a config validate() accepted.
 // Holds the output folder for the run, when there is one.
 std::unique_ptr<out_dir_lock> lock_out_dir(const experiment_config& cfg) {
@@ -392,7 +425,11 @@ experiment_result run_checked(const experiment_config& cfg, const train_test& da
       .add("num_params", net->num_params())
       .raw("model_layout", layout_json(result.layout))
       .add("model_file", "model.npy: flat float32, tensors in model_layout order, "
-                         "matrices column-major");
+                         "matrices column-major")
+      .add("seed", cfg.seed)
+      .add("chorus_version", chorus_build_version)
+      .add("build", chorus_build_flags)
+      .raw("host", host_json());
     auto path = (std::filesystem::path(cfg.out_dir) / "config.json").string();
     write_atomically(path, [&](const std::string& temp) {
       std::ofstream out(temp);
@@ -548,6 +585,15 @@ experiment_result run_checked(const experiment_config& cfg, const train_test& da
                                + " over (--overwrite); model.npy of this run not written");
     write_atomically(path, [&](const std::string& temp) {
       write_npy(temp, result.summary.final_weights);
+    });
+    // The summary line, kept: a sweep reads it back, and its presence says
+    // the run finished (written last, whole or not at all).
+    auto summary_path = (std::filesystem::path(cfg.out_dir) / "summary.json").string();
+    write_atomically(summary_path, [&](const std::string& temp) {
+      std::ofstream out(temp);
+      out << summary_json(cfg, result) << '\n';
+      if (!out.flush())
+        throw std::runtime_error("cannot write " + summary_path);
     });
   }
   return result;

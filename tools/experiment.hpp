@@ -138,7 +138,8 @@ struct experiment_result {
 /// Runs the experiment. Throws std::invalid_argument (bad config, or
 /// out_dir in use by another run), data_error (bad data) or
 /// std::runtime_error (the protocol failed; the message says why). Writes
-/// OUT/{config.json, metrics.jsonl, log.txt, model.npy} when out_dir is set,
+/// OUT/{config.json, metrics.jsonl, log.txt, model.npy, summary.json (the
+/// summary line, last)} when out_dir is set,
 /// holding a lock on OUT meanwhile. A request on `stop` ends the run after
 /// its current step, as a finished run, with stop_reason "interrupted".
 experiment_result run_experiment(const experiment_config& cfg, stop_switch* stop = nullptr);

@@ -7,7 +7,8 @@
 set -euo pipefail
 
 packages=(build-essential cmake pkg-config libcaf-dev libeigen3-dev libgtest-dev
-          zlib1g-dev libopenblas-dev dataset-fashion-mnist libcaf-openssl0.17 libssl-dev openssl)
+          zlib1g-dev libopenblas-dev dataset-fashion-mnist libcaf-openssl0.17 libssl-dev openssl
+          nlohmann-json3-dev python3-matplotlib)
 if [[ "${1:-}" == "bench" ]]; then
   packages+=(python3-torch python3-numpy libopenblas0-pthread)
 fi

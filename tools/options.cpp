@@ -240,7 +240,7 @@ std::vector<option_spec> general_options() {
      [](auto& c, auto& v) { c.tls_ca = v; }},
     {"insecure", "", "with --nodes off this host: plain connections (anyone who reaches a node's port can send it messages)",
      [](auto& c, auto&) { c.insecure = true; }},
-    {"out", "DIR", "write config.json, metrics.jsonl, log.txt and model.npy to DIR",
+    {"out", "DIR", "write config.json, metrics.jsonl, log.txt, model.npy and summary.json to DIR",
      [](auto& c, auto& v) { c.out_dir = v; }},
     {"overwrite", "", "with --out: take DIR over even while another run writes to it (that run then writes nothing more there)",
      [](auto& c, auto&) { c.overwrite = true; }},
@@ -462,6 +462,15 @@ std::vector<std::string> to_args(const experiment_config& cfg) {
       a.push_back(value);
   }
   return a;
+}
+
+bool is_train_option(const std::string& name, bool* takes_value) {
+  auto* opt = find_option(name);
+  if (opt == nullptr || name == "config")
+    return false;
+  if (takes_value)
+    *takes_value = !opt->arg.empty();
+  return true;
 }
 
 std::string train_help() {

@@ -25,6 +25,10 @@ experiment_config parse_train_args(const std::vector<std::string>& args, bool* h
 /// stay out). What a coordinator sends its nodes.
 std::vector<std::string> to_args(const experiment_config& cfg);
 
+/// Whether `name` (without dashes, e.g. "lr", "tau") is a `chorus train`
+/// option; *takes_value says whether it takes a value (not a switch).
+bool is_train_option(const std::string& name, bool* takes_value = nullptr);
+
 /// The text of `chorus train --help`.
 std::string train_help();
 
