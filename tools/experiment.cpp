@@ -270,16 +270,30 @@ int32_t usable_cores() {
   return static_cast<int32_t>(std::max(1u, std::thread::hardware_concurrency()));
 }
 
-double load_average() {
-  std::ifstream in("/proc/loadavg");
-  double load = 0;
-  if (!(in >> load) || !std::isfinite(load) || load < 0)
-    return 0;  // unknown: as an idle machine
-  return load;
+// Other tasks runnable right now: /proc/loadavg's "running/total" field
+// counts this process too. The least of a few samples 2 ms apart, so one
+// short-lived task does not count. (The 1-minute load average would count
+// the runs that just ended: back-to-back runs on an idle 2-core machine read
+// 1.2-2.0 and would never poll.)
+double other_runnable_tasks() {
+  double least = -1;
+  for (int k = 0; k < 5; ++k) {
+    if (k > 0)
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    std::ifstream in("/proc/loadavg");
+    double a = 0, b = 0, c = 0;
+    long running = 0;
+    char slash = 0;
+    if (!(in >> a >> b >> c >> running >> slash) || slash != '/' || running < 1)
+      return 0;  // unknown: as an idle machine
+    const double others = static_cast<double>(running - 1);
+    least = least < 0 ? others : std::min(least, others);
+  }
+  return std::max(least, 0.0);
 }
 
 scheduling_choice resolve_scheduling(const experiment_config& cfg) {
-  return resolve_scheduling(cfg, usable_cores(), load_average());
+  return resolve_scheduling(cfg, usable_cores(), other_runnable_tasks());
 }
 
 scheduling_choice resolve_scheduling(const experiment_config& cfg, int32_t cores, double load) {
@@ -304,7 +318,7 @@ scheduling_choice resolve_scheduling(const experiment_config& cfg, int32_t cores
   // Polling threads that share their cores with other processes take time
   // from them and from our own workers (measured: 2-worker sync_sgd 0.5-0.8x
   // slower with polling on a 2-core machine at load 10), so only where the
-  // workers' cores are idle now: the 1-minute load average leaves them free.
+  // workers' cores are idle now: the other runnable tasks leave them free.
   const bool cores_idle = load + static_cast<double>(cfg.workers) <= static_cast<double>(cores) + 0.5;
   if (lockstep && one_process && thread_each && cores_idle) {
     out.spin_polls = lockstep_spin_polls;
@@ -319,9 +333,9 @@ scheduling_choice resolve_scheduling(const experiment_config& cfg, int32_t cores
                   + (!lockstep      ? cfg.algorithm + " has no barrier: polling would make it uneven"
                      : !one_process ? std::string("the workers are in other processes")
                      : !thread_each ? std::string("more workers than threads")
-                                    : "load average " + short_number(load) + " on "
+                                    : short_number(load) + " other runnable task(s) on "
                                         + std::to_string(cores)
-                                        + " cores: polling would take time from other processes")
+                                        + " cores: polling would take time from them")
                   + ")";
   }
   return out;

@@ -93,13 +93,14 @@ struct scheduling_choice {
 /// affinity) and --spin-polls auto (lockstep_spin_polls for a protocol that
 /// waits for every worker each step, run in one process with at least a
 /// thread per worker; CAF's default otherwise); explicit values stay.
-/// Polling also needs the workers' cores idle: the 1-minute load average
-/// plus the workers at most the cores (+0.5), so a busy machine (a parallel
-/// test suite, other jobs) does not lose time to spinning threads.
+/// Polling also needs the workers' cores idle: the tasks runnable now
+/// besides this process (/proc/loadavg) plus the workers at most the cores
+/// (+0.5), so a busy machine (a parallel test suite, other jobs) does not
+/// lose time to spinning threads.
 scheduling_choice resolve_scheduling(const experiment_config& cfg);
 
-/// The same for a machine with `cores` usable cores and 1-minute load
-/// average `load` (what the one above reads from the system).
+/// The same for a machine with `cores` usable cores and `load` other
+/// runnable tasks (what the one above reads from the system).
 scheduling_choice resolve_scheduling(const experiment_config& cfg, int32_t cores, double load);
 
 /// The sample indices of each worker: the partition, then the protocol's
