@@ -252,7 +252,9 @@ void on_error(server_pointer self, int64_t round, size_t i, const caf::error& er
 
 class server_asker final : public round_asker {
 public:
-  server_asker(server_pointer self, int64_t round) : self_(self), round_(round) {}
+  // `now`: when this round's requests leave (one clock read per round).
+  server_asker(server_pointer self, int64_t round, caf::actor_clock::time_point now)
+    : self_(self), round_(round), now_(now) {}
 
   void gradient(size_t i, const weights& w) override {
     auto self = self_;
@@ -323,11 +325,12 @@ private:
   // The reply's deadline (the request itself goes untimed: deadlines.hpp).
   void expect(size_t i) {
     auto& st = self_->state;
-    st.deadlines.expect(i, self_->clock().now(), st.ctx.plan.timeout);
+    st.deadlines.expect(i, now_, st.ctx.plan.timeout);
   }
   void sent(const weights& w) { self_->state.tracker.add_bytes(static_cast<int64_t>(w.values.wire_bytes())); }
   server_pointer self_;
   int64_t round_;
+  caf::actor_clock::time_point now_;
 };
 
 void start_round(server_pointer self) {
@@ -360,7 +363,7 @@ void start_round(server_pointer self) {
   if (st.rule.broadcast)
     if (auto payload = st.rule.broadcast(); !payload.empty())
       w = weights{-1, st.tracker.step(), std::move(payload), true};
-  server_asker asker(self, st.round_id);
+  server_asker asker(self, st.round_id, self->clock().now());
   for (size_t i = 0; i < n; ++i)
     if (st.awaiting[i])
       st.rule.ask(asker, i, w, st.round_id);
