@@ -39,7 +39,6 @@ std::chrono::microseconds tick_period(std::chrono::milliseconds timeout);
 /// One deadline per worker.
 class reply_deadlines {
 public:
-  using clock = caf::actor_clock::clock_type;
   using time_point = caf::actor_clock::time_point;
 
   void resize(size_t n) { due_.assign(n, time_point::max()); }
