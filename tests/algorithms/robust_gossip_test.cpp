@@ -17,6 +17,8 @@
 
 #include <cmath>
 #include <limits>
+#include <string>
+#include <utility>
 
 #include <Eigen/Dense>
 
@@ -272,9 +274,18 @@ TEST(robust_gossip, combinations_that_make_no_sense_are_refused) {
   // A complete graph gives every peer 8 inputs: krum with f = 1 runs there.
   EXPECT_NO_THROW(check_gossip_sgd(plan_with({{"aggregator", "krum"}, {"f", "1"}, {"topology", "complete"}}), 8));
   EXPECT_NO_THROW(check_gossip_sgd(plan_with({{"aggregator", "cc:auto"}, {"f", "1"}}), 8));
-  // The other decentralized protocols take no aggregator.
-  EXPECT_THROW(check_options(find_algorithm("async_gossip"), {{"aggregator", "median"}}),
-               std::invalid_argument);
+  // The other decentralized protocols take no aggregator: each refuses it (and
+  // --pre, --f) by name instead of running the plain mix as if defended.
+  for (const char* algo : {"async_gossip", "gradient_tracking", "choco_gossip"})
+    for (auto [key, value] : {std::pair{"aggregator", "median"}, {"pre", "nnm"}, {"f", "1"}}) {
+      try {
+        check_options(find_algorithm(algo), {{key, value}});
+        ADD_FAILURE() << algo << " accepted --" << key;
+      } catch (const std::invalid_argument& e) {
+        EXPECT_NE(std::string(e.what()).find(std::string("option ") + key + " is not used by " + algo),
+                  std::string::npos) << e.what();
+      }
+    }
   // Omniscient attacks need the honest vectors of a round: no gossip peer has them.
   run_context ctx;
   ctx.workers.resize(8);
