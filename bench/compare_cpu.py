@@ -7,7 +7,8 @@ MNIST, N = every usable core (nproc) unless --workers says otherwise. Rows:
 
   gemm_1core        the GEMMs of one step on one core (BUILD/bench/
                     training_throughput, mode gemm_bound)
-  gemm_all_cores    the same GEMMs on N cores at once (gemm_bound_all_cores)
+  gemm_all_cores    the same GEMMs on every usable core at once
+                    (gemm_bound_all_cores)
   loss_grad         model::loss_grad in a loop, no actors (raw_loss_grad)
   chorus_1          `chorus train --algorithm sync_sgd --workers 1`, default
                     settings; samples_per_s of its summary (train_s: the run
@@ -173,7 +174,7 @@ def make_rows(n):
          "label": "GEMM bound, 1 core, same binary (`training_throughput`)"},
         {"name": "gemm_all_cores", "kind": "bound", "mode": "gemm_bound_all_cores",
          "field": "gemm_bound_samples_per_s",
-         "label": f"GEMM bound, {n} cores at once, same binary"},
+         "label": f"GEMM bound, all {usable_cores()} cores at once, same binary"},
         {"name": "loss_grad", "kind": "bound", "mode": "raw_loss_grad",
          "field": "samples_per_s", "label": "`loss_grad` loop, no actors"},
         {"name": "chorus_1", "kind": "chorus", "workers": 1,

@@ -321,13 +321,18 @@ def main():
             if not run_in_child(args, mode):
                 status = 1
             continue
-        if mode == "single":
-            out = run_one_process(torch, data, args.epochs, 1, args.batch, mode)
-        elif mode == "threads":
-            out = run_one_process(torch, data, args.epochs, args.threads,
-                                  args.threads * args.batch, mode)
-        else:
-            out = run_ddp(torch, args.data, args.quick, args.epochs, args.processes, args.batch)
+        try:
+            if mode == "single":
+                out = run_one_process(torch, data, args.epochs, 1, args.batch, mode)
+            elif mode == "threads":
+                out = run_one_process(torch, data, args.epochs, args.threads,
+                                      args.threads * args.batch, mode)
+            else:
+                out = run_ddp(torch, args.data, args.quick, args.epochs, args.processes,
+                              args.batch)
+        except Exception as e:  # a DDP rank's failure arrives as torch's own type
+            note(f"mode {mode} failed: {e}")
+            out, status = {"bench": "pytorch_mlp", "mode": mode, "error": str(e)}, 1
         out.update(about)
         emit(out)
     return status
