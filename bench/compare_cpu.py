@@ -24,9 +24,11 @@ MNIST, N = every usable core (nproc) unless --workers says otherwise. Rows:
                     with N intra-op threads at batch N x 64 (the strongest
                     peer of N synchronous workers at batch 64)
 
-Every repetition runs every row once, each repetition in a rotated order
-(the rows start at a different place each time), so that a machine getting
-busier or cooler shows in every row alike. Output on stdout: one JSON line
+Each Chorus and PyTorch run trains --epochs passes over the training set
+(default 2; PyTorch after 20 untimed warm-up steps), short but past the
+start-up. Every repetition runs every row once, each repetition in a
+rotated order (the rows start at a different place each time), so that a
+machine getting busier or cooler shows in every row alike. Output on stdout: one JSON line
 per measurement ({"bench":"compare_cpu","rep":...,"row":...}), then one per
 row with the median over the repetitions and its ratios to the pip
 all-cores PyTorch row and to the all-cores GEMM bound. The same table in
