@@ -126,18 +126,16 @@ buffer mean_of(backend& be, const std::vector<round_reply>& replies, size_t n) {
 round_rule sync_sgd_rule(const run_plan& plan) {
   round_rule rule;
   rule.ask = [](round_asker& ask, size_t i, const weights& w, int64_t) { ask.gradient(i, w); };
-  rule.combine = [lr = plan.lr, reg = plan.reg](backend& be, const buffer& w,
-                                                const std::vector<round_reply>& replies, int64_t) {
-    // w - eta * mean_i g_i in one pass over memory, then the prox in place.
-    std::vector<cview> grads;
-    grads.reserve(replies.size());
-    for (auto& r : replies)
-      grads.push_back(r.values);
-    auto next = be.allocate(w.size());
-    be.mean_axpy(w, grads, -lr, next.span());
-    be.prox(reg, lr, next.span());
-    return std::move(next).freeze();
+  // w - eta * mean_i g_i in one pass over memory, then the prox in place;
+  // element-wise, so the server may split it by coordinates.
+  rule.combine_slice = [lr = plan.lr, reg = plan.reg](backend& be, cview w,
+                                                      const std::vector<cview>& grads,
+                                                      const std::vector<round_reply>&, view out,
+                                                      int64_t) {
+    be.mean_axpy(w, grads, -lr, out);
+    be.prox(reg, lr, out);
   };
+  rule.combine = combine_whole(rule);
   return rule;
 }
 
@@ -147,8 +145,10 @@ round_rule sync_sgd_avg_rule(const run_plan& plan) {
                                                        const weights& w, int64_t) {
     ask.local(i, w, step);
   };
-  rule.combine = [](backend& be, const buffer& w, const std::vector<round_reply>& replies,
-                    int64_t) { return mean_of(be, replies, w.size()); };
+  rule.combine_slice = [](backend& be, cview, const std::vector<cview>& xs,
+                          const std::vector<round_reply>&, view out,
+                          int64_t) { be.mean(xs, out); };
+  rule.combine = combine_whole(rule);
   return rule;
 }
 
@@ -200,6 +200,7 @@ protocol_actor spawn_sync_sgd_avg(caf::actor_system& sys, run_context ctx) {
   complete_options(find_algorithm("sync_sgd_avg"), ctx.plan);
   auto rule = sync_sgd_avg_rule(ctx.plan);
   if (auto robust = make_robust(ctx.plan, ctx.workers.size())) {
+    rule.combine_slice = nullptr;  // the robust step is not element-wise
     rule.combine = [robust](backend& be, const buffer& w, const std::vector<round_reply>& replies,
                             int64_t round) { return robust_model_step(*robust, be, w, replies, round); };
     attach_robust(rule, robust);
