@@ -27,6 +27,10 @@ progress on stderr. Any interpreter with torch and numpy works: Debian's
         [--threads T] [--processes P] [--batch 64] [--epochs 1]
         [--data /usr/share/datasets/fashion-mnist] [--quick]
 
+The threads mode needs idle cores: OpenMP's threads spin at every barrier,
+and on a machine with other load it collapses (a smoke run at load average 7:
+0.9k samples/s, 31k with OMP_WAIT_POLICY=PASSIVE).
+
 The thread count of the BLAS is fixed when torch loads, so a run that mixes
 `threads` with the one-thread modes runs `threads` in a child process of
 this script. Without torch (or numpy, or the data) it prints a JSON line with
