@@ -3,10 +3,14 @@
 #   make test    install what is missing, build, run every test with ctest, then
 #                build and run an app against the installed Chorus (check-install)
 #   make bench   build and run the benchmarks (JSON lines), PyTorch side by side
+#                (Debian's, and pip's current one in $(TORCH_VENV), created once)
 #   make test-sanitize   the tests again under ASan + UBSan (CPU only, build-sanitize/)
 #   make fuzz    build the libFuzzer targets with clang and run each for
 #                FUZZ_SECONDS (default 30) on its seed corpus (build-fuzz/)
 BUILD ?= build
+# pip's PyTorch for `make bench` (several GB, so only that target creates it);
+# TORCH_VENV=/path/to/venv reuses one made elsewhere.
+TORCH_VENV ?= $(BUILD)/venv-torch
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=Release
 
@@ -88,9 +92,11 @@ FUZZ_SECONDS ?= 30
 fuzz: deps
 	JOBS=$(JOBS) $(if $(FUZZ_JOBS),FUZZ_JOBS=$(FUZZ_JOBS)) bash fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
 
+# A venv that cannot be made (no network) leaves a message; the rest runs.
 bench: deps-bench configure
 	cmake --build $(BUILD) -j $(JOBS)
-	bash bench/run_all.sh $(BUILD)
+	-bash bench/torch_venv.sh $(TORCH_VENV)
+	TORCH_VENV=$(TORCH_VENV) bash bench/run_all.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD)

@@ -67,7 +67,7 @@ def run_chorus(chorus, args):
 
 
 def run_ddp(python, quick):
-    cmd = [python, os.path.join(HERE, "pytorch_mlp.py"), "--modes", "ddp"]
+    cmd = [python, os.path.join(HERE, "pytorch_mlp.py"), "--modes", "ddp", "--processes", "2"]
     if quick:
         cmd.append("--quick")
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

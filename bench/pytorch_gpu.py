@@ -110,10 +110,11 @@ def main():
     try:
         import torch
     except ImportError as e:
-        emit({"bench": "pytorch_gpu", "error": f"no torch: {e}"})
+        emit({"bench": "pytorch_gpu", "error": f"no torch: {e}", "python": sys.executable})
         return 0
     if not torch.cuda.is_available():
-        emit({"bench": "pytorch_gpu", "error": "torch sees no CUDA device"})
+        emit({"bench": "pytorch_gpu", "error": "torch sees no CUDA device",
+              "torch": torch.__version__, "python": sys.executable})
         return 0
     device = torch.device("cuda", args.device)
     try:
@@ -127,7 +128,8 @@ def main():
             print(f"[pytorch_gpu] {kind} replicas={r}", file=sys.stderr)
             sps = run(torch, x, y, kind, r, args.steps, device)
             emit({"bench": "pytorch_gpu", "device": name, "model": kind, "replicas": r,
-                  "batch": BATCH, "samples_per_s": sps, "torch": torch.__version__})
+                  "batch": BATCH, "samples_per_s": sps, "torch": torch.__version__,
+                  "python": sys.executable})
     return 0
 
 

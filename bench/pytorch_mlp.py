@@ -2,37 +2,50 @@
 """The PyTorch side of the MLP comparison with bench/training_throughput.
 
 Trains the same network as Chorus's "mlp:256" (Linear 784-256, ReLU, Linear
-256-10, cross-entropy, plain SGD lr 0.1, batch 64) on Fashion-MNIST read from
-the same .gz IDX files and standardized the same way ((x/255 - mean)/std with
-the training set's mean and std), one thread per process.
+256-10, cross-entropy, plain SGD lr 0.1, batch 64 per worker) on
+Fashion-MNIST read from the same .gz IDX files and standardized the same way
+((x/255 - mean)/std with the training set's mean and std).
 
-  single  one process; samples/s over one epoch (data loading and a few
-          warm-up steps excluded).
-  ddp     torch.distributed (gloo) on 127.0.0.1, 2 processes, each with batch
-          64 on its half of the data, DistributedDataParallel; total samples/s.
+  single   one process, 1 thread, batch B.
+  threads  one process, T intra-op threads (torch.set_num_threads, and the
+           BLAS's threads), batch T x B: the strongest single-machine peer of
+           T synchronous workers at batch B each (the same averaged gradient
+           per step). T defaults to every usable core (nproc).
+  ddp      torch.distributed (gloo) on 127.0.0.1, P processes (default nproc),
+           1 thread each, batch B each on its 1/P of the data,
+           DistributedDataParallel; total samples/s.
 
-Prints one JSON line per mode on stdout ({"bench":"pytorch_mlp","mode":...}),
-progress on stderr. Run it with Debian's interpreter and python3-torch:
+samples/s is the steady state: data loading, process start-up and 20 warm-up
+steps are excluded, then --epochs passes over the (per-process) training set
+are timed. Prints one JSON line per mode on stdout ({"bench":"pytorch_mlp",
+"mode":...}, with the interpreter, torch's version and the BLAS it uses),
+progress on stderr. Any interpreter with torch and numpy works: Debian's
+(python3-torch 1.13, OpenBLAS) or a virtual environment with pip's torch
+(MKL), which `make bench` creates in BUILD/venv-torch:
 
-    /usr/bin/python3 bench/pytorch_mlp.py [--modes single,ddp] [--epochs 1]
+    /usr/bin/python3 bench/pytorch_mlp.py [--modes single,threads,ddp]
+        [--threads T] [--processes P] [--batch 64] [--epochs 1]
         [--data /usr/share/datasets/fashion-mnist] [--quick]
 
-Without torch (or numpy, or the data) it prints a JSON line with "error" and
-exits 0, so `make bench` still completes on machines without them.
+The threads mode needs idle cores: OpenMP's threads spin at every barrier,
+and on a machine with other load it collapses (a smoke run at load average 7:
+0.9k samples/s, 31k with OMP_WAIT_POLICY=PASSIVE).
+
+The thread count of the BLAS is fixed when torch loads, so a run that mixes
+`threads` with the one-thread modes runs `threads` in a child process of
+this script. Without torch (or numpy, or the data) it prints a JSON line with
+"error" and exits 0, so `make bench` still completes on machines without them.
 """
 import argparse
 import gzip
 import json
 import os
+import re
 import socket
 import struct
+import subprocess
 import sys
 import time
-
-# One thread per process, for torch's intra-op pool and for the BLAS under it
-# (set before torch loads OpenBLAS).
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
 
 BATCH = 64
 LR = 0.1
@@ -92,14 +105,30 @@ def accuracy(torch, model, x, y):
         return float((model(x).argmax(dim=1) == y).float().mean())
 
 
-def train_epochs(torch, model, x, y, epochs, seed):
-    """Plain SGD over shuffled batches; returns (samples, seconds) of the
-    timed part (after WARMUP_STEPS untimed steps)."""
+def set_blas_threads(threads):
+    """Threads for torch's intra-op pool and the BLAS under it (OpenBLAS reads
+    its count once, when torch loads it): call before importing torch."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+
+
+def usable_cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def train_epochs(torch, model, x, y, epochs, seed, batch):
+    """Plain SGD over shuffled batches of `batch`; returns (samples, seconds)
+    of the timed part (after WARMUP_STEPS untimed steps)."""
     loss_fn = torch.nn.CrossEntropyLoss()
     opt = torch.optim.SGD(model.parameters(), lr=LR)
     gen = torch.Generator().manual_seed(seed)
     n = x.shape[0]
-    steps_per_epoch = n // BATCH
+    steps_per_epoch = n // batch
+    if steps_per_epoch < 1:
+        raise ValueError(f"batch {batch} is larger than the {n} training samples")
 
     def step(idx):
         opt.zero_grad(set_to_none=True)
@@ -110,29 +139,31 @@ def train_epochs(torch, model, x, y, epochs, seed):
 
     perm = torch.randperm(n, generator=gen)
     for s in range(WARMUP_STEPS):
-        step(perm[s * BATCH:(s + 1) * BATCH])
+        s %= steps_per_epoch
+        step(perm[s * batch:(s + 1) * batch])
     samples = 0
     t0 = time.perf_counter()
     for _ in range(epochs):
         perm = torch.randperm(n, generator=gen)
         for s in range(steps_per_epoch):
-            step(perm[s * BATCH:(s + 1) * BATCH])
-            samples += BATCH
+            step(perm[s * batch:(s + 1) * batch])
+            samples += batch
     return samples, time.perf_counter() - t0
 
 
-def run_single(torch, data, epochs):
-    torch.set_num_threads(1)
+def run_one_process(torch, data, epochs, threads, batch, mode):
+    """`single` (threads 1) and `threads`: one process, `threads` intra-op
+    threads, mini-batches of `batch`."""
+    torch.set_num_threads(threads)
     torch.manual_seed(1)
     xtr, ytr, xte, yte = (torch.from_numpy(a) for a in data)
     model = make_model(torch)
-    samples, seconds = train_epochs(torch, model, xtr, ytr, epochs, seed=1)
+    samples, seconds = train_epochs(torch, model, xtr, ytr, epochs, seed=1, batch=batch)
     return {
-        "bench": "pytorch_mlp", "mode": "single", "processes": 1, "threads": 1,
-        "model": "mlp:256", "batch": BATCH, "lr": LR, "epochs": epochs,
+        "bench": "pytorch_mlp", "mode": mode, "processes": 1, "threads": threads,
+        "model": "mlp:256", "batch": batch, "lr": LR, "epochs": epochs,
         "samples": samples, "seconds": seconds, "samples_per_s": samples / seconds,
         "test_acc": accuracy(torch, model, xte, yte),
-        "torch": torch.__version__,
     }
 
 
@@ -149,7 +180,7 @@ def load(data_dir, quick):
     return data
 
 
-def ddp_worker(rank, world, port, data_dir, quick, epochs, queue):
+def ddp_worker(rank, world, port, data_dir, quick, epochs, batch, queue):
     import torch
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
@@ -161,13 +192,13 @@ def ddp_worker(rank, world, port, data_dir, quick, epochs, queue):
         torch.manual_seed(1)  # the same initial weights everywhere (DDP broadcasts rank 0's anyway)
         # Each process reads the files itself: cheaper than pickling 200 MB to it.
         xtr, ytr, xte, yte = (torch.from_numpy(a) for a in load(data_dir, quick))
-        # This rank's half of the training set (a seeded IID split).
+        # This rank's 1/world of the training set (a seeded IID split).
         perm = torch.randperm(xtr.shape[0], generator=torch.Generator().manual_seed(7))
         mine = perm[rank::world]
         x, y = xtr[mine].contiguous(), ytr[mine].contiguous()
         model = DistributedDataParallel(make_model(torch))
         dist.barrier()
-        samples, seconds = train_epochs(torch, model, x, y, epochs, seed=100 + rank)
+        samples, seconds = train_epochs(torch, model, x, y, epochs, seed=100 + rank, batch=batch)
         # The run ends when the slowest rank ends.
         t = torch.tensor([seconds], dtype=torch.float64)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
@@ -180,37 +211,75 @@ def ddp_worker(rank, world, port, data_dir, quick, epochs, queue):
         dist.destroy_process_group()
 
 
-def run_ddp(torch, data_dir, quick, epochs, world=2):
+def run_ddp(torch, data_dir, quick, epochs, world, batch):
     import torch.multiprocessing as mp
     ctx = mp.get_context("spawn")
     queue = ctx.SimpleQueue()
     port = free_port()
-    mp.spawn(ddp_worker, args=(world, port, data_dir, quick, epochs, queue), nprocs=world, join=True)
+    mp.spawn(ddp_worker, args=(world, port, data_dir, quick, epochs, batch, queue),
+             nprocs=world, join=True)
     r = queue.get()
     return {
         "bench": "pytorch_mlp", "mode": "ddp", "backend": "gloo", "processes": world,
-        "threads": 1, "model": "mlp:256", "batch": BATCH, "lr": LR, "epochs": epochs,
+        "threads": 1, "model": "mlp:256", "batch": batch, "lr": LR, "epochs": epochs,
         "samples": r["samples"], "seconds": r["seconds"],
         "samples_per_s": r["samples"] / r["seconds"],
         "samples_per_s_per_process": r["samples"] / r["seconds"] / world,
-        "test_acc": r["test_acc"], "torch": torch.__version__,
+        "test_acc": r["test_acc"],
     }
 
 
-def blas_info():
-    """Which BLAS libtorch loaded (from /proc/self/maps), for the record."""
+def blas_info(torch):
+    """The BLAS torch was built for (BLAS_INFO in torch.__config__.show():
+    "mkl" for pip's wheels, "generic" for Debian's, which then calls the
+    libblas.so.3 the system's alternatives select), and the BLAS libraries
+    this process mapped (/proc/self/maps), as folder/file."""
+    m = re.search(r"BLAS_INFO=(\w+)", torch.__config__.show())
+    libs = set()
     try:
         with open("/proc/self/maps") as f:
-            libs = {line.split()[-1] for line in f if "blas" in line.lower()}
-        return sorted(os.path.basename(p) if "/" in p else p for p in libs)
+            for line in f:
+                path = line.split()[-1]
+                name = os.path.basename(path).lower()
+                if "blas" in name and "cublas" not in name:  # not the GPU one
+                    libs.add(os.path.join(os.path.basename(os.path.dirname(path)),
+                                          os.path.basename(path)))
     except OSError:
-        return []
+        pass
+    return {"blas": m.group(1) if m else "unknown", "blas_libs": sorted(libs)}
+
+
+def run_in_child(args, mode):
+    """Runs this script for `mode` alone in a child process (its own BLAS
+    thread count) and passes its JSON lines on; False if it failed."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--modes", mode,
+           "--epochs", str(args.epochs), "--data", args.data, "--batch", str(args.batch),
+           "--threads", str(args.threads), "--processes", str(args.processes)]
+    if args.quick:
+        cmd.append("--quick")
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+    sys.stdout.write(p.stdout)
+    sys.stdout.flush()
+    return p.returncode == 0
+
+
+MODES = ("single", "threads", "ddp")
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--modes", default="single,ddp")
-    ap.add_argument("--epochs", type=int, default=1)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        epilog="Modes: single (1 thread), threads (T intra-op threads, batch T x B), "
+               "ddp (P gloo processes). See the file's docstring.")
+    ap.add_argument("--modes", default="single,threads,ddp",
+                    help="comma list of " + ", ".join(MODES) + " [%(default)s]")
+    ap.add_argument("--epochs", type=int, default=1, help="timed passes [%(default)s]")
+    ap.add_argument("--batch", type=int, default=BATCH,
+                    help="mini-batch per worker (threads mode: T times it) [%(default)s]")
+    ap.add_argument("--threads", type=int, default=usable_cores(),
+                    help="intra-op threads of the threads mode [nproc: %(default)s]")
+    ap.add_argument("--processes", type=int, default=usable_cores(),
+                    help="gloo processes of the ddp mode [nproc: %(default)s]")
     ap.add_argument("--data", default=os.environ.get(
         "CHORUS_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
     ap.add_argument("--quick", action="store_true",
@@ -219,36 +288,58 @@ def main():
     if os.environ.get("CHORUS_BENCH_QUICK", "0") not in ("", "0"):
         args.quick = True
     modes = [m for m in args.modes.split(",") if m]
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        ap.error(f"--modes: unknown {bad} (valid: {', '.join(MODES)})")
+    for name in ("epochs", "batch", "threads", "processes"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name} must be >= 1")
 
+    # One BLAS thread count per process: `threads` alone gets T, anything
+    # else 1 (and a `threads` mode among others runs in a child).
+    set_blas_threads(args.threads if modes == ["threads"] else 1)
     try:
         import numpy  # noqa: F401
         import torch
     except ImportError as e:
-        note(f"PyTorch comparison skipped: {e} (install python3-torch and run with /usr/bin/python3)")
+        note(f"PyTorch comparison skipped: {e} (install python3-torch and run with "
+             "/usr/bin/python3, or pip install torch numpy in a virtual environment)")
         emit({"bench": "pytorch_mlp", "error": f"import failed: {e}",
               "python": sys.executable})
         return 0
+    status = 0
     try:
-        note(f"loading Fashion-MNIST from {args.data}")
+        note(f"torch {torch.__version__} ({sys.executable}); "
+             f"loading Fashion-MNIST from {args.data}")
         data = load(args.data, args.quick)
     except (OSError, ValueError) as e:
         note(f"PyTorch comparison skipped: {e}")
-        emit({"bench": "pytorch_mlp", "error": f"data: {e}"})
+        emit({"bench": "pytorch_mlp", "error": f"data: {e}", "python": sys.executable})
         return 0
+    about = {"torch": torch.__version__, "python": sys.executable}
+    about.update(blas_info(torch))
 
     for mode in modes:
         note(f"mode {mode}")
-        if mode == "single":
-            out = run_single(torch, data, args.epochs)
-            out["blas"] = blas_info()
-        elif mode == "ddp":
-            out = run_ddp(torch, args.data, args.quick, args.epochs)
-        else:
-            note(f"unknown mode {mode!r} (valid: single, ddp)")
-            emit({"bench": "pytorch_mlp", "mode": mode, "error": "unknown mode"})
+        if mode == "threads" and modes != ["threads"]:
+            if not run_in_child(args, mode):
+                status = 1
             continue
+        try:
+            if mode == "single":
+                out = run_one_process(torch, data, args.epochs, 1, args.batch, mode)
+            elif mode == "threads":
+                out = run_one_process(torch, data, args.epochs, args.threads,
+                                      args.threads * args.batch, mode)
+            else:
+                out = run_ddp(torch, args.data, args.quick, args.epochs, args.processes,
+                              args.batch)
+        except Exception as e:  # a DDP rank's failure arrives as torch's own type
+            note(f"mode {mode} failed: {e}")
+            out, status = {"bench": "pytorch_mlp", "mode": mode, "error": str(e)}, 1
+        out.update(about)
         emit(out)
-    return 0
+    return status
 
 
 if __name__ == "__main__":

@@ -8,13 +8,17 @@
 # A benchmark that fails leaves {"bench":NAME,"error":...} in the output; the
 # script runs the rest and exits 1 at the end. CHORUS_BENCH_QUICK=1 asks
 # every benchmark for a short smoke run. PYTHON overrides the interpreter for
-# the PyTorch script (default: Debian's /usr/bin/python3, which has
-# python3-torch; the python3 first on PATH may be a different one).
+# the scripts (default: Debian's /usr/bin/python3, which has python3-torch;
+# the python3 first on PATH may be a different one). The PyTorch scripts also
+# run with pip's PyTorch from the virtual environment TORCH_VENV (default
+# BUILD_DIR/venv-torch, which `make bench` creates with bench/torch_venv.sh)
+# when it is there; this script installs nothing.
 set -u
 
 build=${1:-build}
 here=$(cd "$(dirname "$0")" && pwd)
 python=${PYTHON:-/usr/bin/python3}
+venv=${TORCH_VENV:-$build/venv-torch}
 status=0
 
 if [ ! -d "$build/bench" ]; then
@@ -55,13 +59,32 @@ else
 fi
 
 # pytorch_gpu reports "torch sees no CUDA device" and exits 0 on CPU machines.
-for script in pytorch_mlp pytorch_gpu; do
-  if [ -x "$python" ]; then
-    run_one "$script" "$python" "$here/$script.py"
-  else
-    echo "run_all: $python not found; PyTorch comparison skipped" >&2
-    printf '{"bench":"%s","error":"%s not found"}\n' "$script" "$python"
-  fi
-done
+# Each JSON line names its interpreter, torch version and BLAS.
+torch_scripts() {
+  py=$1
+  for script in pytorch_mlp pytorch_gpu; do
+    if [ -x "$py" ]; then
+      run_one "$script" "$py" "$here/$script.py"
+    else
+      echo "run_all: $py not found; PyTorch comparison skipped" >&2
+      printf '{"bench":"%s","error":"%s not found"}\n' "$script" "$py"
+    fi
+  done
+}
+torch_scripts "$python"
+if [ -x "$venv/bin/python" ]; then
+  torch_scripts "$venv/bin/python"
+else
+  echo "run_all: no $venv/bin/python (make bench creates it); pip's PyTorch skipped" >&2
+fi
+
+# The comparison table of one sitting: bounds, Chorus, both PyTorch builds,
+# interleaved repetitions (bench/compare_cpu.py; the markdown table on stderr).
+if [ -x "$python" ]; then
+  run_one compare_cpu "$python" "$here/compare_cpu.py" --build "$build" --python-venv "$venv" \
+    --python-debian "$python"
+else
+  printf '{"bench":"compare_cpu","error":"%s not found"}\n' "$python"
+fi
 
 exit $status

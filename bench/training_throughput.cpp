@@ -5,6 +5,9 @@
 //                   batch 64 (forward W1 X, W2 H; backward dW2 = dZ2 H^T,
 //                   dH = W2^T dZ2, dW1 = dZ1 X^T), timed alone: 64 samples per
 //                   that time is the most one core can do with these GEMMs.
+//   gemm_bound_all_cores  the same GEMMs on every usable core at once (one
+//                   thread per core, each with its own matrices): the bound
+//                   when all cores compute, shared caches and clocks included.
 //   raw_loss_grad   model::loss_grad in a loop, no actors: the model's own
 //                   overhead over the GEMMs (gathering, softmax, bias, ReLU).
 //   sync_sgd        run_experiment with 1 and 2 workers (one scheduler thread
@@ -13,17 +16,22 @@
 //                   Once with CAF's polling (the default), once with
 //                   spin_polls 100000 (actors/system.hpp).
 //
-// Run: build/bench/training_throughput   (CHORUS_BENCH_QUICK=1: fewer steps)
+// Run: build/bench/training_throughput   (CHORUS_BENCH_QUICK=1: fewer steps;
+//      CHORUS_BENCH_ONLY=gemm_bound,raw_loss_grad: only the listed modes)
 // Needs /usr/share/datasets/fashion-mnist (Debian's dataset-fashion-mnist)
 // or CHORUS_FASHION_MNIST=DIR; exits 1 with a message when it is missing.
 #include <Eigen/Core>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <exception>
 #include <filesystem>
 #include <numeric>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "actors/system.hpp"
@@ -39,31 +47,79 @@ namespace {
 constexpr int32_t batch = 64;
 const char* model_spec = "mlp:256";
 
-// Per-core time of the five GEMMs of one mlp:256 step at batch 64.
-double gemm_step_seconds(int reps, int iters) {
+// The five GEMMs of one mlp:256 step at batch 64, on matrices of its own.
+struct gemm_step {
   using mat = Eigen::MatrixXf;
-  const Eigen::Index d = 784, h = 256, c = 10, n = batch;
+  static constexpr Eigen::Index d = 784, h = 256, c = 10, n = batch;
   mat w1 = mat::Random(h, d), w2 = mat::Random(c, h), x = mat::Random(d, n);
-  mat z1(h, n), z2(c, n), dw1(h, d), dw2(c, h), dh(h, n);
+  mat z1 = mat(h, n), z2 = mat(c, n), dw1 = mat(h, d), dw2 = mat(c, h), dh = mat(h, n);
   mat dz2 = mat::Random(c, n);
-  auto step = [&] {
+
+  void operator()() {
     z1.noalias() = w1 * x;                 // 256x784 * 784x64
     z2.noalias() = w2 * z1;                // 10x256 * 256x64
     dw2.noalias() = dz2 * z1.transpose();  // 10x64 * 64x256
     dh.noalias() = w2.transpose() * dz2;   // 256x10 * 10x64
     dw1.noalias() = dh * x.transpose();    // 256x64 * 64x784
-  };
-  for (int i = 0; i < iters / 10 + 1; ++i)
-    step();  // warm-up
-  std::vector<double> ts;
-  for (int r = 0; r < reps; ++r) {
+  }
+
+  // `iters` steps after a warm-up of a tenth of them; seconds per step.
+  double time(int iters) {
+    for (int i = 0; i < iters / 10 + 1; ++i)
+      (*this)();
     bench::timer t;
     for (int i = 0; i < iters; ++i)
-      step();
-    ts.push_back(t.seconds() / iters);
+      (*this)();
+    const double s = t.seconds() / iters;
     bench::keep(dw1(0, 0));
+    return s;
   }
+};
+
+// Per-core time of the five GEMMs of one mlp:256 step at batch 64.
+double gemm_step_seconds(int reps, int iters) {
+  gemm_step step;
+  std::vector<double> ts;
+  for (int r = 0; r < reps; ++r)
+    ts.push_back(step.time(iters));
   return bench::median(ts);
+}
+
+// Samples/s of `threads` threads running those GEMMs at once, each on its
+// own matrices, started together; a repetition ends with its slowest thread.
+double gemm_all_cores_samples_per_s(int threads, int reps, int iters) {
+  std::vector<double> rates;
+  for (int r = 0; r < reps; ++r) {
+    std::vector<double> step_s(static_cast<size_t>(threads));
+    std::atomic<int> ready{0};
+    std::atomic<bool> go{false};
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t)
+      pool.emplace_back([&, t] {
+        gemm_step step;
+        ready.fetch_add(1);
+        while (!go.load())
+          std::this_thread::yield();
+        step_s[static_cast<size_t>(t)] = step.time(iters);
+      });
+    while (ready.load() < threads)
+      std::this_thread::yield();
+    go.store(true);
+    for (auto& th : pool)
+      th.join();
+    const double slowest = *std::max_element(step_s.begin(), step_s.end());
+    rates.push_back(threads * batch / slowest);
+  }
+  return bench::median(rates);
+}
+
+// Whether CHORUS_BENCH_ONLY (a comma list of modes) is unset or names `mode`.
+bool wanted(const std::string& mode) {
+  const char* only = std::getenv("CHORUS_BENCH_ONLY");
+  if (only == nullptr || *only == '\0')
+    return true;
+  const std::string list = std::string(",") + only + ",";
+  return list.find("," + mode + ",") != std::string::npos;
 }
 
 // model::loss_grad over shuffled batches of the training set, no actors.
@@ -108,10 +164,10 @@ int run_all() {
   auto net = make_model(model_spec, data.train->num_features, data.train->num_classes);
   const double flops = net->flops_per_sample();
 
-  // The GEMM bound, per core.
+  // The GEMM bound, per core (the other modes' ratios need it, so it always runs).
   const double gemm_s = gemm_step_seconds(quick ? 3 : 7, quick ? 50 : 300);
   const double bound_per_core = batch / gemm_s;
-  {
+  if (wanted("gemm_bound")) {
     auto o = bench::line("training_throughput");
     o.add("mode", "gemm_bound")
       .add("model", model_spec)
@@ -123,8 +179,25 @@ int run_all() {
     bench::print(o);
   }
 
+  // The GEMM bound of every core at once.
+  if (wanted("gemm_bound_all_cores")) {
+    const int32_t cores = usable_cores();
+    bench::note("GEMMs on " + std::to_string(cores) + " cores at once");
+    const double sps = gemm_all_cores_samples_per_s(cores, quick ? 3 : 7, quick ? 50 : 300);
+    auto o = bench::line("training_throughput");
+    o.add("mode", "gemm_bound_all_cores")
+      .add("model", model_spec)
+      .add("batch", batch)
+      .add("threads", cores)
+      .add("gemm_bound_samples_per_s", sps)
+      .add("gemm_bound_one_core_samples_per_s", bound_per_core)
+      .add("ratio_to_cores_x_one_core", sps / (cores * bound_per_core))
+      .add("gflops", flops * sps / 1e9);
+    bench::print(o);
+  }
+
   // loss_grad alone.
-  {
+  if (wanted("raw_loss_grad")) {
     bench::note("raw loss_grad loop");
     const double sps = raw_samples_per_s(*data.train, quick ? 100 : 937, quick ? 1 : 3);
     auto o = bench::line("training_throughput");
@@ -142,6 +215,8 @@ int run_all() {
   // sync_sgd through the actors.
   // Both scheduler settings: CAF's polling (the default) and idle threads
   // that poll before they nap (--spin-polls 100000, actors/system.hpp).
+  if (!wanted("sync_sgd"))
+    return 0;
   for (int64_t spin_polls : {static_cast<int64_t>(default_spin_polls), int64_t{100000}}) {
     for (int32_t workers : {1, 2}) {
       experiment_config cfg;

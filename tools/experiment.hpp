@@ -104,6 +104,9 @@ scheduling_choice resolve_scheduling(const experiment_config& cfg);
 /// runnable tasks (what the one above reads from the system).
 scheduling_choice resolve_scheduling(const experiment_config& cfg, int32_t cores, double load);
 
+/// The cores this process may run on (its CPU affinity mask; `nproc`).
+int32_t usable_cores();
+
 /// The sample indices of each worker: the partition, then the protocol's
 /// resharding (RI-SGD). Deterministic in cfg (its seed): a node computes the
 /// same shards as the coordinator.

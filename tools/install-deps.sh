@@ -2,7 +2,12 @@
 # Installs what Chorus needs on Debian bookworm, only what is missing.
 #   tools/install-deps.sh          build + test + demo: compiler, CMake, CAF,
 #                                  Eigen, GoogleTest, zlib, Fashion-MNIST
-#   tools/install-deps.sh bench    also PyTorch with OpenBLAS for bench/
+#   tools/install-deps.sh bench    also, for bench/ (`make bench`): Debian's
+#                                  PyTorch 1.13 with OpenBLAS (python3-torch,
+#                                  python3-numpy, libopenblas0-pthread, made
+#                                  libblas.so.3 below) and python3-venv, with
+#                                  which bench/torch_venv.sh puts pip's current
+#                                  PyTorch (MKL) into build/venv-torch
 # Needs root (or sudo) only when something is missing.
 set -euo pipefail
 
@@ -10,7 +15,7 @@ packages=(build-essential cmake pkg-config libcaf-dev libeigen3-dev libgtest-dev
           zlib1g-dev libopenblas-dev dataset-fashion-mnist libcaf-openssl0.17 libssl-dev openssl
           nlohmann-json3-dev python3-matplotlib)
 if [[ "${1:-}" == "bench" ]]; then
-  packages+=(python3-torch python3-numpy libopenblas0-pthread)
+  packages+=(python3-torch python3-numpy libopenblas0-pthread python3-venv)
 fi
 
 missing=()
