@@ -181,10 +181,16 @@ def make_rows(n):
          "field": "samples_per_s", "label": "`loss_grad` loop, no actors"},
         {"name": "chorus_1", "kind": "chorus", "workers": 1,
          "label": "Chorus sync_sgd, 1 worker"},
+        {"name": "chorus_1_thread1", "kind": "chorus", "workers": 1,
+         "extra": ["--threads", "1"],
+         "label": "Chorus sync_sgd, 1 worker, `--threads 1` (one core, against the 1-core bound)"},
     ]
     if n > 1:
         rows.append({"name": f"chorus_{n}", "kind": "chorus", "workers": n,
                      "label": f"Chorus sync_sgd, {n} workers (default settings)"})
+        rows.append({"name": f"chorus_{n}_unsharded", "kind": "chorus", "workers": n,
+                     "extra": ["--combine-shards", "1"],
+                     "label": f"Chorus sync_sgd, {n} workers, `--combine-shards 1` (combine not split)"})
     for polls in (100, 100000):
         rows.append({"name": f"chorus_{n}_spin{polls}", "kind": "chorus", "workers": n,
                      "extra": ["--spin-polls", str(polls)],
