@@ -291,6 +291,8 @@ TEST(sync_sgd, a_decaying_step_size_ends_closer_to_the_l1_optimum_than_a_constan
   };
   const double constant = distance("const");
   const double decaying = distance("inv:200");
+  RecordProperty("relative_distance_const", std::to_string(constant));
+  RecordProperty("relative_distance_inv200", std::to_string(decaying));
   EXPECT_LT(decaying, 0.5 * constant) << "const " << constant << ", inv:200 " << decaying;
 }
 
