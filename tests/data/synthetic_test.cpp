@@ -151,7 +151,8 @@ TEST(dataset_registry, lists_every_spec_with_a_description) {
     got.insert(name);
     EXPECT_FALSE(description.empty()) << name;
   }
-  EXPECT_EQ(got, (std::set<std::string>{"fashion-mnist", "libsvm:PATH", "synthetic-lsq",
+  EXPECT_EQ(got, (std::set<std::string>{"fashion-mnist", "libsvm:PATH[,TEST]",
+                                        "npy:X,Y[,XTEST,YTEST]", "idx:DIR", "synthetic-lsq",
                                         "synthetic-logistic"}));
 }
 
