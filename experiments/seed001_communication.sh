@@ -22,6 +22,7 @@ COLS=(--col "uploads=uploads:%.0f"
 table s001-comm-sync s001-comm-lazy s001-comm-local --col "MB sent=bytes_sent/1e6:%.1f" "${COLS[@]}"
 echo
 echo "Full-batch (LAG's setting):"
+echo
 sweep s001-comm-fullbatch --grid algorithm=sync_sgd,lazy_sgd --dataset synthetic-logistic \
   --model logistic --workers 4 --batch 2048 --lr 1 --steps 300
 table s001-comm-fullbatch --col "MB sent=bytes_sent/1e6:%.3f" "${COLS[@]}"
