@@ -1,5 +1,6 @@
 #include "actors/run_tracker.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 
@@ -11,6 +12,18 @@ const std::string& run_plan::text(const std::string& key) const {
     throw std::invalid_argument("option " + key + " is not set (spawn_algorithm fills in every "
                                 "option's default from the registry)");
   return i->second;
+}
+
+int64_t run_plan::lr_clock::t_after(int64_t protocol_steps) const {
+  const int64_t s = std::max<int64_t>(0, protocol_steps);
+  const int64_t first = std::min(s, sync_steps);
+  return (first + (s - first) * per_step) / std::max<int64_t>(1, peers);
+}
+
+float run_plan::lr_at(int64_t t) const {
+  if (schedule.constant())
+    return lr;
+  return static_cast<float>(static_cast<double>(lr) * schedule.scale(t, clock.t_after(steps)));
 }
 
 double run_plan::number(const std::string& key) const {
@@ -71,6 +84,8 @@ metrics_row run_tracker::eval_finished(const evaluation& ev, std::map<std::strin
   for (auto& [key, value] : extra)
     summary_extra_[key] = value;
   row.extra = std::move(extra);
+  // The step size of the last step taken (rows only, not the summary).
+  row.extra["lr"] = plan_.lr_at(std::max<int64_t>(0, plan_.clock.t_after(step_) - 1));
   if (loss_count_ > 0)
     summary_.train_loss = row.train_loss;
   loss_sum_ = 0;

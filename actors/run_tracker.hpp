@@ -12,6 +12,7 @@
 #include <string>
 
 #include "actors/interfaces.hpp"
+#include "messages/lr_schedule.hpp"
 #include "messages/regularizer.hpp"
 
 namespace chorus {
@@ -24,7 +25,20 @@ struct run_plan {
   int64_t eval_every = 0;     ///< evaluate every this many steps (0: use eval_every_samples)
   int64_t eval_every_samples = 0;  ///< evaluate every this many samples (0: only at the end)
   double target_acc = -1;     ///< stop at the first evaluation reaching it; < 0: none
-  float lr = 0.1f;            ///< step size eta
+  float lr = 0.1f;            ///< step size eta (at t = 0; lr_at for step t)
+  lr_schedule schedule;       ///< eta_t = lr * schedule.scale(t, T) (messages/lr_schedule.hpp)
+  /// How the protocol's schedule step t relates to its protocol steps (what
+  /// `steps` counts): t after S steps is t_after(S). Identity (t = the
+  /// server's step) unless the protocol sets it in its spawn function:
+  /// local SGD counts local steps (tau per round after post_local
+  /// synchronous rounds), asynchronous gossip a peer's own local steps
+  /// (each of the N peers takes about steps / N).
+  struct lr_clock {
+    int64_t sync_steps = 0;  ///< the first protocol steps count one t each
+    int64_t per_step = 1;    ///< then each protocol step is this many t
+    int64_t peers = 1;       ///< t is shared out over this many peers
+    int64_t t_after(int64_t protocol_steps) const;
+  } clock;
   regularizer reg;            ///< r(w), applied by a proximal step
   int64_t train_size = 1;     ///< training samples in total (for epochs)
   std::chrono::milliseconds timeout{60000};  ///< longest wait for one reply
@@ -35,6 +49,11 @@ struct run_plan {
   /// entry point) has every option it reads set, with the registry's
   /// defaults for those not given: protocols hold no defaults of their own.
   const std::string& text(const std::string& key) const;
+
+  /// eta_t = lr * schedule.scale(t, T), T = clock.t_after(steps) (cosine's
+  /// horizon: the run's length in steps of t). The one place a protocol
+  /// gets its step size from.
+  float lr_at(int64_t t) const;
 
   /// options[key] as a number; throws std::invalid_argument naming the key
   /// when it is not set or not a finite number.

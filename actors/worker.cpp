@@ -190,6 +190,11 @@ worker_actor::behavior_type worker_behavior(worker_pointer self, worker_config c
         return err;
       if (plan.steps < 0 || !(plan.lr >= 0) || !std::isfinite(plan.lr))
         return make_error(errc::bad_request, "local steps need steps >= 0 and a finite lr >= 0");
+      if (!plan.lrs.empty()
+          && (plan.lrs.size() != static_cast<size_t>(plan.steps)
+              || !std::all_of(plan.lrs.begin(), plan.lrs.end(),
+                              [](float x) { return x >= 0 && std::isfinite(x); })))
+        return make_error(errc::bad_request, "local steps: lrs needs one finite lr >= 0 per step");
       return guarded(self, [&]() -> caf::result<local_result> {
         auto started = thread_cpu_time();
         auto wv = st.be->adopt(w.values);
@@ -202,7 +207,7 @@ worker_actor::behavior_type worker_behavior(worker_pointer self, worker_config c
           auto [idx, n] = st.next_batch();
           loss_sum += st.net->loss_grad(x.data(), *st.cfg.data, idx, n, g.data());
           samples += static_cast<int32_t>(n);
-          st.be->prox_step(plan.reg, plan.lr, g.span(), x.span());
+          st.be->prox_step(plan.reg, plan.lr_of(k), g.span(), x.span());
         }
         auto extra = st.cfg.inject.extra_time(thread_cpu_time() - started, st.rng);
         if (!std::isfinite(loss_sum) || !st.be->all_finite(x.span()))

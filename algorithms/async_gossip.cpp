@@ -29,12 +29,12 @@ namespace chorus {
 namespace {
 
 pairwise_rule ad_psgd_rule(const run_plan& plan) {
-  const float lr = plan.lr;
-  const regularizer reg = plan.reg;
   pairwise_rule rule;
-  rule.step = [lr, reg](backend& be, const buffer& x, const gradient& g) {
+  rule.step = [plan](backend& be, const buffer& x, const gradient& g) {
     auto next = mutable_buffer::copy_of(x);
-    be.prox_step(reg, lr, g.values, next.span());
+    // t: the peer's own local steps (g.step); plan.clock shares the run's
+    // steps out over the peers for cosine's horizon.
+    be.prox_step(plan.reg, plan.lr_at(g.step), g.values, next.span());
     return std::move(next).freeze();
   };
   rule.pick = [](const std::vector<int32_t>& live, std::mt19937_64& rng) {
@@ -61,6 +61,7 @@ pairwise_rule ad_psgd_rule(const run_plan& plan) {
 protocol_actor spawn_async_gossip_from(caf::actor_system& sys, run_context ctx,
                                        std::vector<buffer> initial) {
   complete_options(find_algorithm("async_gossip"), ctx.plan);
+  ctx.plan.clock.peers = static_cast<int64_t>(ctx.workers.size());  // t: a peer's own steps
   auto rule = ad_psgd_rule(ctx.plan);
   return spawn_asynchronous_gossip(sys, std::move(ctx), std::move(rule), std::move(initial));
 }
@@ -72,6 +73,7 @@ protocol_actor spawn_async_gossip(caf::actor_system& sys, run_context ctx) {
 caf::actor spawn_async_gossip_peer(caf::actor_system& sys, run_context ctx, int32_t rank,
                                    const caf::actor& coordinator) {
   complete_options(find_algorithm("async_gossip"), ctx.plan);
+  ctx.plan.clock.peers = static_cast<int64_t>(ctx.workers.size());  // t: a peer's own steps
   auto rule = ad_psgd_rule(ctx.plan);
   return spawn_asynchronous_gossip_peer(sys, std::move(ctx), std::move(rule), {}, rank, coordinator);
 }

@@ -5,8 +5,9 @@
 // hands worker i the current weights (version t - tau by the time its
 // gradient comes back), and applies each gradient the moment it arrives:
 //   w <- Prox_{r, eta_tau}(w - eta_tau * g_i(w_{t - tau})),
-//   eta_tau = eta              (default)
-//           = eta / (1 + tau)  (option staleness_lr = 1)
+//   eta_tau = eta_t              (default; eta_t = --lr-schedule at the
+//                                 server's step t, eta without one)
+//           = eta_t / (1 + tau)  (option staleness_lr = 1)
 // tau, the staleness, is the number of updates applied since the worker's
 // copy was taken; every update's tau is recorded (histogram and mean).
 //
@@ -54,15 +55,16 @@ namespace {
 async_rule async_sgd_rule(const run_plan& plan) {
   const auto bound = static_cast<int64_t>(plan.number("staleness_bound"));  // < 0: none
   const bool staleness_lr = plan.number("staleness_lr") != 0;
-  const float lr = plan.lr;
-  const regularizer reg = plan.reg;
   async_rule rule;
   if (bound >= 0) {
     rule.accept = [bound](int64_t tau) { return tau <= bound; };
     rule.note = "bounded staleness " + std::to_string(bound)
                 + ": older gradients are dropped, workers never wait";
   }
-  rule.apply = [lr, reg, staleness_lr](backend& be, cview w, cview g, int64_t tau, view out) {
+  rule.apply = [plan, staleness_lr](backend& be, cview w, cview g, int64_t tau, int64_t step,
+                                     view out) {
+    const float lr = plan.lr_at(step);  // t: the server's step (updates applied)
+    const regularizer& reg = plan.reg;
     const float eta = staleness_lr ? lr / (1.0f + static_cast<float>(tau)) : lr;
     // w - eta g written straight into the new block (no copy pass), then
     // the prox in place (a no-op without a regularizer).

@@ -106,15 +106,15 @@ gossip_rule choco_rule(const run_plan& plan, const buffer& w0) {
     throw std::invalid_argument("option gamma: " + plan.text("gamma")
                                 + " is not a consensus step size in (0, 1] (or auto)");
   const auto seed = static_cast<uint64_t>(plan.number("seed"));
-  const float lr = plan.lr;
-  const regularizer reg = plan.reg;
   const buffer start = w0.to_host();
   gossip_rule rule;
   rule.message_bytes = [codec](const buffer& x0) {
     return static_cast<int64_t>(codec.encode(x0.to_host(), 0).wire_bytes());
   };
-  rule.prepare = [codec, seed, lr, reg, start](gossip_vars& v, backend& be, const gradient& g,
-                                                int64_t round) {
+  rule.prepare = [codec, seed, plan, start](gossip_vars& v, backend& be, const gradient& g,
+                                             int64_t round) {
+    const float lr = plan.lr_at(round);  // t: the round (the peer's local step)
+    const regularizer& reg = plan.reg;
     if (v.hat.empty())
       v.hat[v.rank] = start;
     auto half = mutable_buffer::copy_of(v.x);

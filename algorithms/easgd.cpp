@@ -66,7 +66,7 @@ public:
 
   void local_step(replica_state& st, size_t i, const gradient& g, view out) override {
     // x_i - eta g_i (the engine applies the prox).
-    st.be->weighted_sum({st.x[i], g.values}, {1.0f, -st.ctx.plan.lr}, out);
+    st.be->weighted_sum({st.x[i], g.values}, {1.0f, -st.step_lr()}, out);
   }
 
   void communicate(replica_state& st, int i) override {

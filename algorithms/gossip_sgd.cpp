@@ -69,15 +69,14 @@ gossip_rule dsgd_rule(const run_plan& plan, size_t workers) {
     throw std::invalid_argument("option mix_order: '" + order
                                 + "' is not a mixing order; valid: atc (adapt then combine), "
                                   "cta (combine then adapt)");
-  const float lr = plan.lr;
-  const regularizer reg = plan.reg;
   auto robust = robust_mix::make(plan, fewest_mix_inputs(read_topology(plan, static_cast<int>(workers))));
   gossip_rule rule;
   if (order == "atc") {
     // Send the half-stepped model; mixing is then one weighted sum.
-    rule.prepare = [lr, reg](gossip_vars& v, backend& be, const gradient& g, int64_t) {
+    rule.prepare = [plan](gossip_vars& v, backend& be, const gradient& g, int64_t round) {
       auto half = mutable_buffer::copy_of(v.x);
-      be.prox_step(reg, lr, g.values, half.span());
+      // t: the round (each peer's local step), from 0.
+      be.prox_step(plan.reg, plan.lr_at(round), g.values, half.span());
       return peer_state{-1, 0, std::move(half).freeze(), {}, 0, 0};
     };
     rule.mix = [robust](gossip_vars& v, backend& be, const std::vector<const peer_state*>& in,
@@ -89,8 +88,10 @@ gossip_rule dsgd_rule(const run_plan& plan, size_t workers) {
     rule.prepare = [](gossip_vars& v, backend&, const gradient&, int64_t) {
       return peer_state{-1, 0, v.x, {}, 0, 0};
     };
-    rule.mix = [robust, lr, reg](gossip_vars& v, backend& be, const std::vector<const peer_state*>& in,
-                                 const std::vector<float>& w, const gradient& g) {
+    rule.mix = [robust, plan](gossip_vars& v, backend& be, const std::vector<const peer_state*>& in,
+                              const std::vector<float>& w, const gradient& g) {
+      const float lr = plan.lr_at(g.step);  // g.step: the round
+      const regularizer& reg = plan.reg;
       if (robust) {
         auto next = mutable_buffer::copy_of(combine(robust.get(), v, be, in, w));
         be.axpy(-lr, g.values, next.span());

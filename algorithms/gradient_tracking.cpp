@@ -36,7 +36,6 @@ gossip_rule tracking_rule(const run_plan& plan) {
   if (plan.reg.kind != regularizer::kind_none)
     throw std::invalid_argument("gradient_tracking takes no regularizer (got "
                                 + plan.reg.to_string() + "); use gossip_sgd for a proximal step");
-  const float lr = plan.lr;
   gossip_rule rule;
   rule.sends_y = true;
   rule.prepare = [](gossip_vars& v, backend& be, const gradient& g, int64_t) {
@@ -50,8 +49,9 @@ gossip_rule tracking_rule(const run_plan& plan) {
     v.g_prev = g.values;
     return peer_state{-1, 0, v.x, v.y, 0, 0};
   };
-  rule.mix = [lr](gossip_vars& v, backend& be, const std::vector<const peer_state*>& in,
-                  const std::vector<float>& w, const gradient&) {
+  rule.mix = [plan](gossip_vars& v, backend& be, const std::vector<const peer_state*>& in,
+                    const std::vector<float>& w, const gradient& g) {
+    const float lr = plan.lr_at(g.step);  // t: the round (the peer's local step)
     std::vector<cview> xs, ys;
     for (auto* p : in) {
       xs.push_back(p->x);

@@ -15,6 +15,7 @@
 // unchanged; the server counts the bytes that actually cross the link.
 // The condition is written for deterministic (full-batch) gradients, as in
 // LAG; with small mini-batches the sampling noise alone usually fires it.
+#include <algorithm>
 #include <memory>
 
 #include "algorithms/protocols.hpp"
@@ -28,17 +29,17 @@ struct uplink_state {
   static inline const char* name = "chorus.lazy_uplink";
   worker_actor worker;
   float xi = 1;
-  float lr = 0.1f;
+  run_plan plan;  // the step sizes: ||w - w_prev|| is eta_{t-1} g
   buffer last_sent;     // g_i^last
   buffer last_weights;  // w_{k-1}
   std::unique_ptr<backend> be = make_eigen_backend();
 };
 
 worker_actor::behavior_type lazy_uplink(worker_actor::stateful_pointer<uplink_state> self,
-                                        worker_actor worker, float xi, float lr) {
+                                        worker_actor worker, float xi, run_plan plan) {
   self->state.worker = worker;
   self->state.xi = xi;
-  self->state.lr = lr;
+  self->state.plan = std::move(plan);
   // The uplink lives and dies with its worker.
   self->link_to(worker);
   return {
@@ -52,7 +53,9 @@ worker_actor::behavior_type lazy_uplink(worker_actor::stateful_pointer<uplink_st
             if (!upload) {
               double change = st.be->squared_distance(g.values, st.last_sent);
               double moved = st.be->squared_distance(w.values, st.last_weights);
-              upload = change > st.xi * moved / (double(st.lr) * st.lr);
+              // w.step: the rounds done, so w_prev -> w was step t = w.step - 1.
+              const double lr = st.plan.lr_at(std::max<int64_t>(0, w.step - 1));
+              upload = change > st.xi * moved / (lr * lr);
             }
             st.last_weights = w.values;
             if (upload) {
@@ -86,14 +89,17 @@ protocol_actor spawn_lazy_sgd(caf::actor_system& sys, run_context ctx) {
   if (!(xi >= 0))
     throw std::invalid_argument("--lazy-threshold must be >= 0");
   for (auto& w : ctx.workers)
-    w = sys.spawn(lazy_uplink, w, xi, ctx.plan.lr);
+    w = sys.spawn(lazy_uplink, w, xi, ctx.plan);
   // The server keeps each worker's last uploaded gradient and reuses it.
   auto last = std::make_shared<std::vector<buffer>>(ctx.workers.size());
   auto counts = std::make_shared<std::pair<int64_t, int64_t>>(0, 0);  // uploads, skipped
   round_rule rule;
   rule.ask = [](round_asker& ask, size_t i, const weights& w, int64_t) { ask.gradient(i, w); };
-  rule.combine = [last, counts, lr = ctx.plan.lr, reg = ctx.plan.reg](
-                   backend& be, const buffer& w, const std::vector<round_reply>& replies, int64_t) {
+  rule.combine = [last, counts, plan = ctx.plan](backend& be, const buffer& w,
+                                                const std::vector<round_reply>& replies,
+                                                int64_t round) {
+    const float lr = plan.lr_at(round - 1);  // t: the server's step, from 0
+    const regularizer& reg = plan.reg;
     std::vector<cview> grads;
     for (auto& r : replies) {
       auto& slot = (*last)[static_cast<size_t>(r.sender)];

@@ -131,7 +131,7 @@ public:
   }
 
   void local_step(replica_state& st, size_t i, const gradient& g, view out) override {
-    const float eta = st.ctx.plan.lr;
+    const float eta = st.step_lr();
     if (groups_ == 1) {
       pulled_sgd_step(*st.be, eta, g.values, st.x[i], {{lambda_, x_leader_}}, out);
       return;

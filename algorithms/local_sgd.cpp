@@ -14,7 +14,16 @@
 //                     drawn (seeded, without replacement) each round
 //           post_local  synchronous (tau = 1) for the first K rounds, then
 //                     tau local steps (Lin et al.'s post-local SGD)
-// A step is one communication round.
+// Per-worker batch sizes (--batch B1,B2,...): each worker takes its tau
+// local steps on batches of its own size; the average stays weighted by
+// shard size (FedAvg's n_i / n), not by batch: a local model is the end of
+// tau steps, not a mean over samples, and weighting by batch would let the
+// workers with large batches pull the average toward their own shards.
+// Metrics: grad_diversity (grad_diversity.cpp) over the model changes.
+// A step is one communication round. A step-size schedule (--lr-schedule)
+// counts local steps: local step k of round r (from 1) has t = (local steps
+// of the rounds before r) + k, and the cosine horizon is the run's local
+// steps; every worker gets the round's step sizes in its local_plan.
 //
 // With a robust aggregator (options aggregator, pre, f; algorithms/robust.hpp)
 // the server aggregates the model changes, unweighted (robust rules count
@@ -98,11 +107,18 @@ round_rule local_sgd_rule(const run_plan& plan, std::vector<int64_t> shard_sizes
       return chosen;
     };
   }
-  rule.ask = [opts, lr = plan.lr, reg = plan.reg](round_asker& ask, size_t i, const weights& w,
-                                                  int64_t round) {
+  rule.ask = [opts, plan](round_asker& ask, size_t i, const weights& w, int64_t round) {
     // Rounds are numbered from 1; the first post_local of them are synchronous.
     int32_t steps = round <= opts.post_local ? 1 : opts.tau;
-    ask.local(i, w, local_plan{steps, lr, reg});
+    // The schedule's t counts local steps (plan.clock, use_local_step_clock):
+    // local step k of this round is t = (local steps before it) + k.
+    local_plan step{steps, plan.lr, plan.reg, {}};
+    if (!plan.schedule.constant()) {
+      const int64_t first = plan.clock.t_after(round - 1);
+      for (int32_t k = 0; k < steps; ++k)
+        step.lrs.push_back(plan.lr_at(first + k));
+    }
+    ask.local(i, w, step);
   };
   rule.combine = [sizes = std::move(shard_sizes)](backend& be, const buffer& w,
                                                    const std::vector<round_reply>& replies,
@@ -127,6 +143,12 @@ round_rule local_sgd_rule(const run_plan& plan, std::vector<int64_t> shard_sizes
   return rule;
 }
 
+void use_local_step_clock(run_plan& plan) {
+  auto opts = read_options(plan);
+  plan.clock.sync_steps = opts.post_local;
+  plan.clock.per_step = opts.tau;
+}
+
 namespace {
 
 // Workers taking part in one round (FedAvg's sample), the inputs of one aggregation.
@@ -148,12 +170,14 @@ void check_local_sgd(const run_plan& plan, size_t workers) {
 
 protocol_actor spawn_local_sgd(caf::actor_system& sys, run_context ctx) {
   complete_options(find_algorithm("local_sgd"), ctx.plan);
+  use_local_step_clock(ctx.plan);
   auto rule = local_sgd_rule(ctx.plan, ctx.shard_sizes);
   if (auto robust = make_robust(ctx.plan, sampled_per_round(ctx.plan, ctx.workers.size()))) {
     rule.combine = [robust](backend& be, const buffer& w, const std::vector<round_reply>& replies,
                             int64_t round) { return robust_model_step(*robust, be, w, replies, round); };
     attach_robust(rule, robust);
   }
+  add_grad_diversity(rule, true);  // over the model changes x_i - w
   install_uplink_compression(sys, ctx, rule, read_uplink_compression(ctx.plan));
   return spawn_round_server(sys, std::move(ctx), std::move(rule));
 }

@@ -35,9 +35,27 @@ void check_async_sgd(const run_plan& plan, size_t workers);
 round_rule sync_sgd_rule(const run_plan& plan);
 round_rule sync_sgd_avg_rule(const run_plan& plan);
 /// Local SGD's rule (options tau, fraction, post_local); weights by shard size.
+/// Its step-size schedule counts local steps: call use_local_step_clock on
+/// the plan first.
 round_rule local_sgd_rule(const run_plan& plan, std::vector<int64_t> shard_sizes);
+/// Sets plan.clock so the schedule's t counts local steps (post_local
+/// rounds of one step, then tau per round).
+void use_local_step_clock(run_plan& plan);
 
-/// The plain mean of the replies' vectors (n floats each).
+/// Adds the metrics column grad_diversity to a round rule (Yin et al. 2018,
+/// "Gradient Diversity"): Delta = sum_i ||u_i||^2 / ||sum_i u_i||^2 over the
+/// round's replies, u_i the gradient (`model_changes` false) or the model
+/// change x_i - w (true: local steps). Computed before rule.combine, so
+/// with any combine (plain, robust); left out for a reduced reply (NCCL)
+/// and when the sum is zero.
+void add_grad_diversity(round_rule& rule, bool model_changes);
+
+/// The mean of the replies' vectors (n floats each), weighted by their
+/// samples (the plain mean when every reply has the same count).
 buffer mean_of(backend& be, const std::vector<round_reply>& replies, size_t n);
+/// Whether every reply processed the same number of samples.
+bool same_samples(const std::vector<round_reply>& replies);
+/// scale * n_i / sum_j n_j per reply (1/m each when no reply has samples).
+std::vector<float> sample_weights(const std::vector<round_reply>& replies, float scale);
 
 } // namespace chorus

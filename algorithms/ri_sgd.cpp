@@ -29,6 +29,7 @@ partition ri_sgd_shards(const partition& base, const run_plan& plan) {
 
 protocol_actor spawn_ri_sgd(caf::actor_system& sys, run_context ctx) {
   complete_options(find_algorithm("ri_sgd"), ctx.plan);
+  use_local_step_clock(ctx.plan);  // the schedule counts local steps, as local_sgd
   auto rule = local_sgd_rule(ctx.plan, ctx.shard_sizes);
   // Coverage of the training set by the live workers, from the held shards.
   if (ctx.shards) {
@@ -57,6 +58,9 @@ protocol_actor spawn_ri_sgd(caf::actor_system& sys, run_context ctx) {
       return m;
     };
   }
+  // Yin et al.'s gradient diversity over the model changes x_i - w, the
+  // mechanism by which the redundant shards help (grad_diversity.cpp).
+  add_grad_diversity(rule, true);
   // --compress / --compress-down: double compression, as local_sgd.cpp.
   install_uplink_compression(sys, ctx, rule, read_uplink_compression(ctx.plan));
   return spawn_round_server(sys, std::move(ctx), std::move(rule));

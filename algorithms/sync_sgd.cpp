@@ -5,7 +5,12 @@
 //                  With r = 0 and equal batches this is exactly one worker on
 //                  an N-times larger batch: the mean of N batch-mean gradients
 //                  over disjoint equal batches is the mean over their union.
+//                  Per-worker batch sizes (--batch 32,96): the mean is
+//                  weighted by samples, sum_i n_i g_i / sum_j n_j, so it is
+//                  still the gradient of the union batch (robust
+//                  aggregators stay unweighted: they count workers).
 //   sync_sgd_avg   averaged form: w+ = mean_i Prox_{r,eta}(w - eta * g_i(w))
+//                  (the mean weighted by samples as above)
 //                  Each worker takes one proximal step itself (a local step
 //                  with k = 1) and the server averages the models. For r = 0
 //                  both forms coincide; for L1 they differ: averaging sparse
@@ -119,22 +124,59 @@ buffer mean_of(backend& be, const std::vector<round_reply>& replies, size_t n) {
   for (auto& r : replies)
     xs.push_back(r.values);
   auto out = be.allocate(n);
-  be.mean(xs, out.span());
+  if (same_samples(replies)) {
+    be.mean(xs, out.span());
+  } else {
+    auto coeffs = sample_weights(replies, 1.0f);
+    be.weighted_sum(xs, coeffs, out.span());
+  }
   return std::move(out).freeze();
+}
+
+bool same_samples(const std::vector<round_reply>& replies) {
+  return std::all_of(replies.begin(), replies.end(),
+                     [&](const round_reply& r) { return r.samples == replies.front().samples; });
+}
+
+std::vector<float> sample_weights(const std::vector<round_reply>& replies, float scale) {
+  double total = 0;
+  for (auto& r : replies)
+    total += r.samples;
+  std::vector<float> out;
+  out.reserve(replies.size());
+  for (auto& r : replies)
+    out.push_back(static_cast<float>(scale * (total > 0 ? r.samples / total
+                                                        : 1.0 / static_cast<double>(replies.size()))));
+  return out;
 }
 
 round_rule sync_sgd_rule(const run_plan& plan) {
   round_rule rule;
   rule.ask = [](round_asker& ask, size_t i, const weights& w, int64_t) { ask.gradient(i, w); };
-  rule.combine = [lr = plan.lr, reg = plan.reg](backend& be, const buffer& w,
-                                                const std::vector<round_reply>& replies, int64_t) {
+  rule.combine = [plan](backend& be, const buffer& w, const std::vector<round_reply>& replies,
+                        int64_t round) {
+    // Rounds count from 1; the schedule's t (the server's step) from 0.
+    const float lr = plan.lr_at(round - 1);
+    const regularizer& reg = plan.reg;
     // w - eta * mean_i g_i in one pass over memory, then the prox in place.
+    // The mean weights each gradient by its samples, n_i / sum_j n_j: g_i
+    // is the mean over worker i's n_i samples, so the weighted mean is the
+    // gradient of the union batch, whatever the per-worker batch sizes
+    // (--batch 32,96 steps as one worker on 128). Equal batches: the plain
+    // mean, the same floats as ever.
     std::vector<cview> grads;
     grads.reserve(replies.size());
     for (auto& r : replies)
       grads.push_back(r.values);
     auto next = be.allocate(w.size());
-    be.mean_axpy(w, grads, -lr, next.span());
+    if (same_samples(replies)) {
+      be.mean_axpy(w, grads, -lr, next.span());
+    } else {
+      auto coeffs = sample_weights(replies, -lr);
+      grads.insert(grads.begin(), w);
+      coeffs.insert(coeffs.begin(), 1.0f);
+      be.weighted_sum(grads, coeffs, next.span());
+    }
     be.prox(reg, lr, next.span());
     return std::move(next).freeze();
   };
@@ -143,9 +185,8 @@ round_rule sync_sgd_rule(const run_plan& plan) {
 
 round_rule sync_sgd_avg_rule(const run_plan& plan) {
   round_rule rule;
-  rule.ask = [step = local_plan{1, plan.lr, plan.reg}](round_asker& ask, size_t i,
-                                                       const weights& w, int64_t) {
-    ask.local(i, w, step);
+  rule.ask = [plan](round_asker& ask, size_t i, const weights& w, int64_t round) {
+    ask.local(i, w, local_plan{1, plan.lr_at(round - 1), plan.reg, {}});
   };
   rule.combine = [](backend& be, const buffer& w, const std::vector<round_reply>& replies,
                     int64_t) { return mean_of(be, replies, w.size()); };
@@ -156,9 +197,10 @@ round_rule sync_sgd_avg_rule(const run_plan& plan) {
 round_rule robust_sync_sgd_rule(const run_plan& plan, std::shared_ptr<robust_aggregation> robust) {
   round_rule rule;
   rule.ask = [](round_asker& ask, size_t i, const weights& w, int64_t) { ask.gradient(i, w); };
-  rule.combine = [robust, lr = plan.lr, reg = plan.reg](backend& be, const buffer& w,
-                                                        const std::vector<round_reply>& replies,
-                                                        int64_t round) {
+  rule.combine = [robust, plan](backend& be, const buffer& w,
+                                const std::vector<round_reply>& replies, int64_t round) {
+    const float lr = plan.lr_at(round - 1);
+    const regularizer& reg = plan.reg;
     std::vector<buffer> grads;
     std::vector<int32_t> senders;
     for (auto& r : replies) {

@@ -114,6 +114,13 @@ std::vector<float> read_idx_labels(const std::string& path, int64_t* count);
 /// standardized with the training set's mean and standard deviation.
 train_test load_fashion_mnist(const std::string& dir);
 
+/// Any IDX directory laid out like MNIST (MNIST, KMNIST, EMNIST, ...):
+/// train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte,
+/// t10k-labels-idx1-ubyte, each gzipped (.gz) or plain. Classes: the
+/// largest label seen + 1 (labels are ubyte class indices). Features are
+/// standardized as load_fashion_mnist's; the name is "idx:DIR".
+train_test load_idx_dir(const std::string& dir);
+
 // -- LIBSVM ---------------------------------------------------------------
 
 /// The default bound on a LIBSVM file's feature count (--max-features):
@@ -136,6 +143,24 @@ dataset read_libsvm(const std::string& path, int64_t num_features = 0,
 train_test load_libsvm(const std::string& path, double test_fraction, uint64_t seed,
                        int64_t max_features = default_max_features);
 
+/// A training file and its separate test file (a9a / a9a.t): both read with
+/// one feature count (the larger index of the two) and one label mapping
+/// (the union of both files' labels), so class c means the same in both.
+train_test load_libsvm_pair(const std::string& train_path, const std::string& test_path,
+                            int64_t max_features = default_max_features);
+
+// -- NumPy arrays ------------------------------------------------------------
+
+/// X.npy (n x d, or n x ... flattened per row) and y.npy (n, or n x 1), and
+/// optionally Xtest.npy and ytest.npy; without a test pair the last
+/// `test_fraction` of the samples (after a seeded shuffle) is the test set.
+/// X: float32/float64/int32/int64/uint8; y: integer labels (classes
+/// 0..max, a classification task) or floats (integral floats are classes
+/// too; others make a regression task). Throws data_error naming the file.
+train_test load_npy_dataset(const std::string& x_path, const std::string& y_path,
+                            const std::string& x_test_path, const std::string& y_test_path,
+                            double test_fraction, uint64_t seed);
+
 // -- synthetic problems -----------------------------------------------------
 
 /// Least squares: x ~ N(0, I_d), y = <w*, x> + noise * N(0,1), w* ~ N(0, I_d).
@@ -156,6 +181,9 @@ struct dataset_options {
   uint64_t seed = 1;
   /// Largest feature index a LIBSVM file may use (--max-features).
   int64_t max_features = default_max_features;
+  /// Share of the samples held out as the test set when a dataset has no
+  /// test file of its own (libsvm:PATH, npy:X,y); in (0, 1).
+  double test_fraction = 0.2;
 };
 
 /// Builds a dataset from its spec: "fashion-mnist", "libsvm:PATH",

@@ -1,4 +1,5 @@
-// IDX readers (the MNIST file format) and the Fashion-MNIST loader.
+// IDX readers (the MNIST file format), the Fashion-MNIST loader and idx:DIR
+// (any directory laid out like MNIST: MNIST, KMNIST, EMNIST).
 //
 // IDX is big-endian: a 4-byte magic (0x00000803 for a 3-d ubyte tensor of
 // images, 0x00000801 for a 1-d ubyte vector of labels), one uint32 per
@@ -231,18 +232,53 @@ std::vector<float> read_idx_labels(const std::string& path, int64_t* count) {
   return out;
 }
 
-train_test load_fashion_mnist(const std::string& dir) {
+namespace {
+
+// base + name + ".gz" when it exists, else base + name when that exists
+// (gzopen reads plain files too); neither: the .gz name, so the error
+// names the file looked for first.
+std::string idx_file(const std::string& base, const std::string& name) {
+  const std::string gz = base + name + ".gz";
+  if (std::FILE* f = std::fopen(gz.c_str(), "rb")) {
+    std::fclose(f);
+    return gz;
+  }
+  const std::string plain = base + name;
+  if (std::FILE* f = std::fopen(plain.c_str(), "rb")) {
+    std::fclose(f);
+    return plain;
+  }
+  return gz;
+}
+
+// The four files of an MNIST-style directory; num_classes 0: the largest
+// label + 1.
+train_test load_idx_files(const std::string& dir, int64_t num_classes, const std::string& name) {
   const std::string base = dir.empty() || dir.back() == '/' ? dir : dir + "/";
-  const int64_t num_classes = 10;
-  auto train = std::make_shared<dataset>(read_split(
-      base + "train-images-idx3-ubyte.gz", base + "train-labels-idx1-ubyte.gz", num_classes));
-  auto test = std::make_shared<dataset>(read_split(
-      base + "t10k-images-idx3-ubyte.gz", base + "t10k-labels-idx1-ubyte.gz", num_classes));
+  const auto train_images = idx_file(base, "train-images-idx3-ubyte");
+  const auto train_labels = idx_file(base, "train-labels-idx1-ubyte");
+  const auto test_images = idx_file(base, "t10k-images-idx3-ubyte");
+  const auto test_labels = idx_file(base, "t10k-labels-idx1-ubyte");
+  int64_t classes = num_classes;
+  if (classes == 0) {
+    float largest = 0;
+    for (auto* path : {&train_labels, &test_labels})
+      for (float v : read_idx_labels(*path, nullptr))
+        largest = std::max(largest, v);
+    classes = static_cast<int64_t>(largest) + 1;
+    if (classes < 2)
+      throw data_error(train_labels + ": every label is 0: a classification needs two classes");
+  }
+  auto train = std::make_shared<dataset>(read_split(train_images, train_labels, classes));
+  auto test = std::make_shared<dataset>(read_split(test_images, test_labels, classes));
+  train->name = test->name = name;
   if (train->num_features != test->num_features)
     throw data_error(dir + ": training images have " + std::to_string(train->num_features) +
                      " pixels but test images have " + std::to_string(test->num_features));
   if (train->size() == 0)
-    throw data_error(base + "train-images-idx3-ubyte.gz: no training images");
+    throw data_error(train_images + ": no training images");
+  if (test->size() == 0)
+    throw data_error(test_images + ": no test images");
 
   // One global mean and standard deviation from the training pixels, applied
   // to both sets so that the test set sees exactly the training transform.
@@ -268,6 +304,18 @@ train_test load_fashion_mnist(const std::string& dir) {
   out.train = std::move(train);
   out.test = std::move(test);
   return out;
+}
+
+} // namespace
+
+train_test load_fashion_mnist(const std::string& dir) {
+  return load_idx_files(dir, 10, "fashion-mnist");
+}
+
+train_test load_idx_dir(const std::string& dir) {
+  if (dir.empty())
+    throw data_error("idx:DIR needs a directory, e.g. idx:/data/mnist");
+  return load_idx_files(dir, 0, "idx:" + dir);
 }
 
 } // namespace chorus

@@ -76,9 +76,9 @@ bool is_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\v' |
 
 std::string quoted(std::string_view s) { return "'" + std::string(s) + "'"; }
 
-} // namespace
-
-dataset read_libsvm(const std::string& path, int64_t num_features, int64_t max_features) {
+// The rows of a LIBSVM file with their raw labels (not yet mapped to classes).
+dataset read_libsvm_rows(const std::string& path, int64_t num_features, int64_t max_features,
+                         std::vector<double>& labels) {
   if (max_features < 1 || max_features > max_sparse_features)
     throw std::invalid_argument("read_libsvm: max_features must be in [1, " +
                                 std::to_string(max_sparse_features) + "], got " +
@@ -102,7 +102,6 @@ dataset read_libsvm(const std::string& path, int64_t num_features, int64_t max_f
   if (file.bad())
     throw data_error(path + ": read error");
 
-  std::vector<double> labels;
   dataset d;
   csr_rows& csr = d.sparse;
   csr.offsets.push_back(0);
@@ -186,8 +185,14 @@ dataset read_libsvm(const std::string& path, int64_t num_features, int64_t max_f
   csr.columns.shrink_to_fit();
   csr.values.shrink_to_fit();
   csr.offsets.shrink_to_fit();
+  return d;
+}
 
-  bool all_integer = std::all_of(labels.begin(), labels.end(),
+// d's labels from the raw `labels`, by the rule read_libsvm documents
+// applied to `all` (the labels of every file that must agree: a training
+// file and its test file map class c the same way).
+void assign_labels(dataset& d, const std::vector<double>& labels, const std::vector<double>& all) {
+  bool all_integer = std::all_of(all.begin(), all.end(),
                                  [](double v) { return v == std::floor(v); });
   d.y.resize(labels.size());
   if (!all_integer) {
@@ -195,10 +200,10 @@ dataset read_libsvm(const std::string& path, int64_t num_features, int64_t max_f
     d.num_classes = 0;
     std::transform(labels.begin(), labels.end(), d.y.begin(),
                    [](double v) { return static_cast<float>(v); });
-    return d;
+    return;
   }
   d.task = task_kind::classification;
-  std::vector<double> distinct(labels);
+  std::vector<double> distinct(all);
   std::sort(distinct.begin(), distinct.end());
   distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
   auto within = [&](double a, double b) {
@@ -217,7 +222,34 @@ dataset read_libsvm(const std::string& path, int64_t num_features, int64_t max_f
       return static_cast<float>(it - distinct.begin());
     });
   }
+}
+
+} // namespace
+
+dataset read_libsvm(const std::string& path, int64_t num_features, int64_t max_features) {
+  std::vector<double> labels;
+  dataset d = read_libsvm_rows(path, num_features, max_features, labels);
+  assign_labels(d, labels, labels);
   return d;
+}
+
+train_test load_libsvm_pair(const std::string& train_path, const std::string& test_path,
+                            int64_t max_features) {
+  std::vector<double> train_labels, test_labels;
+  auto train = std::make_shared<dataset>(read_libsvm_rows(train_path, 0, max_features, train_labels));
+  auto test = std::make_shared<dataset>(read_libsvm_rows(test_path, 0, max_features, test_labels));
+  // One feature space: a feature only the test file uses has weight 0 after
+  // training, as LIBSVM's own tools treat it.
+  const int64_t features = std::max(train->num_features, test->num_features);
+  train->num_features = test->num_features = features;
+  std::vector<double> all(train_labels);
+  all.insert(all.end(), test_labels.begin(), test_labels.end());
+  assign_labels(*train, train_labels, all);
+  assign_labels(*test, test_labels, all);
+  train_test out;
+  out.train = std::move(train);
+  out.test = std::move(test);
+  return out;
 }
 
 train_test load_libsvm(const std::string& path, double test_fraction, uint64_t seed,

@@ -6,6 +6,7 @@
 // dataset is one more row here.
 #include "data/dataset.hpp"
 
+#include <algorithm>
 #include <functional>
 
 namespace chorus {
@@ -23,12 +24,45 @@ const std::vector<dataset_entry>& dataset_table() {
       {"fashion-mnist",
        "Fashion-MNIST from data_dir: 60000 train / 10000 test, 784 features, 10 classes",
        [](const std::string&, const dataset_options& o) { return load_fashion_mnist(o.data_dir); }},
-      {"libsvm:PATH", "a LIBSVM-format file, 20% held out as test after a seeded shuffle",
-       [](const std::string& path, const dataset_options& o) {
-         if (path.empty())
-           throw data_error("libsvm:PATH needs a file path, e.g. libsvm:/data/a9a");
-         return load_libsvm(path, 0.2, o.seed, o.max_features);
+      {"libsvm:PATH[,TEST]",
+       "a LIBSVM-format file and its test file (a9a,a9a.t); without TEST, --test-fraction "
+       "(0.2) held out after a seeded shuffle",
+       [](const std::string& arg, const dataset_options& o) {
+         if (arg.empty() || arg.front() == ',')
+           throw data_error("libsvm:PATH needs a file path, e.g. libsvm:/data/a9a or "
+                            "libsvm:/data/a9a,/data/a9a.t");
+         const auto comma = arg.find(',');
+         if (comma != std::string::npos) {
+           if (comma + 1 == arg.size() || arg.find(',', comma + 1) != std::string::npos)
+             throw data_error("libsvm:TRAIN,TEST takes two paths, got '" + arg + "'");
+           return load_libsvm_pair(arg.substr(0, comma), arg.substr(comma + 1), o.max_features);
+         }
+         return load_libsvm(arg, o.test_fraction, o.seed, o.max_features);
        }},
+      {"npy:X,Y[,XTEST,YTEST]",
+       "NumPy .npy arrays: X (n, d) float32/float64/int32/int64/uint8, y (n,) labels (whole "
+       "numbers >= 0: classes) or targets; without the test pair, --test-fraction held out",
+       [](const std::string& arg, const dataset_options& o) {
+         std::vector<std::string> paths;
+         size_t at = 0;
+         while (true) {
+           const auto comma = arg.find(',', at);
+           paths.push_back(arg.substr(at, comma == std::string::npos ? std::string::npos : comma - at));
+           if (comma == std::string::npos)
+             break;
+           at = comma + 1;
+         }
+         const bool empty = std::any_of(paths.begin(), paths.end(),
+                                        [](const std::string& p) { return p.empty(); });
+         if (empty || (paths.size() != 2 && paths.size() != 4))
+           throw data_error("npy:X,Y[,XTEST,YTEST] takes two or four .npy paths, got '" + arg + "'");
+         return load_npy_dataset(paths[0], paths[1], paths.size() == 4 ? paths[2] : "",
+                                 paths.size() == 4 ? paths[3] : "", o.test_fraction, o.seed);
+       }},
+      {"idx:DIR",
+       "any IDX directory laid out like MNIST (MNIST, KMNIST, EMNIST): "
+       "{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]; classes from the labels",
+       [](const std::string& dir, const dataset_options&) { return load_idx_dir(dir); }},
       {"synthetic-lsq",
        "least squares, 8192 train / 2048 test, d = 64, noise 0.1, ground truth known",
        [](const std::string&, const dataset_options& o) {

@@ -104,7 +104,7 @@ bool apply(async_pointer self, size_t i, const gradient& g, int64_t tau) {
   // memory; a gradient in other memory is adopted first.
   auto next = st.be->allocate(st.w.size());
   try {
-    st.rule.apply(*st.be, st.w, st.be->adopt(g.values), tau, next.span());
+    st.rule.apply(*st.be, st.w, st.be->adopt(g.values), tau, st.tracker.step(), next.span());
   } catch (const std::exception& e) {
     fail_run(self, make_error(errc::compute_failed, e.what()));
     return false;

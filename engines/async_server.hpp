@@ -35,8 +35,10 @@ struct async_rule {
   /// Unset: every gradient is applied.
   std::function<bool(int64_t tau)> accept;
   /// out <- the new weights from the current w and the gradient g (taken at
-  /// w_{t - tau}), including any proximal step. `out` does not overlap w or g.
-  std::function<void(backend& be, cview w, cview g, int64_t tau, view out)> apply;
+  /// w_{t - tau}), including any proximal step; t = `step`, the updates
+  /// applied before this one (the step-size schedule's t). `out` does not
+  /// overlap w or g.
+  std::function<void(backend& be, cview w, cview g, int64_t tau, int64_t step, view out)> apply;
   /// Optional: turns a gradient marked encoded (gradient::encoded) from
   /// worker i into its d = `dim` floats (the receiver ends of --compress,
   /// algorithms/compressed_link.hpp); throws std::invalid_argument for a

@@ -105,7 +105,7 @@ bool apply(replica_pointer self, size_t i, const gradient& g) {
   mutable_buffer next(st.x[i].size());
   try {
     st.rule->local_step(st, i, g, next.span());
-    st.be->prox(st.ctx.plan.reg, st.ctx.plan.lr, next.span());
+    st.be->prox(st.ctx.plan.reg, st.step_lr(), next.span());
   } catch (const std::exception& e) {
     fail_run(self, make_error(errc::compute_failed, e.what()));
     return false;

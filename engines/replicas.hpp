@@ -65,6 +65,9 @@ struct replica_state : protocol_state {
   bool stopping = false;        ///< budget spent or stop asked: no new requests
   bool eval_in_flight = false;
 
+  /// The step size of the update being applied: eta_t at t = the engine's
+  /// step (sync: the round, from 0; async: the updates applied before it).
+  float step_lr() const { return ctx.plan.lr_at(tracker.step()); }
   /// Mean of each worker's last `window` losses (+infinity before its first).
   std::vector<double> recent_losses() const;
   /// Mean over alive workers of ||x_i - y||^2 (how far they are from y).

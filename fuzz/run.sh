@@ -3,8 +3,8 @@
 # a bounded time on a scratch copy of its seed corpus.
 #   fuzz/run.sh [BUILD_DIR [SECONDS [TARGET...]]]     (make fuzz calls it)
 # Installs clang and libFuzzer (Debian: clang, libclang-rt-dev) when missing.
-# Runs FUZZ_JOBS targets at a time (default: nproc; .ci/run runs all five,
-# two at a time). Prints one line per target; exits 1 if any target found a
+# Runs FUZZ_JOBS targets at a time (default: nproc; .ci/run runs all six,
+# two at a time: three rounds, as with five). Prints one line per target; exits 1 if any target found a
 # crash, a leak, a hang (-timeout) or an allocation past -malloc_limit_mb,
 # with the input saved under BUILD_DIR/artifacts/ (named on the output, and
 # printed in base64 when small) and the fuzzer's log beside it.
@@ -14,7 +14,7 @@ build=${1:-build-fuzz}
 seconds=${2:-30}
 shift $(( $# > 2 ? 2 : $# )) || true
 targets=("$@")
-((${#targets[@]})) || targets=(libsvm idx config topology buffer)
+((${#targets[@]})) || targets=(libsvm idx npy config topology buffer)
 cxx=${FUZZ_CXX:-clang++}
 
 fuzzer_lib() { "$cxx" -print-resource-dir 2>/dev/null | sed 's|$|/lib/linux/libclang_rt.fuzzer-x86_64.a|'; }

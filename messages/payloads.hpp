@@ -55,16 +55,21 @@ typename Inspector::result_type inspect(Inspector& f, gradient& x) {
            x.encoded);
 }
 
-/// How to run local steps: k proximal SGD steps with step size lr.
+/// How to run local steps: k proximal SGD steps with step size lr, or with
+/// lrs[j] at step j when lrs is not empty (a step-size schedule, evaluated
+/// by the protocol: the worker knows none).
 struct local_plan {
   int32_t steps = 1;
   float lr = 0.1f;
   regularizer reg;
+  std::vector<float> lrs;  ///< empty, or one step size per local step
+
+  float lr_of(int32_t step) const { return lrs.empty() ? lr : lrs[static_cast<size_t>(step)]; }
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, local_plan& x) {
-  return f(caf::meta::type_name("local_plan"), x.steps, x.lr, x.reg);
+  return f(caf::meta::type_name("local_plan"), x.steps, x.lr, x.reg, x.lrs);
 }
 
 /// The weights a worker reached after local steps.

@@ -20,6 +20,7 @@
 #include "engines/byzantine.hpp"
 #include "engines/topology.hpp"
 #include "data/dataset.hpp"
+#include "messages/lr_schedule.hpp"
 #include "messages/regularizer.hpp"
 #include "models/model.hpp"
 #include "tools/node.hpp"
@@ -122,6 +123,9 @@ int list() {
   for (auto& a : chorus::attack_registry())
     attacks.emplace_back(a.usage, a.help);
   print_table("attacks (--byzantine RANKS:ATTACK)", attacks);
+  print_table("step-size schedules (--lr-schedule: eta_t = --lr * s(t); t from 0 counts the "
+              "server's steps, or local steps for local_sgd, ri_sgd and gossip peers)",
+              chorus::lr_schedule_names());
   print_table("regularizers", {{"none", "r = 0"},
                                {"l1:LAMBDA", "LAMBDA ||w||_1 (soft-thresholding)"},
                                {"l2:LAMBDA", "LAMBDA/2 ||w||^2"},

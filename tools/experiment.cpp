@@ -27,6 +27,7 @@
 #include "data/npy.hpp"
 #include "gpu/device.hpp"
 #include "messages/json.hpp"
+#include "messages/lr_schedule.hpp"
 #include "messages/type_ids.hpp"
 #include "tools/cluster.hpp"
 #include "tools/memory.hpp"
@@ -83,14 +84,51 @@ std::string short_number(double x) {
 
 } // namespace
 
+dataset_options data_options(const experiment_config& cfg) {
+  dataset_options opts;
+  opts.data_dir = cfg.data_dir;
+  opts.seed = cfg.seed;
+  opts.max_features = cfg.max_features;
+  opts.test_fraction = cfg.test_fraction;
+  return opts;
+}
+
+int32_t batch_of(const experiment_config& cfg, int32_t rank) {
+  return cfg.batches.empty() ? cfg.batch : cfg.batches.at(static_cast<size_t>(rank));
+}
+
+std::string batch_spec(const experiment_config& cfg) {
+  if (cfg.batches.empty())
+    return std::to_string(cfg.batch);
+  std::string out;
+  for (auto b : cfg.batches)
+    out += (out.empty() ? "" : ",") + std::to_string(b);
+  return out;
+}
+
 std::vector<injection> validate(const experiment_config& cfg) {
   require(cfg.workers >= 1, "--workers must be at least 1 (got " + std::to_string(cfg.workers) + ")");
   require(cfg.workers <= 4096, "--workers must be at most 4096");
   require(cfg.batch >= 1, "--batch must be at least 1 (got " + std::to_string(cfg.batch) + ")");
+  require(cfg.batches.empty() || cfg.batches.size() == static_cast<size_t>(cfg.workers),
+          "--batch " + batch_spec(cfg).substr(0, 80) + " lists " + std::to_string(cfg.batches.size())
+            + " batch sizes for " + std::to_string(cfg.workers)
+            + " workers (give one size for all, or exactly one per worker)");
+  for (auto b : cfg.batches)
+    require(b >= 1, "--batch: every batch size must be at least 1 (got " + std::to_string(b) + ")");
+  require(cfg.batches.empty()
+            || std::equal(cfg.batches.begin() + 1, cfg.batches.end(), cfg.batches.begin())
+            || cfg.options.count("allreduce") == 0 || cfg.options.at("allreduce") == "none",
+          "--batch with different sizes needs --allreduce none (the NCCL all-reduce averages the "
+          "gradients unweighted; the server weights them by samples)");
+  require(std::isfinite(cfg.test_fraction) && cfg.test_fraction > 0 && cfg.test_fraction < 1,
+          "--test-fraction must be in (0, 1) (got " + short_number(cfg.test_fraction) + ")");
   // Protocols take the step size as a float: a larger double has no float value.
   require(std::isfinite(cfg.lr) && cfg.lr > 0 && cfg.lr <= std::numeric_limits<float>::max(),
           "--lr must be a finite number > 0 (at most 3.4e38)");
   require(std::isfinite(cfg.epochs) && cfg.epochs > 0, "--epochs must be > 0");
+  require(!lr_schedule::parse(cfg.lr_schedule).needs_horizon() || cfg.steps > 0,
+          "--lr-schedule " + cfg.lr_schedule + " decays over the run's length: give --steps");
   require(cfg.steps >= 0, "--steps must be >= 0 (0: derived from --epochs)");
   require(cfg.threads >= 0 && cfg.threads <= 256, "--threads must be auto or between 1 and 256");
   require(cfg.spin_polls >= 0 && cfg.spin_polls <= 1000000000,
@@ -167,7 +205,7 @@ worker_config make_worker_config(const experiment_config& cfg, const train_test&
   wc.model = cfg.model;
   wc.data = data.train;
   wc.shard = parts.at(i);
-  wc.batch = cfg.batch;
+  wc.batch = batch_of(cfg, rank);
   wc.seed = cfg.seed * 1000003 + static_cast<uint64_t>(rank);
   wc.inject = injections.at(i);
   wc.backend = cfg.backend;
@@ -193,6 +231,7 @@ run_context make_context(const experiment_config& cfg, const train_test& data,
   ctx.plan.eval_every_samples = cfg.eval_every > 0 ? 0 : std::max<int64_t>(1, train_size / 2);
   ctx.plan.target_acc = cfg.target_acc;
   ctx.plan.lr = static_cast<float>(cfg.lr);
+  ctx.plan.schedule = lr_schedule::parse(cfg.lr_schedule);
   ctx.plan.reg = regularizer::parse(cfg.reg);
   ctx.plan.train_size = train_size;
   ctx.plan.timeout = std::chrono::milliseconds(cfg.timeout_ms);
@@ -230,8 +269,10 @@ std::string to_json(const experiment_config& cfg) {
     .add("partition", cfg.partition)
     .add("epochs", cfg.epochs)
     .add("steps", cfg.steps)
-    .add("batch", cfg.batch)
+    .raw("batch", cfg.batches.empty() ? std::to_string(cfg.batch) : json_quote(batch_spec(cfg)))
+    .add("test_fraction", cfg.test_fraction)
     .add("lr", cfg.lr)
+    .add("lr_schedule", cfg.lr_schedule)
     .add("reg", cfg.reg)
     .add("seed", cfg.seed)
     .raw("threads", cfg.threads == 0 ? json_quote("auto") : std::to_string(cfg.threads))
@@ -630,13 +671,9 @@ experiment_result run_checked_in_memory(const experiment_config& cfg, const trai
 experiment_result run_experiment(const experiment_config& cfg, stop_switch* stop) {
   auto injections = validate(cfg);
   auto lock = lock_out_dir(cfg);  // before a long load, so a busy --out fails fast
-  dataset_options opts;
-  opts.data_dir = cfg.data_dir;
-  opts.seed = cfg.seed;
-  opts.max_features = cfg.max_features;
   train_test data;
   try {
-    data = load_dataset(cfg.dataset, opts);
+    data = load_dataset(cfg.dataset, data_options(cfg));
   } catch (const std::bad_alloc&) {
     throw std::runtime_error("out of memory loading dataset " + cfg.dataset);
   }

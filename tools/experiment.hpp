@@ -34,7 +34,14 @@ struct experiment_config {
   double epochs = 10;
   int64_t steps = 0;          ///< 0: derived from epochs
   int32_t batch = 64;         ///< per worker
+  /// --batch B1,B2,...: worker i's own mini-batch size (one per worker);
+  /// empty: `batch` for every worker.
+  std::vector<int32_t> batches;
+  /// Share held out as the test set when the data has no test file
+  /// (libsvm:PATH, npy:X,y); in (0, 1).
+  double test_fraction = 0.2;
   double lr = 0.2;
+  std::string lr_schedule = "const";  ///< eta_t = lr * s(t) (messages/lr_schedule.hpp)
   std::string reg = "none";
   uint64_t seed = 1;
   int32_t threads = 0;        ///< CAF scheduler threads; 0: auto (resolve_scheduling)
@@ -70,6 +77,17 @@ struct experiment_config {
   std::string tls_cert, tls_key, tls_ca, tls_passphrase;  ///< mutual TLS to the nodes
   bool insecure = false;            ///< plain connections to non-loopback nodes
 };
+
+/// What load_dataset needs from cfg (data dir, seed, --max-features,
+/// --test-fraction).
+dataset_options data_options(const experiment_config& cfg);
+
+/// Worker `rank`'s mini-batch size: batches[rank] when --batch gave a list,
+/// else batch.
+int32_t batch_of(const experiment_config& cfg, int32_t rank);
+
+/// --batch's value for cfg: "64", or "32,64,128,256" for a list.
+std::string batch_spec(const experiment_config& cfg);
 
 /// Checks every value; throws std::invalid_argument with a clear message.
 /// Returns the injections it parsed, one per worker.

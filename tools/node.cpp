@@ -95,14 +95,10 @@ hosted_workers take_job(node_self self, const node_job& job) {
     cfg.devices = st.opts.devices;
   auto injections = validate(cfg);
   auto key = cfg.dataset + "\n" + cfg.data_dir + "\n" + std::to_string(cfg.seed) + "\n"
-             + std::to_string(cfg.max_features);
+             + std::to_string(cfg.max_features) + "\n" + std::to_string(cfg.test_fraction);
   if (key != st.data_key) {
     st.data = {};
-    dataset_options opts;
-    opts.data_dir = cfg.data_dir;
-    opts.seed = cfg.seed;
-    opts.max_features = cfg.max_features;
-    st.data = load_dataset(cfg.dataset, opts);
+    st.data = load_dataset(cfg.dataset, data_options(cfg));
     st.data_key = key;
   }
   auto parts = plan_partition(cfg, *st.data.train);

@@ -1,6 +1,7 @@
 #include "tools/options.hpp"
 
 #include "algorithms/registry.hpp"
+#include "messages/lr_schedule.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -148,7 +149,8 @@ std::vector<option_spec> general_options() {
      [](auto& c, auto& v) { c.workers = to_int32("workers", v); }},
     {"model", "SPEC", "linear | logistic | softmax | mlp:H1[,H2...] | cnn[:C1,C2] [mlp:256]",
      [](auto& c, auto& v) { c.model = v; }},
-    {"dataset", "SPEC", "fashion-mnist | libsvm:PATH | synthetic-lsq | synthetic-logistic [fashion-mnist]",
+    {"dataset", "SPEC", "fashion-mnist | libsvm:PATH[,TEST] | npy:X,Y[,XTEST,YTEST] | idx:DIR | "
+                            "synthetic-lsq | synthetic-logistic (chorus list) [fashion-mnist]",
      [](auto& c, auto& v) { c.dataset = v; }},
     {"data-dir", "DIR", "where the Fashion-MNIST .gz files are [/usr/share/datasets/fashion-mnist]",
      [](auto& c, auto& v) { c.data_dir = v; }},
@@ -160,9 +162,37 @@ std::vector<option_spec> general_options() {
      [](auto& c, auto& v) { c.epochs = to_double("epochs", v); }},
     {"steps", "S", "protocol steps to run; overrides --epochs when > 0 [0]",
      [](auto& c, auto& v) { c.steps = to_int("steps", v); }},
-    {"batch", "B", "mini-batch size per worker [64]",
-     [](auto& c, auto& v) { c.batch = to_int32("batch", v); }},
+    {"batch", "B|B1,B2,...", "mini-batch size per worker, or one per worker (as many as --workers; "
+                             "sync_sgd then weights each gradient by its samples) [64]",
+     [](auto& c, auto& v) {
+       c.batches.clear();
+       if (v.find(',') == std::string::npos) {
+         c.batch = to_int32("batch", v);
+         return;
+       }
+       for (auto& item : split_list(v))
+         c.batches.push_back(to_int32("batch", item));
+       if (c.batches.empty())
+         throw usage_error("--batch: '" + shown(v) + "' names no batch size");
+       c.batch = c.batches.front();
+     }},
+    {"test-fraction", "F", "share of the samples held out as the test set when the data has no "
+                           "test file (libsvm:PATH, npy:X,y); 0 < F < 1 [0.2]",
+     [](auto& c, auto& v) { c.test_fraction = to_double("test-fraction", v); }},
     {"lr", "ETA", "step size [0.2]", [](auto& c, auto& v) { c.lr = to_double("lr", v); }},
+    {"lr-schedule", "SPEC", std::string("step size eta_t = ETA s(t): ") + lr_schedule_forms
+                              + "; s = 1, 1/(1+t/T0), 1/sqrt(1+t/T0) [T0 1], (1+cos(pi t/T))/2 "
+                              "with T the run's --steps, FACTOR^floor(t/EVERY); t counts the "
+                              "server's steps (sync/async protocols) or local steps (local_sgd, "
+                              "ri_sgd, gossip peers) from 0 [const]",
+     [](auto& c, auto& v) {
+       try {
+         lr_schedule::parse(v);
+       } catch (const std::invalid_argument& e) {
+         throw usage_error(e.what());
+       }
+       c.lr_schedule = v;
+     }},
     {"reg", "SPEC", "none | l1:LAMBDA | l2:LAMBDA | elastic:L1,L2, applied by a proximal step [none]",
      [](auto& c, auto& v) { c.reg = v; }},
     {"seed", "S", "seed for data order, partitions and initialization [1]",
@@ -433,7 +463,9 @@ std::vector<std::string> to_args(const experiment_config& cfg) {
                              cfg.data_dir, "--max-features", std::to_string(cfg.max_features),
                              "--partition", cfg.partition, "--epochs", number(cfg.epochs),
                              "--steps", std::to_string(cfg.steps), "--batch",
-                             std::to_string(cfg.batch), "--lr", number(cfg.lr), "--reg", cfg.reg,
+                             batch_spec(cfg), "--test-fraction", number(cfg.test_fraction),
+                             "--lr", number(cfg.lr),
+                             "--lr-schedule", cfg.lr_schedule, "--reg", cfg.reg,
                              "--seed", std::to_string(cfg.seed), "--threads",
                              auto_or(cfg.threads), "--spin-polls",
                              auto_or(cfg.spin_polls), "--scheduler", cfg.scheduler,
