@@ -12,7 +12,9 @@ METRIC is a key of the runs' summary.json (test_acc, bytes_sent, ...) or
 ttt_wall_s / ttt_step: the time to a test accuracy, from the sweep's own
 --target-acc, or with `--target A` (given before the columns) read here from
 each run's metrics.jsonl (the first evaluation with test_acc >= A), so a run
-need not stop there; the cell then says how many seeds reached it. SCALE divides (bytes_sent/1e6 is MB). FORMAT is printf-style
+need not stop there; the cell then says how many seeds reached it.
+avg:KEY is the mean of KEY over the rows of each run's metrics.jsonl (e.g.
+avg:grad_diversity, a per-round metric), then mean ± std over the seeds. SCALE divides (bytes_sent/1e6 is MB). FORMAT is printf-style
 (default %.4g). Without --col: test_acc. The first columns are the grid's keys.
 """
 import json
@@ -30,9 +32,10 @@ def parse_col(spec):
     label, _, rest = spec.partition("=")
     if not rest:
         label, rest = spec, spec
-    expr, _, fmt = rest.partition(":")
+    prefix = "avg:" if rest.startswith("avg:") else ""
+    expr, _, fmt = rest[len(prefix):].partition(":")
     metric, _, scale = expr.partition("/")
-    return label, metric, float(scale) if scale else 1.0, fmt or "%.4g"
+    return label, prefix + metric, float(scale) if scale else 1.0, fmt or "%.4g"
 
 
 def cell(stats, scale, fmt, n_seeds=None):
@@ -76,6 +79,28 @@ def time_to_target(summary_path, point, seeds, target):
             pass
     return {"wall_s": stats_of(walls), "step": stats_of(steps), "reached": len(walls),
             "of": len(seeds)}
+
+
+def run_average(summary_path, point, seeds, key):
+    """{mean, std, ...} over seeds of each run's mean of `key` over its rows."""
+    means = []
+    for seed in seeds:
+        path = os.path.join(os.path.dirname(summary_path), point, "seed-%d" % seed, "metrics.jsonl")
+        vals = []
+        try:
+            with open(path) as f:
+                for line in f:
+                    try:
+                        v = json.loads(line).get(key)
+                    except ValueError:
+                        break
+                    if isinstance(v, (int, float)):
+                        vals.append(float(v))
+        except OSError:
+            pass
+        if vals:
+            means.append(statistics.mean(vals))
+    return stats_of(means)
 
 
 def markdown(header, rows):
@@ -129,6 +154,9 @@ def main(argv):
                 if t.get("of") and t.get("reached", 0) < t["of"]:
                     c += " (%d of %d reached)" % (t.get("reached", 0), t["of"])
                 row.append(c)
+            elif metric.startswith("avg:"):
+                row.append(cell(run_average(path, p["point"], p.get("seeds_finished", []), metric[4:]),
+                                scale, fmt, done or n_seeds))
             else:
                 row.append(cell(p.get("metrics", {}).get(metric), scale, fmt, done or n_seeds))
         if done < n_seeds:
