@@ -2,7 +2,7 @@
 """Distance to the L1 optimum and support of the final models of chorus
 sweeps (model.npy), against a reference sweep with the same seeds.
 
-usage: l1_optimum.py [--figure OUT.png --title T] REFERENCE_SWEEP SWEEP [SWEEP...]
+usage: l1_optimum.py [--figure OUT.png --title T --only TEXT] REFERENCE_SWEEP SWEEP [SWEEP...]
 
 REFERENCE_SWEEP holds one point whose seed-S/model.npy is the optimum w* for
 the data of seed S (the synthetic problem is drawn from the seed). For every
@@ -11,10 +11,12 @@ point of every other sweep and every seed it finished, with w its model.npy:
   nnz      the nonzeros of w (a proximal step zeroes coordinates exactly)
   extra    nonzeros of w outside the support of w*
   missing  the support of w* that w zeroes
+  off max  the largest |w_j| outside the support of w*
 Prints a markdown table of mean ± sample std (n-1) over the seeds. With
 --figure: the magnitudes |w_j| of each point's final model, sorted, on a log
 scale, against w*'s (seed of the first finished run; a model with extra
-nonzeros has a longer tail). chorus plot draws metrics over time, not the
+nonzeros has a longer tail); --only keeps the points whose folder name
+contains TEXT. chorus plot draws metrics over time, not the
 coordinates of a model, hence this figure here.
 """
 import json
@@ -71,10 +73,12 @@ def figure(out, title, ref_point, series):
 
 
 def main(argv):
-    fig_out, title = None, "L1 problem"
-    while len(argv) > 1 and argv[1] in ("--figure", "--title") and len(argv) > 2:
+    fig_out, title, only = None, "L1 problem", ""
+    while len(argv) > 2 and argv[1] in ("--figure", "--title", "--only"):
         if argv[1] == "--figure":
             fig_out = argv[2]
+        elif argv[1] == "--only":
+            only = argv[2]
         else:
             title = argv[2]
         argv = argv[:1] + argv[3:]
@@ -90,13 +94,13 @@ def main(argv):
     keys = ["sweep"] if len(docs) > 1 else []
     for _, d in docs:
         keys += [k for k in d.get("grid", {}) if k not in keys]
-    header = keys + ["dist to w* (rel.)", "nonzeros", "extra nonzeros", "missing", "seeds"]
+    header = keys + ["dist to w* (rel.)", "nonzeros", "extra nonzeros", "missing", "off max", "seeds"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     seeds_seen = set()
     for sweep, doc in docs:
         for p in doc["points"]:
-            dist, nnz, extra, missing = [], [], [], []
+            dist, nnz, extra, missing, off = [], [], [], [], []
             for seed in p.get("seeds_finished", []):
                 ref = os.path.join(ref_point, "seed-%d" % seed, "model.npy")
                 got = os.path.join(sweep, p["point"], "seed-%d" % seed, "model.npy")
@@ -110,13 +114,14 @@ def main(argv):
                 nnz.append(int(s.sum()))
                 extra.append(int((s & ~s_star).sum()))
                 missing.append(int((s_star & ~s).sum()))
+                off.append(float(np.abs(w[~s_star]).max()) if (~s_star).any() else 0.0)
                 seeds_seen.add(seed)
-                if not series or series[0][2] == seed:
+                if only in p["point"] and (not series or series[0][2] == seed):
                     series.append((", ".join("%s=%s" % kv for kv in p["params"].items()), got, seed))
             params = dict(p["params"], sweep=doc.get("sweep", ""))
             row = [str(params.get(k, "–")) for k in keys]
             row += [fmt(dist, "%.2e"), fmt(nnz, "%.1f"), fmt(extra, "%.1f"), fmt(missing, "%.1f"),
-                    str(len(dist))]
+                    fmt(off, "%.1e"), str(len(dist))]
             print("| " + " | ".join(row) + " |")
     if fig_out and series:
         figure(fig_out, title, ref_point, series)
