@@ -21,9 +21,9 @@ P=(--dataset synthetic-logistic --model logistic --reg l1:0.01 --lr 2 --steps 30
 table=$("$PY" "$HERE/table.py" "$TMP/pts/summary.json" --target 0.5 --col "acc=test_acc:%.3f" \
   --col "steps to 0.5=ttt_step:%.0f" --col "mean acc=avg:test_acc:%.3f")
 echo "$table"
-echo "$table" | grep -q '^| algorithm | acc | steps to 0.5 | mean acc |$' || fail "table.py: wrong header"
+grep -q '^| algorithm | acc | steps to 0.5 | mean acc |$' <<< "$table" || fail "table.py: wrong header"
 for algo in sync_sgd sync_sgd_avg; do
-  echo "$table" | grep -Eq "^\| $algo \| 0\.[0-9]{3} ± 0\.[0-9]{3} \| [0-9]+ ± [0-9]+ \| 0\.[0-9]{3} ± 0\.[0-9]{3} \|$" \
+  grep -Eq "^\| $algo \| 0\.[0-9]{3} ± 0\.[0-9]{3} \| [0-9]+ ± [0-9]+ \| 0\.[0-9]{3} ± 0\.[0-9]{3} \|$" <<< "$table" \
     || fail "table.py: no mean ± std row for $algo"
 done
 
