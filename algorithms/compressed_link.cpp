@@ -275,6 +275,8 @@ void install_uplink_compression(caf::actor_system& sys, run_context& ctx, round_
                    buffer{}, static_cast<uint64_t>(ctx.plan.number("seed"))});
   // The rule computes w+ from w_hat as always; the broadcast carries the
   // compressed change, and w_hat moves by exactly what the workers add.
+  // The wrapped combine encodes the whole change at once: no split.
+  rule.combine_slice = nullptr;
   rule.combine = [inner = rule.combine, down](backend& be, const buffer& w_hat,
                                              const std::vector<round_reply>& replies,
                                              int64_t round) {

@@ -120,14 +120,15 @@ round_rule local_sgd_rule(const run_plan& plan, std::vector<int64_t> shard_sizes
     }
     ask.local(i, w, step);
   };
-  rule.combine = [sizes = std::move(shard_sizes)](backend& be, const buffer& w,
-                                                   const std::vector<round_reply>& replies,
-                                                   int64_t) {
-    std::vector<cview> xs;
+  // The shard-weighted model mean; element-wise, so the server may split it
+  // by coordinates.
+  rule.combine_slice = [sizes = std::move(shard_sizes)](backend& be, cview,
+                                                        const std::vector<cview>& xs,
+                                                        const std::vector<round_reply>& replies,
+                                                        view out, int64_t) {
     std::vector<float> coeffs;
     double total = 0;
     for (auto& r : replies) {
-      xs.push_back(r.values);
       auto s = static_cast<size_t>(r.sender);
       double n = s < sizes.size() ? static_cast<double>(sizes[s]) : 1.0;
       coeffs.push_back(static_cast<float>(n));
@@ -135,10 +136,9 @@ round_rule local_sgd_rule(const run_plan& plan, std::vector<int64_t> shard_sizes
     }
     for (auto& c : coeffs)
       c = static_cast<float>(c / total);
-    auto out = be.allocate(w.size());
-    be.weighted_sum(xs, coeffs, out.span());
-    return std::move(out).freeze();
+    be.weighted_sum(xs, coeffs, out);
   };
+  rule.combine = combine_whole(rule);
   rule.metrics = [tau = opts.tau] { return std::map<std::string, double>{{"tau", double(tau)}}; };
   return rule;
 }
@@ -173,6 +173,7 @@ protocol_actor spawn_local_sgd(caf::actor_system& sys, run_context ctx) {
   use_local_step_clock(ctx.plan);
   auto rule = local_sgd_rule(ctx.plan, ctx.shard_sizes);
   if (auto robust = make_robust(ctx.plan, sampled_per_round(ctx.plan, ctx.workers.size()))) {
+    rule.combine_slice = nullptr;  // the robust step is not element-wise
     rule.combine = [robust](backend& be, const buffer& w, const std::vector<round_reply>& replies,
                             int64_t round) { return robust_model_step(*robust, be, w, replies, round); };
     attach_robust(rule, robust);

@@ -153,33 +153,29 @@ std::vector<float> sample_weights(const std::vector<round_reply>& replies, float
 round_rule sync_sgd_rule(const run_plan& plan) {
   round_rule rule;
   rule.ask = [](round_asker& ask, size_t i, const weights& w, int64_t) { ask.gradient(i, w); };
-  rule.combine = [plan](backend& be, const buffer& w, const std::vector<round_reply>& replies,
-                        int64_t round) {
-    // Rounds count from 1; the schedule's t (the server's step) from 0.
+  // w - eta * mean_i g_i in one pass over memory, then the prox in place;
+  // element-wise, so the server may split it by coordinates.
+  // The mean weights each gradient by its samples, n_i / sum_j n_j: g_i is
+  // the mean over worker i's n_i samples, so the weighted mean is the
+  // gradient of the union batch, whatever the per-worker batch sizes
+  // (--batch 32,96 steps as one worker on 128). Equal batches: the plain
+  // mean, the same floats as ever. Rounds count from 1; the schedule's t
+  // (the server's step) from 0.
+  rule.combine_slice = [plan](backend& be, cview w, const std::vector<cview>& grads,
+                              const std::vector<round_reply>& replies, view out, int64_t round) {
     const float lr = plan.lr_at(round - 1);
-    const regularizer& reg = plan.reg;
-    // w - eta * mean_i g_i in one pass over memory, then the prox in place.
-    // The mean weights each gradient by its samples, n_i / sum_j n_j: g_i
-    // is the mean over worker i's n_i samples, so the weighted mean is the
-    // gradient of the union batch, whatever the per-worker batch sizes
-    // (--batch 32,96 steps as one worker on 128). Equal batches: the plain
-    // mean, the same floats as ever.
-    std::vector<cview> grads;
-    grads.reserve(replies.size());
-    for (auto& r : replies)
-      grads.push_back(r.values);
-    auto next = be.allocate(w.size());
     if (same_samples(replies)) {
-      be.mean_axpy(w, grads, -lr, next.span());
+      be.mean_axpy(w, grads, -lr, out);
     } else {
+      std::vector<cview> terms{w};
+      terms.insert(terms.end(), grads.begin(), grads.end());
       auto coeffs = sample_weights(replies, -lr);
-      grads.insert(grads.begin(), w);
       coeffs.insert(coeffs.begin(), 1.0f);
-      be.weighted_sum(grads, coeffs, next.span());
+      be.weighted_sum(terms, coeffs, out);
     }
-    be.prox(reg, lr, next.span());
-    return std::move(next).freeze();
+    be.prox(plan.reg, lr, out);
   };
+  rule.combine = combine_whole(rule);
   return rule;
 }
 
@@ -188,8 +184,16 @@ round_rule sync_sgd_avg_rule(const run_plan& plan) {
   rule.ask = [plan](round_asker& ask, size_t i, const weights& w, int64_t round) {
     ask.local(i, w, local_plan{1, plan.lr_at(round - 1), plan.reg, {}});
   };
-  rule.combine = [](backend& be, const buffer& w, const std::vector<round_reply>& replies,
-                    int64_t) { return mean_of(be, replies, w.size()); };
+  // The models' mean, weighted by samples as sync_sgd's (the plain mean for
+  // equal batches).
+  rule.combine_slice = [](backend& be, cview, const std::vector<cview>& xs,
+                          const std::vector<round_reply>& replies, view out, int64_t) {
+    if (same_samples(replies))
+      be.mean(xs, out);
+    else
+      be.weighted_sum(xs, sample_weights(replies, 1.0f), out);
+  };
+  rule.combine = combine_whole(rule);
   return rule;
 }
 
@@ -242,6 +246,7 @@ protocol_actor spawn_sync_sgd_avg(caf::actor_system& sys, run_context ctx) {
   complete_options(find_algorithm("sync_sgd_avg"), ctx.plan);
   auto rule = sync_sgd_avg_rule(ctx.plan);
   if (auto robust = make_robust(ctx.plan, ctx.workers.size())) {
+    rule.combine_slice = nullptr;  // the robust step is not element-wise
     rule.combine = [robust](backend& be, const buffer& w, const std::vector<round_reply>& replies,
                             int64_t round) { return robust_model_step(*robust, be, w, replies, round); };
     attach_robust(rule, robust);

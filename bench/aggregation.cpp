@@ -20,8 +20,19 @@
 // selection of n values; n(n+1)/2 dot products per coordinate) and say how
 // far from the memory bound that puts them.
 //
+// The sharded combine (engines/combiners.hpp, issue 16): a sync round's
+// update w+ = w - eta mean_i g_i over N = 2, 8 gradients of 1M floats plus
+// the finite check of w+, as the round server runs it: in one actor, and
+// split over every scheduler thread (the actor computes one slice, combiner
+// actors the others, requested and answered by messages). The reference is
+// the all-core streaming bound: one std::thread per core, each running the
+// same streaming loop over its slice of the same buffers ((N + 2) d 4 bytes:
+// N gradients and w read, w+ written), and the one-core loop for scale.
+// Lines "op":"sharded_combine"; CAF polling as `chorus train` sets it for a
+// sync protocol on idle cores (--spin-polls auto: 100000) and CAF's default.
+//
 // Run: build/bench/aggregation      (CHORUS_BENCH_QUICK=1 for a smoke run,
-//      CHORUS_BENCH_ONLY=robust for the robust lines alone)
+//      CHORUS_BENCH_ONLY=robust or =sharded for those lines alone)
 // Prints one JSON line per (k, n) for mean, one per n for all_finite, one
 // "broadcast" line, then one "robust" line per (rule, n).
 #include <caf/all.hpp>
@@ -31,14 +42,17 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "actors/system.hpp"
 #include "actors/worker.hpp"
 #include "bench/bench_util.hpp"
 #include "engines/aggregators.hpp"
+#include "engines/combiners.hpp"
 #include "gpu/backend.hpp"
 #include "messages/type_ids.hpp"
 
@@ -303,6 +317,144 @@ void bench_robust(const std::string& rule, size_t n, size_t d, int reps) {
   bench::print(o);
 }
 
+// w+ = w + a mean_i x_i over [lo, hi), the streaming reference of the
+// sharded combine (same blocking as streaming_mean).
+void streaming_step(const float* w, const std::vector<const float*>& xs, float a, float* out,
+                    size_t lo, size_t hi) {
+  constexpr size_t chunk = 2048;
+  const float scale = a / static_cast<float>(xs.size());
+  for (size_t c = lo; c < hi; c += chunk) {
+    const size_t e = std::min(hi, c + chunk);
+    for (size_t j = c; j < e; ++j)
+      out[j] = xs[0][j];
+    for (size_t i = 1; i < xs.size(); ++i)
+      for (size_t j = c; j < e; ++j)
+        out[j] += xs[i][j];
+    for (size_t j = c; j < e; ++j)
+      out[j] = w[j] + scale * out[j];
+  }
+}
+
+struct combine_host_state {
+  std::unique_ptr<backend> be;
+  std::optional<combiner_pool> pool;
+};
+
+// An actor that runs `task` with a combiner pool of `helpers` actors on
+// each request, as the round server runs a round's combine.
+caf::behavior combine_host(caf::stateful_actor<combine_host_state>* self, size_t helpers,
+                           std::shared_ptr<const sliced_task> task) {
+  self->state.be = make_eigen_backend();
+  self->state.pool.emplace(self->system(), caf::actor_cast<caf::actor>(self), helpers, "eigen", 0);
+  return {
+    [self, task](run_atom) -> caf::result<bool> {
+      auto rp = self->make_response_promise<bool>();
+      self->state.pool->run(
+        self, *self->state.be, task, [rp](bool finite) mutable { rp.deliver(finite); },
+        [rp](const caf::error& err) mutable { rp.deliver(err); });
+      return rp;
+    },
+  };
+}
+
+void bench_sharded(size_t n_grads, size_t d, int reps, size_t spin_polls) {
+  const size_t cores = std::max<unsigned>(1, std::thread::hardware_concurrency());
+  std::vector<buffer> grads;
+  std::vector<const float*> ptrs;
+  std::vector<cview> views;
+  for (size_t i = 0; i < n_grads; ++i) {
+    grads.push_back(mutable_buffer::filled(d, static_cast<float>(i)).freeze());
+    ptrs.push_back(grads.back().data());
+    views.push_back(grads.back().span());
+  }
+  auto w = mutable_buffer::filled(d, 1.0f).freeze();
+  auto out = std::make_shared<mutable_buffer>(mutable_buffer::filled(d, 0.0f));
+  const float a = -0.1f;
+  const double bytes = static_cast<double>(n_grads + 2) * static_cast<double>(d) * sizeof(float);
+
+  auto make_task = [&](size_t slices) {
+    auto task = std::make_shared<sliced_task>();
+    task->bounds = slice_bounds(d, slices);
+    task->run = [views, w, out, a](backend& be, size_t lo, size_t hi) {
+      auto cut = [lo, hi](cview x) { return cview{x.data + lo, hi - lo, x.kind, x.ops}; };
+      std::vector<cview> xs;
+      for (auto& v : views)
+        xs.push_back(cut(v));
+      view o{out->data() + lo, hi - lo};
+      be.mean_axpy(cut(w.span()), xs, a, o);
+      return be.all_finite(o);
+    };
+    return std::shared_ptr<const sliced_task>(task);
+  };
+
+  caf::actor_system_config cfg;
+  configure_actor_system(cfg, cores, spin_polls);
+  caf::actor_system sys{cfg};
+  caf::scoped_actor self{sys};
+  auto one = sys.spawn(combine_host, size_t{0}, make_task(1));
+  auto split = sys.spawn(combine_host, cores - 1, make_task(cores));
+  auto round_trip = [&](const caf::actor& host) {
+    bool finite = false;
+    self->request(host, caf::infinite, run_atom_v)
+      .receive([&](bool f) { finite = f; },
+               [&](caf::error& err) { throw std::runtime_error(to_string(err)); });
+    return finite;
+  };
+  auto stream_all = [&] {
+    std::vector<std::thread> ts;
+    auto bounds = slice_bounds(d, cores);
+    for (size_t c = 0; c < cores; ++c)
+      ts.emplace_back(
+        [&, c] { streaming_step(w.data(), ptrs, a, out->data(), bounds[c], bounds[c + 1]); });
+    for (auto& t : ts)
+      t.join();
+  };
+  round_trip(one), round_trip(split), stream_all();  // warm-up
+  std::vector<double> t_one, t_split, t_all, t_core;
+  bool finite = true;
+  for (int r = 0; r < reps; ++r) {
+    bench::timer t;
+    finite = round_trip(one) && finite;
+    t_one.push_back(t.seconds());
+    t.reset();
+    finite = round_trip(split) && finite;
+    t_split.push_back(t.seconds());
+    t.reset();
+    stream_all();
+    t_all.push_back(t.seconds());
+    t.reset();
+    streaming_step(w.data(), ptrs, a, out->data(), 0, d);
+    t_core.push_back(t.seconds());
+  }
+  // Check the split result against the formula: w + a mean(0..N-1).
+  round_trip(split);
+  const float expected = 1.0f + a * static_cast<float>(n_grads - 1) / 2.0f;
+  const bool correct = finite && std::abs((*out)[0] - expected) < 1e-4f
+                       && std::abs((*out)[d - 1] - expected) < 1e-4f;
+  self->send_exit(one, caf::exit_reason::user_shutdown);
+  self->send_exit(split, caf::exit_reason::user_shutdown);
+  const double s_one = bench::median(t_one), s_split = bench::median(t_split);
+  const double s_all = bench::median(t_all), s_core = bench::median(t_core);
+  auto o = bench::line("aggregation");
+  o.add("op", "sharded_combine")
+    .add("grads", static_cast<int64_t>(n_grads))
+    .add("n", static_cast<int64_t>(d))
+    .add("threads", static_cast<int64_t>(cores))
+    .add("spin_polls", static_cast<int64_t>(spin_polls))
+    .add("reps", reps)
+    .add("one_actor_ms", s_one * 1e3)
+    .add("split_ms", s_split * 1e3)
+    .add("streaming_all_cores_ms", s_all * 1e3)
+    .add("streaming_one_core_ms", s_core * 1e3)
+    .add("split_gbps", bytes / s_split / 1e9)
+    .add("streaming_all_cores_gbps", bytes / s_all / 1e9)
+    .add("ratio_split", s_all / s_split)
+    .add("ratio_one_actor", s_all / s_one)
+    .add("speedup_split", s_one / s_split)
+    .add("correct", correct);
+  bench::print(o);
+}
+
 } // namespace
 
 int main() {
@@ -311,10 +463,11 @@ int main() {
   // CHORUS_BENCH_ONLY=robust: only the robust rules' lines.
   const char* only = std::getenv("CHORUS_BENCH_ONLY");
   const bool robust_only = only != nullptr && std::string(only) == "robust";
+  const bool sharded_only = only != nullptr && std::string(only) == "sharded";
   const std::vector<size_t> ks = {2, 8, 32};
   const std::vector<size_t> ns = quick ? std::vector<size_t>{size_t{1} << 16}
                                        : std::vector<size_t>{size_t{1} << 20, size_t{1} << 24};
-  for (size_t n : robust_only ? std::vector<size_t>{} : ns)
+  for (size_t n : robust_only || sharded_only ? std::vector<size_t>{} : ns)
     for (size_t k : ks) {
       // About 1 s of timed work per line at most: few reps for the 2 GB case.
       const double bytes = static_cast<double>(k + 1) * static_cast<double>(n) * 4;
@@ -322,12 +475,20 @@ int main() {
       bench::note("mean k=" + std::to_string(k) + " n=" + std::to_string(n));
       bench_mean(*be, k, n, reps);
     }
-  for (size_t n : robust_only ? std::vector<size_t>{} : ns)
+  for (size_t n : robust_only || sharded_only ? std::vector<size_t>{} : ns)
     bench_all_finite(*be, n, quick ? 3 : 20);
-  if (!robust_only)
+  if (!robust_only && !sharded_only)
     bench_broadcast(64, quick ? size_t{1} << 16 : size_t{1} << 20);
+  for (size_t spin : {lockstep_spin_polls, default_spin_polls})
+    for (size_t grads : {size_t{2}, size_t{8}}) {
+      if (robust_only)
+        break;
+      bench::note("sharded combine of " + std::to_string(grads) + " x 1M floats, spin polls "
+                  + std::to_string(spin));
+      bench_sharded(grads, quick ? size_t{1} << 16 : size_t{1} << 20, quick ? 5 : 40, spin);
+    }
   const size_t d = quick ? size_t{1} << 14 : size_t{1} << 20;
-  for (size_t n : {size_t{16}, size_t{64}})
+  for (size_t n : sharded_only ? std::vector<size_t>{} : std::vector<size_t>{16, 64})
     for (std::string rule : {"mean", "median", "krum", "gram"}) {
       bench::note("robust " + rule + " n=" + std::to_string(n) + " d=" + std::to_string(d));
       bench_robust(rule, n, d, quick ? 2 : 5);

@@ -71,6 +71,11 @@ struct run_context {
   /// (engines/gossip.hpp). Protocols with a server ignore it: the runner
   /// wraps their workers in attack decorators instead (engines/byzantine.hpp).
   std::string byzantine;
+  /// How many slices a round server splits an element-wise combine into
+  /// (engines/combiners.hpp): 0 = auto (one per scheduler thread when the
+  /// model is large enough to pay for the messages), 1 = never split, K = K
+  /// slices whatever the size (tests use it to split tiny models).
+  size_t combine_shards = 0;
 };
 
 /// Spawns a protocol actor running `fun(self, ctx, xs...)`: detached when its

@@ -11,6 +11,7 @@
 #include <optional>
 #include <stdexcept>
 
+#include "engines/combiners.hpp"
 #include "engines/compressors.hpp"
 #include "gpu/assert.hpp"
 
@@ -27,6 +28,8 @@ struct server_state : protocol_state {
   std::vector<bool> awaiting;
   std::vector<std::optional<round_reply>> replies;
   bool stop_requested = false;
+  /// The combiners of a split combine (combine_slice), spawned on first use.
+  std::optional<combiner_pool> combiners;
 };
 
 using server_pointer = protocol_actor::stateful_pointer<server_state>;
@@ -55,23 +58,14 @@ void next_or_finish(server_pointer self) {
     start_round(self);
 }
 
-// rule.combine over the round's replies, then the checks and what follows.
-void combine_round(server_pointer self, std::vector<round_reply> replies) {
+// What follows a round's combine: the rule's log, the finite check, the
+// step's bookkeeping, maybe an evaluation, then the next round.
+void after_combine(server_pointer self, bool finite) {
   auto& st = self->state;
-  try {
-    // A reply in other memory (a CPU worker under a GPU server, a worker
-    // on another GPU) is brought to the server's backend once.
-    for (auto& r : replies)
-      r.values = st.be->adopt(r.values);
-    st.w = st.rule.combine(*st.be, st.w, replies, st.round_id);
-  } catch (const std::exception& e) {
-    fail_run(self, make_error(errc::compute_failed, e.what()));
-    return;
-  }
   if (st.rule.take_log)
     for (auto& line : st.rule.take_log())
       log_line(self, std::move(line));
-  if (!st.be->all_finite(st.w)) {
+  if (!finite) {
     fail_run(self, make_error(errc::non_finite,
                               "weights after step " + std::to_string(st.tracker.step())
                                 + " contain NaN or Inf (learning rate too large?)"));
@@ -82,6 +76,88 @@ void combine_round(server_pointer self, std::vector<round_reply> replies) {
     evaluate(self, st.w, round_metrics(self), [self] { next_or_finish(self); });
   else
     next_or_finish(self);
+}
+
+// How many slices this round's combine is split into (1: not split).
+size_t combine_slices_for(server_pointer self) {
+  auto& st = self->state;
+  if (!st.rule.combine_slice || st.be->kind() != memory_kind::host)
+    return 1;
+  return combine_slices(st.ctx.combine_shards, st.w.size(),
+                        self->system().scheduler().num_workers());
+}
+
+// rule.combine_slice over `slices` slices of w: one on this actor, the
+// others on the combiners (combiners.hpp); each slice also checks that
+// what it wrote is finite, so no second pass over w+ is needed.
+void combine_split(server_pointer self, std::vector<round_reply> replies, size_t slices) {
+  auto& st = self->state;
+  if (!st.combiners || st.combiners->helpers() + 1 < slices)
+    st.combiners.emplace(self->system(), caf::actor_cast<caf::actor>(self), slices - 1,
+                         st.ctx.backend, st.ctx.device);
+  struct round_data {
+    buffer w;
+    std::vector<round_reply> replies;
+    mutable_buffer out;
+  };
+  auto data = std::make_shared<round_data>();
+  data->w = st.w;
+  data->replies = std::move(replies);
+  data->out = st.be->allocate(st.w.size());
+  auto task = std::make_shared<sliced_task>();
+  task->bounds = slice_bounds(st.w.size(), slices);
+  task->run = [data, fn = st.rule.combine_slice, round = st.round_id](backend& be, size_t lo,
+                                                                      size_t hi) {
+    auto cut = [lo, hi](cview x) { return cview{x.data + lo, hi - lo, x.kind, x.ops}; };
+    std::vector<cview> values;
+    values.reserve(data->replies.size());
+    for (auto& r : data->replies) {
+      if (r.values.size() != data->w.size())
+        throw std::invalid_argument("a reply of " + std::to_string(r.values.size())
+                                    + " floats for a model of " + std::to_string(data->w.size()));
+      values.push_back(cut(r.values));
+    }
+    view out = data->out.span();
+    view slice{out.data + lo, hi - lo, out.kind, out.ops};
+    fn(be, cut(data->w), values, data->replies, slice, round);
+    return be.all_finite(slice);
+  };
+  const int64_t round = st.round_id;
+  st.combiners->run(
+    self, *st.be, task,
+    [self, round, data](bool finite) {
+      auto& st = self->state;
+      if (!st.tracker.running() || round != st.round_id)
+        return;
+      st.w = std::move(data->out).freeze();
+      after_combine(self, finite);
+    },
+    [self, round](const caf::error& err) {
+      auto& st = self->state;
+      if (!st.tracker.running() || round != st.round_id)
+        return;
+      fail_run(self, err);
+    });
+}
+
+// rule.combine over the round's replies, then the checks and what follows.
+void combine_round(server_pointer self, std::vector<round_reply> replies) {
+  auto& st = self->state;
+  try {
+    // A reply in other memory (a CPU worker under a GPU server, a worker
+    // on another GPU) is brought to the server's backend once.
+    for (auto& r : replies)
+      r.values = st.be->adopt(r.values);
+    if (auto slices = combine_slices_for(self); slices > 1) {
+      combine_split(self, std::move(replies), slices);
+      return;
+    }
+    st.w = st.rule.combine(*st.be, st.w, replies, st.round_id);
+  } catch (const std::exception& e) {
+    fail_run(self, make_error(errc::compute_failed, e.what()));
+    return;
+  }
+  after_combine(self, st.be->all_finite(st.w));
 }
 
 // The rule's reducer averages the replies where they live (an all-reduce
@@ -176,7 +252,9 @@ void on_error(server_pointer self, int64_t round, size_t i, const caf::error& er
 
 class server_asker final : public round_asker {
 public:
-  server_asker(server_pointer self, int64_t round) : self_(self), round_(round) {}
+  // `now`: when this round's requests leave (one clock read per round).
+  server_asker(server_pointer self, int64_t round, caf::actor_clock::time_point now)
+    : self_(self), round_(round), now_(now) {}
 
   void gradient(size_t i, const weights& w) override {
     auto self = self_;
@@ -247,11 +325,12 @@ private:
   // The reply's deadline (the request itself goes untimed: deadlines.hpp).
   void expect(size_t i) {
     auto& st = self_->state;
-    st.deadlines.expect(i, self_->clock().now(), st.ctx.plan.timeout);
+    st.deadlines.expect(i, now_, st.ctx.plan.timeout);
   }
   void sent(const weights& w) { self_->state.tracker.add_bytes(static_cast<int64_t>(w.values.wire_bytes())); }
   server_pointer self_;
   int64_t round_;
+  caf::actor_clock::time_point now_;
 };
 
 void start_round(server_pointer self) {
@@ -284,7 +363,7 @@ void start_round(server_pointer self) {
   if (st.rule.broadcast)
     if (auto payload = st.rule.broadcast(); !payload.empty())
       w = weights{-1, st.tracker.step(), std::move(payload), true};
-  server_asker asker(self, st.round_id);
+  server_asker asker(self, st.round_id, self->clock().now());
   for (size_t i = 0; i < n; ++i)
     if (st.awaiting[i])
       st.rule.ask(asker, i, w, st.round_id);
@@ -362,6 +441,21 @@ protocol_actor::behavior_type server_behavior(server_pointer self, run_context c
 }
 
 } // namespace
+
+std::function<buffer(backend&, const buffer& w, const std::vector<round_reply>&, int64_t round)>
+combine_whole(const round_rule& rule) {
+  CHORUS_ASSERT(rule.combine_slice, "combine_whole needs a rule with combine_slice");
+  return [fn = rule.combine_slice](backend& be, const buffer& w,
+                                   const std::vector<round_reply>& replies, int64_t round) {
+    std::vector<cview> values;
+    values.reserve(replies.size());
+    for (auto& r : replies)
+      values.push_back(r.values);
+    auto out = be.allocate(w.size());
+    fn(be, w, values, replies, out.span(), round);
+    return std::move(out).freeze();
+  };
+}
 
 protocol_actor spawn_round_server(caf::actor_system& sys, run_context ctx, round_rule rule) {
   CHORUS_ASSERT(rule.ask && rule.combine, "a round rule needs ask and combine");

@@ -54,6 +54,19 @@ struct round_rule {
   /// New weights from the current ones and the replies (in rank order).
   std::function<buffer(backend&, const buffer& w, const std::vector<round_reply>&, int64_t round)>
     combine;
+  /// Optional: `combine` written for one slice of the coordinates, for
+  /// rules whose update is element-wise (coordinate j of the result needs
+  /// coordinate j of w and of the replies only). `w`, `values` (one per
+  /// reply, in the order of `replies`) and `out` are the slice; `replies`
+  /// are whole (for their sender, loss and samples). When set, the server
+  /// splits the combine of a large host-memory model over several combiner
+  /// actors (engines/combiners.hpp, run_context::combine_shards); `combine`
+  /// is still used where it does not split (device memory, a small model).
+  /// Both must compute the same thing: combine_whole() below derives
+  /// `combine` from this.
+  std::function<void(backend&, cview w, const std::vector<cview>& values,
+                     const std::vector<round_reply>& replies, view out, int64_t round)>
+    combine_slice;
   /// Optional: protocol metrics added to every metrics row.
   std::function<std::map<std::string, double>()> metrics;
   /// Optional: an actor that averages the replies' values where they live
@@ -84,6 +97,10 @@ struct round_rule {
   /// combine.
   std::function<std::vector<std::string>()> take_log;
 };
+
+/// A `combine` that runs `rule.combine_slice` over all of w at once.
+std::function<buffer(backend&, const buffer& w, const std::vector<round_reply>&, int64_t round)>
+combine_whole(const round_rule& rule);
 
 /// Spawns the round server for `rule`.
 protocol_actor spawn_round_server(caf::actor_system& sys, run_context ctx, round_rule rule);

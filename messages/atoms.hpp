@@ -62,6 +62,8 @@ using honest_atom = caf::atom_constant<caf::atom("honest")>;
 using expire_atom = caf::atom_constant<caf::atom("expire")>;
 /// A protocol's deadline clock: one tick per period (engines/deadlines.hpp).
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
+/// A combiner shard: compute your slice of the round's combine.
+using combine_atom = caf::atom_constant<caf::atom("combine")>;
 
 constexpr compute_atom compute_atom_v{};
 constexpr local_atom local_atom_v{};
@@ -75,6 +77,7 @@ constexpr log_atom log_atom_v{};
 constexpr flush_atom flush_atom_v{};
 constexpr ok_atom ok_atom_v{};
 constexpr tick_atom tick_atom_v{};
+constexpr combine_atom combine_atom_v{};
 constexpr gossip_atom gossip_atom_v{};
 constexpr report_atom report_atom_v{};
 constexpr reduce_atom reduce_atom_v{};

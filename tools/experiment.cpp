@@ -243,6 +243,7 @@ run_context make_context(const experiment_config& cfg, const train_test& data,
   ctx.shards = std::make_shared<const partition>(parts);
   ctx.backend = cfg.backend;
   ctx.device = cfg.devices.front();
+  ctx.combine_shards = static_cast<size_t>(std::max(cfg.combine_shards, 0));
   ctx.link = link_spec::parse(cfg.link);
   // Decentralized protocols carry --byzantine out in their peers; the
   // others get attack decorators around their workers (run_checked).
@@ -278,6 +279,8 @@ std::string to_json(const experiment_config& cfg) {
     .raw("threads", cfg.threads == 0 ? json_quote("auto") : std::to_string(cfg.threads))
     .raw("spin_polls", cfg.spin_polls == 0 ? json_quote("auto") : std::to_string(cfg.spin_polls))
     .add("scheduler", cfg.scheduler)
+    .raw("combine_shards",
+         cfg.combine_shards == 0 ? json_quote("auto") : std::to_string(cfg.combine_shards))
     .add("eval_every", cfg.eval_every)
     .add("target_acc", cfg.target_acc)
     .add("timeout_ms", cfg.timeout_ms)

@@ -46,6 +46,7 @@ struct experiment_config {
   uint64_t seed = 1;
   int32_t threads = 0;        ///< CAF scheduler threads; 0: auto (resolve_scheduling)
   int64_t spin_polls = 0;     ///< queue polls before an idle thread naps (actors/system.hpp); 0: auto
+  int32_t combine_shards = 0; ///< slices of a round server's combine (engines/combiners.hpp); 0: auto
   std::string scheduler = "stealing";  ///< CAF scheduler policy, also of started nodes (actors/system.hpp)
   int64_t eval_every = 0;     ///< in steps; 0: twice per epoch
   double target_acc = -1;     ///< <0: none

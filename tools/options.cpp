@@ -206,6 +206,8 @@ std::vector<option_spec> general_options() {
      [](auto& c, auto& v) { c.threads = auto_or_count("threads", v, 256); }},
     {"spin-polls", "N|auto", "idle scheduler threads poll N times before they nap (CAF's default: 100); auto: 100000 for a protocol that waits for every worker each step, in one process, with a thread per worker (sync rounds 1.3-1.5x faster), else 100, which keeps async protocols even [auto]",
      [](auto& c, auto& v) { c.spin_polls = auto_or_count("spin-polls", v, 1000000000); }},
+    {"combine-shards", "K|auto", "split a synchronous round's combine (w - eta mean g, the model mean) by coordinates over K actors, one of them the server, so it runs on K cores; auto: one per scheduler thread while each slice keeps >= 32768 floats, 1: never split [auto]",
+     [](auto& c, auto& v) { c.combine_shards = auto_or_count("combine-shards", v, 256); }},
     {"scheduler", "NAME", "CAF scheduler: stealing | sharing (one queue, idle threads sleep); "
                           "--processes passes it to the nodes. Experimental: sharing made "
                           "cross-process rounds of small models 1.2-1.5x faster, of a 16 MB "

@@ -13,6 +13,8 @@
 
 #include <unistd.h>
 
+#include <Eigen/Dense>
+
 #include "algorithms/leader.hpp"
 #include "tests/algorithms/harness.hpp"
 #include "tests/algorithms/scripted.hpp"
@@ -528,4 +530,106 @@ TEST(leader_sgd, a_run_without_budget_ends_on_stop) {
         [&](caf::error& e) { ADD_FAILURE() << describe(e); });
       EXPECT_TRUE(ended) << "async " << async;
     }
+}
+
+// -- LSGD's stated properties (Teng et al. 2019) ----------------------------------------
+
+namespace {
+
+// Least squares where every worker holds all 256 samples and takes
+// full-batch steps, so each worker's objective is the same f and the pull
+// is the only thing that differs between replicas. w_ls, the minimizer of
+// f, in closed form: the normal equations X^T X w = X^T y solved in double.
+struct full_batch_lsq {
+  train_test data = make_least_squares(256, 64, 8, 0.1, 17);
+  std::vector<float> w_ls;
+
+  full_batch_lsq() {
+    const auto& d = *data.train;
+    const int64_t p = d.num_features;
+    Eigen::MatrixXd xtx = Eigen::MatrixXd::Zero(p, p);
+    Eigen::VectorXd xty = Eigen::VectorXd::Zero(p);
+    for (int64_t i = 0; i < d.size(); ++i) {
+      Eigen::Map<const Eigen::VectorXf> x(d.sample(i), p);
+      Eigen::VectorXd xd = x.cast<double>();
+      xtx += xd * xd.transpose();
+      xty += xd * static_cast<double>(d.y[static_cast<size_t>(i)]);
+    }
+    Eigen::VectorXd w = xtx.ldlt().solve(xty);
+    for (int64_t j = 0; j < p; ++j)
+      w_ls.push_back(static_cast<float>(w[j]));
+  }
+
+  // LSGD from `start` (every replica), `rounds` rounds, lambda, tau 2.
+  run_summary run(const std::vector<float>& start, int64_t rounds, const std::string& lambda,
+                  int workers = 4) {
+    graph g;
+    for (int i = 0; i < workers; ++i) {
+      worker_config wc;
+      wc.rank = i;
+      wc.model = "linear";
+      wc.data = data.train;
+      wc.batch = static_cast<int32_t>(data.train->size());
+      wc.order = sampling::sequential;
+      g.add_worker(wc);
+    }
+    worker_config ec;
+    ec.model = "linear";
+    ec.data = data.test;
+    g.set_evaluator(ec);
+    g.ctx.plan.steps = rounds;
+    g.ctx.plan.lr = 0.1f;
+    g.ctx.plan.options = {{"lambda", lambda}, {"tau", "2"}};
+    g.ctx.initial = buffer::from(start);
+    auto s = g.run(spawn_leader_sgd(g.ts.sys, g.ctx));
+    EXPECT_TRUE(s) << describe(s.error());
+    return s ? *s : run_summary{};
+  }
+};
+
+double max_abs_diff(const buffer& a, const std::vector<float>& b) {
+  double out = 0;
+  for (size_t j = 0; j < b.size(); ++j)
+    out = std::max(out, double(std::fabs(a[j] - b[j])));
+  return out;
+}
+
+} // namespace
+
+// (a) The pull leaves stationary points unchanged: at w_ls every gradient is
+// zero and every replica equals the leader, so x_i - eta (g_i + lambda (x_i
+// - x_leader)) = x_i: after 40 rounds with a strong pull every replica is
+// still at w_ls (the output is the leader's x, and leader_distance, the mean
+// ||x_i - x_leader||^2, is 0). From a point off w_ls the same run moves
+// (so the check is not vacuous) toward w_ls.
+TEST(leader_sgd, replicas_that_start_at_a_stationary_point_stay_there) {
+  full_batch_lsq p;
+  auto s = p.run(p.w_ls, 40, "0.5");
+  EXPECT_LT(max_abs_diff(s.final_weights, p.w_ls), 1e-5);
+  EXPECT_LT(metric(s, "leader_distance"), 1e-10);
+  auto off = p.w_ls;
+  for (auto& v : off)
+    v += 0.5f;
+  auto moved = p.run(off, 40, "0.5");
+  EXPECT_GT(max_abs_diff(moved.final_weights, off), 0.1);
+  EXPECT_LT(max_abs_diff(moved.final_weights, p.w_ls), max_abs_diff(buffer::from(off), p.w_ls));
+}
+
+// (b) The pull moves replicas toward the leader: workers on different iid
+// shards with small batches drift apart under plain local SGD (lambda 0);
+// with the leader pull the mean squared distance to the leader is far
+// smaller, from the same start, data and sampling.
+TEST(leader_sgd, the_pull_moves_the_replicas_toward_the_leader) {
+  lsq_run unpulled;
+  unpulled.options = {{"lambda", "0"}};
+  lsq_run pulled;
+  pulled.options = {{"lambda", "2"}};
+  auto a = train_lsq(spawn_leader_sgd, unpulled);
+  auto b = train_lsq(spawn_leader_sgd, pulled);
+  const double apart = metric(a, "leader_distance");
+  const double together = metric(b, "leader_distance");
+  RecordProperty("leader_distance_lambda0", std::to_string(apart));
+  RecordProperty("leader_distance_lambda2", std::to_string(together));
+  EXPECT_GT(apart, 0);  // without a pull the replicas differ (symmetry is broken by the data)
+  EXPECT_LT(together, 0.25 * apart) << "lambda 0: " << apart << ", lambda 2: " << together;
 }
