@@ -7,6 +7,7 @@
 #include <chrono>
 #include <new>
 #include <numeric>
+#include <optional>
 #include <random>
 
 #include <time.h>
@@ -39,6 +40,11 @@ struct worker_state {
   // so a batch never straddles two permutations: it may be short at the end
   // of a pass only if the shard is smaller than a batch).
   std::pair<const int64_t*, int64_t> next_batch() {
+    if (drawn) {
+      auto b = *drawn;
+      drawn.reset();
+      return b;
+    }
     const auto batch = static_cast<size_t>(cfg.batch);
     if (cursor + batch > order.size()) {
       if (cfg.order == sampling::shuffle)
@@ -49,6 +55,20 @@ struct worker_state {
     const int64_t* first = order.data() + cursor;
     cursor += n;
     return {first, static_cast<int64_t>(n)};
+  }
+
+  // A batch drawn ahead by prefetch_next, the next one next_batch returns.
+  std::optional<std::pair<const int64_t*, int64_t>> drawn;
+
+  // Draws the next batch now and lets the model gather its samples
+  // (model::prefetch): called after a gradient's reply has left, so the
+  // gather overlaps the requester's combine instead of delaying the next
+  // step. The batches drawn, and their order, are the same as without it.
+  void prefetch_next() {
+    if (drawn || order.empty())
+      return;
+    drawn = next_batch();
+    net->prefetch(*cfg.data, drawn->first, drawn->second);
   }
 
   caf::error check_weights(const weights& w) const {
@@ -195,9 +215,15 @@ worker_actor::behavior_type worker_behavior(worker_pointer self, worker_config c
         auto extra = injected_extra(st, started);
         if (!std::isfinite(loss) || !st.be->all_finite(g.span()))
           return st.non_finite("gradient", w.step);
-        return reply(self, arrived, extra,
-                     gradient{st.cfg.rank, w.step, std::move(g).freeze(), static_cast<float>(loss),
-                              static_cast<int32_t>(n)});
+        gradient out{st.cfg.rank, w.step, std::move(g).freeze(), static_cast<float>(loss),
+                     static_cast<int32_t>(n)};
+        if (st.cfg.inject.delays())
+          return reply(self, arrived, extra, std::move(out));
+        // Reply now, then gather the next batch while the requester works.
+        auto promise = self->make_response_promise<gradient>();
+        promise.deliver(std::move(out));
+        st.prefetch_next();
+        return caf::delegated<gradient>{};
       });
     },
     [=](local_atom, weights& w, local_plan plan) -> caf::result<local_result> {

@@ -198,6 +198,19 @@ public:
     return r;
   }
 
+  void prefetch(const dataset& d, const int64_t* idx, int64_t n) override {
+    staged_.clear();
+    if (!idx || n <= 0 || d.is_sparse() || d.num_features != d_)
+      return;
+    try {
+      load_inputs(d, idx, 0, n);
+    } catch (const std::exception&) {
+      return;  // the loss_grad that reads this batch reports it
+    }
+    staged_.assign(idx, idx + n);
+    staged_from_ = &d;
+  }
+
   double flops_per_sample() const override {
     // Forward: 2 flops per multiply-add. Backward: weight gradient (2) plus
     // the gradient to the layer below (2), except the first layer, which has
@@ -234,6 +247,12 @@ private:
   // A sparse dataset fills rows_ instead and returns an empty map (d x 0),
   // which only the dense branches would read.
   cmat_map load_inputs(const dataset& d, const int64_t* idx, int64_t start, int64_t m) {
+    if (staged_matches(d, idx, start, m)) {
+      staged_.clear();
+      sparse_batch_ = false;
+      return cmat_map(x_.at_least(d_ * m), d_, m);
+    }
+    staged_.clear();
     sparse_batch_ = d.is_sparse();
     if (sparse_batch_) {
       rows_.resize(static_cast<size_t>(m));  // no reallocation below capacity
@@ -253,6 +272,13 @@ private:
       std::memcpy(x + j * d_, d.sample(s), static_cast<size_t>(d_) * sizeof(float));
     }
     return cmat_map(x, d_, m);
+  }
+
+  // Whether x_ already holds samples idx[start, start + m) of d (prefetch).
+  bool staged_matches(const dataset& d, const int64_t* idx, int64_t start, int64_t m) const {
+    return !staged_.empty() && idx && start == 0 && staged_from_ == &d
+           && static_cast<size_t>(m) == staged_.size()
+           && std::equal(staged_.begin(), staged_.end(), idx);
   }
 
   // Row s of a sparse dataset, its index and columns checked against d.
@@ -352,6 +378,8 @@ private:
   int64_t num_params_ = 0;
   std::vector<layer> layers_;
   workspace x_;                    // gathered inputs, d x n
+  std::vector<int64_t> staged_;    // the samples prefetch gathered into x_; empty: none
+  const dataset* staged_from_ = nullptr;
   bool sparse_batch_ = false;      // the current batch is rows_, not x
   std::vector<sparse_row> rows_;   // the current sparse batch, one row per sample
   std::vector<workspace> act_;     // per layer: activations, out x n

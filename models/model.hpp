@@ -51,6 +51,13 @@ public:
   /// null: then n must be d.size()).
   virtual eval_result evaluate(const float* w, const dataset& d,
                                const int64_t* idx, int64_t n) = 0;
+  /// Optional: gathers samples idx[0..n) of d into the model's own batch
+  /// memory now, so that the next loss_grad or evaluate on exactly these
+  /// samples (same dataset, same indices) skips the gather. A worker calls
+  /// it right after it replied, while its requester combines. Any other
+  /// batch in between drops what was staged. Never throws (a bad index is
+  /// reported by the loss_grad that reads it). Default: nothing.
+  virtual void prefetch(const dataset& /*d*/, const int64_t* /*idx*/, int64_t /*n*/) {}
   /// Floating point operations of one loss_grad per sample (for throughput
   /// bounds in benchmarks).
   virtual double flops_per_sample() const = 0;

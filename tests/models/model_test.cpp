@@ -258,6 +258,35 @@ TEST_P(model_contract, indices_and_contiguous_batches_agree) {
   }
 }
 
+// model::prefetch stages a batch's inputs; the next loss_grad on exactly
+// those samples uses them, any other batch is gathered afresh. Both give
+// the gradient of a plain loss_grad, bit for bit (a stale staged batch
+// would give the first batch's gradient for the second).
+TEST_P(model_contract, a_prefetched_batch_gives_the_same_gradient_and_a_different_one_is_not_reused) {
+  const std::vector<int64_t> first{0, 3, 5, 7}, second{1, 2, 4, 6};
+  auto grad = [&](const std::vector<int64_t>& idx, std::vector<float>& g) {
+    return model_->loss_grad(w_.data(), data_, idx.data(), 4, g.data());
+  };
+  std::vector<float> plain1(w_.size()), plain2(w_.size()), got(w_.size());
+  const double l1 = grad(first, plain1), l2 = grad(second, plain2);
+  ASSERT_NE(plain1, plain2);  // the two batches are told apart
+
+  model_->prefetch(data_, first.data(), 4);
+  EXPECT_EQ(grad(first, got), l1);
+  EXPECT_EQ(got, plain1);
+  model_->prefetch(data_, first.data(), 4);
+  EXPECT_EQ(grad(second, got), l2);  // staged for another batch: not reused
+  EXPECT_EQ(got, plain2);
+  model_->prefetch(data_, first.data(), 4);
+  model_->evaluate(w_.data(), data_, second.data(), 4);  // another batch in between
+  EXPECT_EQ(grad(first, got), l1);
+  EXPECT_EQ(got, plain1);
+  // A bad index is left to the loss_grad that reads it.
+  const std::vector<int64_t> bad{0, 1, 2, n + 5};
+  EXPECT_NO_THROW(model_->prefetch(data_, bad.data(), 4));
+  EXPECT_THROW(grad(bad, got), std::invalid_argument);
+}
+
 TEST_P(model_contract, evaluate_loss_matches_loss_grad) {
   std::vector<float> g(w_.size());
   double loss = model_->loss_grad(w_.data(), data_, idx_.data(), n, g.data());

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstdio>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
@@ -33,6 +34,29 @@ inline std::string temp_path(const std::string& name) {
 inline std::string read_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+/// What a shell command line printed, stdout and stderr together, and its
+/// exit status (-1: it did not exit normally).
+struct shell_outcome {
+  int status = -1;
+  std::string output;
+};
+
+/// Runs `line` with /bin/sh, the build's folder first on PATH (so `chorus`
+/// in it is the binary under test), and waits for it.
+inline shell_outcome run_shell(const std::string& line) {
+  std::string cmd = "PATH=" + std::string(CHORUS_BINARY_DIR) + ":$PATH; " + line + " 2>&1";
+  shell_outcome out;
+  FILE* pipe = ::popen(cmd.c_str(), "r");
+  if (pipe == nullptr)
+    return out;
+  char chunk[4096];
+  while (size_t n = std::fread(chunk, 1, sizeof(chunk), pipe))
+    out.output.append(chunk, n);
+  int raw = ::pclose(pipe);
+  out.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+  return out;
 }
 
 /// Polls `ok` every 20 ms; false after `limit` (a guard against a hang, not

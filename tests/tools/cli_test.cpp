@@ -11,26 +11,17 @@
 
 #include "data/npy.hpp"
 
+#include "tests/tools/chorus_process.hpp"
+
+namespace test = chorus::test;
+
 namespace {
 
-struct outcome {
-  int status = -1;
-  std::string output;  // stdout and stderr together
-};
+using outcome = test::shell_outcome;
 
 // Runs `prefix` chorus `args` in a shell.
 outcome run_prefixed(const std::string& prefix, const std::string& args) {
-  std::string cmd = prefix + std::string(CHORUS_BINARY_DIR) + "/chorus " + args + " 2>&1";
-  outcome out;
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (pipe == nullptr)
-    return out;
-  std::array<char, 4096> chunk;
-  while (size_t n = fread(chunk.data(), 1, chunk.size(), pipe))
-    out.output.append(chunk.data(), n);
-  int raw = pclose(pipe);
-  out.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-  return out;
+  return test::run_shell(prefix + "chorus " + args);
 }
 
 outcome run(const std::string& args) { return run_prefixed("", args); }

@@ -17,27 +17,16 @@
 
 #include "tests/memory_bound.hpp"
 
+#include "tests/tools/chorus_process.hpp"
+
+namespace test = chorus::test;
+
 namespace {
 
-struct outcome {
-  int status = -1;
-  std::string output;  // stdout and stderr together
-};
+using outcome = test::shell_outcome;
 
 // Runs a shell command line; `chorus` in it stands for the built binary.
-outcome run_sh(const std::string& line) {
-  std::string cmd = "PATH=" + std::string(CHORUS_BINARY_DIR) + ":$PATH; " + line + " 2>&1";
-  outcome out;
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (pipe == nullptr)
-    return out;
-  std::array<char, 4096> chunk;
-  while (size_t n = fread(chunk.data(), 1, chunk.size(), pipe))
-    out.output.append(chunk.data(), n);
-  int raw = pclose(pipe);
-  out.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-  return out;
-}
+outcome run_sh(const std::string& line) { return test::run_shell(line); }
 
 // `chorus train ARGS` with at most `kib` KiB of address space.
 outcome train_bounded(const std::string& args, long kib) {

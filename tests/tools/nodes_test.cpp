@@ -57,6 +57,43 @@ double field(const std::string& json, const std::string& key) {
   return std::strtod(json.c_str() + at + key.size() + 3, nullptr);
 }
 
+// The same run in one process and over `processes` node processes
+// (`extra` added to the second only), each into an out dir of its own.
+struct one_and_many {
+  std::string error;       ///< why a run failed; empty: both exited 0
+  std::string model_one;   ///< model.npy of the one-process run
+  std::string model_many;  ///< model.npy of the run over the nodes
+  std::string summary;     ///< the multi-process run's summary line
+  std::string log;         ///< the multi-process run's stderr
+  std::string out_dir;     ///< the multi-process run's out dir
+};
+
+one_and_many run_one_and_many(const std::string& name, const std::vector<std::string>& args,
+                              int processes, const std::vector<std::string>& extra = {}) {
+  one_and_many r;
+  auto one = temp_path(name + "_one"), many = temp_path(name + "_many");
+  chorus_process a(args + std::vector<std::string>{"--out", one}, one + "_log");
+  if (a.wait() != 0) {
+    r.error = "one process: " + a.err();
+    return r;
+  }
+  chorus_process b(args + std::vector<std::string>{"--out", many, "--processes",
+                                                   std::to_string(processes)} + extra,
+                   many + "_log");
+  if (b.wait() != 0) {
+    r.error = std::to_string(processes) + " processes: " + b.err();
+    return r;
+  }
+  r.model_one = read_text(one + "/model.npy");
+  r.model_many = read_text(many + "/model.npy");
+  r.summary = last_line(b.out());
+  r.log = b.err();
+  r.out_dir = many;
+  if (r.model_one.size() < 1000)
+    r.error = "no model.npy from the one-process run";
+  return r;
+}
+
 // The pids of the node processes a coordinator's log names ("node 1 (host:PID at ...").
 std::vector<int> node_pids(const std::string& err) {
   std::vector<int> pids;
@@ -100,22 +137,15 @@ struct node_child {
 TEST(Nodes, SyncSgdOverTwoProcessesGivesTheSameWeightsAsOneProcess) {
   // The round server averages the gradients in rank order wherever they
   // were computed, and buffers cross processes as raw bytes: bit-identical.
-  auto one = temp_path("one_process"), two = temp_path("two_processes");
-  chorus_process a(small_run("sync_sgd", 2) + std::vector<std::string>{"--out", one}, one + "_log");
-  ASSERT_EQ(a.wait(), 0) << a.err();
-  chorus_process b(small_run("sync_sgd", 2) + std::vector<std::string>{"--out", two, "--processes", "2"},
-                   two + "_log");
-  ASSERT_EQ(b.wait(), 0) << b.err();
-  auto wa = read_text(one + "/model.npy"), wb = read_text(two + "/model.npy");
-  ASSERT_GT(wa.size(), 1000u);
-  EXPECT_EQ(wa, wb) << "weights differ between one process and two";
-  auto summary = last_line(b.out());
-  EXPECT_EQ(field(summary, "workers_lost"), 0);
-  EXPECT_NE(summary.find("\"nodes\":[{\"node\":0"), std::string::npos) << summary;
-  EXPECT_GT(field(summary, "bytes_sent"), 0);
+  auto r = run_one_and_many("sync", small_run("sync_sgd", 2), 2);
+  ASSERT_EQ(r.error, "");
+  EXPECT_EQ(r.model_one, r.model_many) << "weights differ between one process and two";
+  EXPECT_EQ(field(r.summary, "workers_lost"), 0);
+  EXPECT_NE(r.summary.find("\"nodes\":[{\"node\":0"), std::string::npos) << r.summary;
+  EXPECT_GT(field(r.summary, "bytes_sent"), 0);
   // Each node hosted one worker, as round-robin places them.
-  EXPECT_NE(b.err().find("node 0 ("), std::string::npos);
-  EXPECT_NE(b.err().find("): workers 1"), std::string::npos) << b.err();
+  EXPECT_NE(r.log.find("node 0 ("), std::string::npos);
+  EXPECT_NE(r.log.find("): workers 1"), std::string::npos) << r.log;
 }
 
 TEST(Nodes, GossipPeersLiveBesideTheirWorkersAndMatchOneProcess) {
@@ -123,18 +153,12 @@ TEST(Nodes, GossipPeersLiveBesideTheirWorkersAndMatchOneProcess) {
   // coordinator only counts reports and fetches models when it evaluates.
   // Synchronous gossip is deterministic, so the model equals the one-process
   // run's bit for bit.
-  auto one = temp_path("gossip_one"), three = temp_path("gossip_three");
-  auto args = small_run("gossip_sgd", 3) + std::vector<std::string>{"--topology", "ring"};
-  chorus_process a(args + std::vector<std::string>{"--out", one}, one + "_log");
-  ASSERT_EQ(a.wait(), 0) << a.err();
-  chorus_process b(args + std::vector<std::string>{"--out", three, "--processes", "3"}, three + "_log");
-  ASSERT_EQ(b.wait(), 0) << b.err();
-  auto wa = read_text(one + "/model.npy"), wb = read_text(three + "/model.npy");
-  ASSERT_GT(wa.size(), 1000u);
-  EXPECT_EQ(wa, wb) << "gossip over 3 processes differs from one process";
+  auto r = run_one_and_many("gossip", small_run("gossip_sgd", 3) + std::vector<std::string>{"--topology", "ring"}, 3);
+  ASSERT_EQ(r.error, "");
+  EXPECT_EQ(r.model_one, r.model_many) << "gossip over 3 processes differs from one process";
   // No worker traffic went through the coordinator's stand-ins: each peer
   // asks its own worker, in its own process.
-  auto summary = last_line(b.out());
+  const auto& summary = r.summary;
   for (int n = 0; n < 3; ++n)
     EXPECT_NE(summary.find("\"node\":" + std::to_string(n) + ","), std::string::npos) << summary;
   size_t zero_links = 0;
@@ -146,16 +170,11 @@ TEST(Nodes, GossipPeersLiveBesideTheirWorkersAndMatchOneProcess) {
 TEST(Nodes, TheSharingSchedulerReachesTheNodesAndChangesNoWeight) {
   // --scheduler sharing goes to the node processes on their command line (a
   // node that refused it would fail the run); scheduling changes no number.
-  auto one = temp_path("stealing_one"), two = temp_path("sharing_two");
-  chorus_process a(small_run("sync_sgd", 2) + std::vector<std::string>{"--out", one}, one + "_log");
-  ASSERT_EQ(a.wait(), 0) << a.err();
-  chorus_process b(small_run("sync_sgd", 2) + std::vector<std::string>{"--out", two, "--processes",
-                                                                       "2", "--scheduler", "sharing"},
-                   two + "_log");
-  ASSERT_EQ(b.wait(), 0) << b.err();
-  EXPECT_EQ(read_text(one + "/model.npy"), read_text(two + "/model.npy"));
-  EXPECT_NE(read_text(two + "/config.json").find("\"scheduler\":\"sharing\""), std::string::npos);
-  EXPECT_EQ(field(last_line(b.out()), "workers_lost"), 0);
+  auto r = run_one_and_many("sharing", small_run("sync_sgd", 2), 2, {"--scheduler", "sharing"});
+  ASSERT_EQ(r.error, "");
+  EXPECT_EQ(r.model_one, r.model_many);
+  EXPECT_NE(read_text(r.out_dir + "/config.json").find("\"scheduler\":\"sharing\""), std::string::npos);
+  EXPECT_EQ(field(r.summary, "workers_lost"), 0);
 }
 
 TEST(Nodes, ANodeRefusesAnUnknownScheduler) {
@@ -169,18 +188,12 @@ TEST(Nodes, CompressedGradientsCrossTheNetworkEncoded) {
   // coordinator receives is the payload; the run equals the one-process run
   // with the same compression bit for bit (encode seeds come from the run
   // seed, the rank and the step).
-  auto one = temp_path("qsgd_one"), two = temp_path("qsgd_two");
-  auto args = small_run("sync_sgd", 2) + std::vector<std::string>{"--compress", "qsgd:4"};
-  chorus_process a(args + std::vector<std::string>{"--out", one}, one + "_log");
-  ASSERT_EQ(a.wait(), 0) << a.err();
-  chorus_process b(args + std::vector<std::string>{"--out", two, "--processes", "2"}, two + "_log");
-  ASSERT_EQ(b.wait(), 0) << b.err();
-  auto wa = read_text(one + "/model.npy"), wb = read_text(two + "/model.npy");
-  ASSERT_GT(wa.size(), 1000u);
-  EXPECT_EQ(wa, wb);
+  auto r = run_one_and_many("qsgd", small_run("sync_sgd", 2) + std::vector<std::string>{"--compress", "qsgd:4"}, 2);
+  ASSERT_EQ(r.error, "");
+  EXPECT_EQ(r.model_one, r.model_many);
   // Weights go out in full (32 bits a value), gradients come back at 4 bits
   // (qsgd:4: sign + 3-bit level) plus headers: well under a quarter.
-  auto summary = last_line(b.out());
+  const auto& summary = r.summary;
   auto sent = summary.find("\"bytes_sent\":", summary.find("\"nodes\""));
   auto received = summary.find("\"bytes_received\":", sent);
   ASSERT_NE(received, std::string::npos) << summary;
@@ -195,17 +208,13 @@ TEST(Nodes, DoubleCompressedLocalSgdCrossesTheNetworkEncodedBothWays) {
   // (error memory, replica of w) sits beside each worker on its node, the
   // coordinator sends and receives payloads; the run equals the one-process
   // run bit for bit.
-  auto one = temp_path("dc_one"), two = temp_path("dc_two");
-  auto args = small_run("local_sgd", 2)
-              + std::vector<std::string>{"--compress", "topk:0.05", "--compress-down", "qsgd:64",
-                                         "--error-feedback", "ef"};
-  chorus_process a(args + std::vector<std::string>{"--out", one}, one + "_log");
-  ASSERT_EQ(a.wait(), 0) << a.err();
-  chorus_process b(args + std::vector<std::string>{"--out", two, "--processes", "2"}, two + "_log");
-  ASSERT_EQ(b.wait(), 0) << b.err();
-  auto wa = read_text(one + "/model.npy"), wb = read_text(two + "/model.npy");
-  ASSERT_GT(wa.size(), 1000u);
-  EXPECT_EQ(wa, wb);
+  auto r = run_one_and_many("dc", small_run("local_sgd", 2)
+                                   + std::vector<std::string>{"--compress", "topk:0.05",
+                                                              "--compress-down", "qsgd:64",
+                                                              "--error-feedback", "ef"},
+                            2);
+  ASSERT_EQ(r.error, "");
+  EXPECT_EQ(r.model_one, r.model_many);
 }
 
 TEST(Nodes, ChocoGossipPeersSendTheirEncodedDifferencesAcrossProcesses) {
@@ -213,22 +222,18 @@ TEST(Nodes, ChocoGossipPeersSendTheirEncodedDifferencesAcrossProcesses) {
   // q_i = C(x_i - x_hat_i) (a payload buffer, raw bytes on the wire); the
   // encodings are seeded by the run seed, the rank and the round, so three
   // processes give the one-process model bit for bit.
-  auto one = temp_path("choco_one"), three = temp_path("choco_three");
-  auto args = small_run("choco_gossip", 3)
-              + std::vector<std::string>{"--topology", "ring", "--compress", "qsgd:4", "--gamma", "0.5"};
-  chorus_process a(args + std::vector<std::string>{"--out", one}, one + "_log");
-  ASSERT_EQ(a.wait(), 0) << a.err();
-  chorus_process b(args + std::vector<std::string>{"--out", three, "--processes", "3"}, three + "_log");
-  ASSERT_EQ(b.wait(), 0) << b.err();
-  auto wa = read_text(one + "/model.npy"), wb = read_text(three + "/model.npy");
-  ASSERT_GT(wa.size(), 1000u);
-  EXPECT_EQ(wa, wb) << "choco_gossip over 3 processes differs from one process";
-  EXPECT_EQ(field(last_line(b.out()), "workers_lost"), 0);
+  auto r = run_one_and_many("choco", small_run("choco_gossip", 3)
+                                      + std::vector<std::string>{"--topology", "ring", "--compress",
+                                                                 "qsgd:4", "--gamma", "0.5"},
+                            3);
+  ASSERT_EQ(r.error, "");
+  EXPECT_EQ(r.model_one, r.model_many) << "choco_gossip over 3 processes differs from one process";
+  EXPECT_EQ(field(r.summary, "workers_lost"), 0);
   // The gossip bytes are the encoded ones: under a quarter of gossip_sgd's.
   chorus_process c(small_run("gossip_sgd", 3) + std::vector<std::string>{"--topology", "ring"},
                    temp_path("gossip_bytes_log"));
   ASSERT_EQ(c.wait(), 0) << c.err();
-  EXPECT_LT(field(last_line(b.out()), "bytes_sent"), field(last_line(c.out()), "bytes_sent") / 4);
+  EXPECT_LT(field(r.summary, "bytes_sent"), field(last_line(c.out()), "bytes_sent") / 4);
 }
 
 // Every protocol family over several processes: gossip (peers talk to

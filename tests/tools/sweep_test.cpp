@@ -14,28 +14,17 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tests/tools/chorus_process.hpp"
+
+namespace test = chorus::test;
+
 namespace {
 
 namespace fs = std::filesystem;
 
-struct outcome {
-  int status = -1;
-  std::string output;  // stdout and stderr together
-};
+using outcome = test::shell_outcome;
 
-outcome run(const std::string& args) {
-  std::string cmd = std::string(CHORUS_BINARY_DIR) + "/chorus " + args + " 2>&1";
-  outcome out;
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (pipe == nullptr)
-    return out;
-  std::array<char, 4096> chunk;
-  while (size_t n = fread(chunk.data(), 1, chunk.size(), pipe))
-    out.output.append(chunk.data(), n);
-  int raw = pclose(pipe);
-  out.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-  return out;
-}
+outcome run(const std::string& args) { return test::run_shell("chorus " + args); }
 
 std::string temp_dir(const std::string& name) {
   auto dir = fs::temp_directory_path() / ("chorus_sweep_" + name + "_" + std::to_string(getpid()));
