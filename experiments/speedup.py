@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Speedup table and figure of issue11_speedup.sh: for each protocol and worker
 count, the wall time (wall_s of metrics.jsonl, evaluations included) of the
-first evaluation with test_acc >= TARGET, mean ± sample std over the seeds
-that reached it, and the speedup T(baseline) / T(n), where the baseline is the
+first evaluation with test_acc >= TARGET (TARGET `end`: of the last
+evaluation, i.e. the whole run), mean ± sample std over the seeds that
+reached it, and the speedup T(baseline) / T(n), where the baseline is the
 mean of the first protocol at the first worker count.
 
-usage: speedup.py RUNS TARGET OUT.png PROTO=LABEL... --workers 1,2,4
-  RUNS/i11s-PROTO-wN/*/seed-*/metrics.jsonl are read (one grid point each).
+usage: speedup.py RUNS TARGET OUT.png|- PROTO=LABEL... --workers 1,2,4
+  RUNS/i11s-PROTO-wN/*/seed-*/metrics.jsonl are read (one grid point each);
+  OUT - writes no figure.
 """
 import glob
 import json
@@ -16,6 +18,8 @@ import sys
 
 
 def first_hit(path, target):
+    """wall_s of the first evaluation reaching target (None: the last one)."""
+    last = None
     with open(path) as f:
         for line in f:
             try:
@@ -23,9 +27,11 @@ def first_hit(path, target):
             except ValueError:
                 break
             acc = row.get("test_acc")
-            if isinstance(acc, (int, float)) and acc >= target:
-                return row["wall_s"]
-    return None
+            if isinstance(acc, (int, float)):
+                last = row["wall_s"]
+                if target is not None and acc >= target:
+                    return last
+    return last if target is None else None
 
 
 def times(runs, proto, n, target):
@@ -52,18 +58,20 @@ def main(argv):
         return 2
     i = argv.index("--workers")
     workers = [int(w) for w in argv[i + 1].split(",")]
-    runs, target, out = argv[1], float(argv[2]), argv[3]
+    runs, out = argv[1], argv[3]
+    target = None if argv[2] == "end" else float(argv[2])
+    what = "the run" if target is None else "test acc %g" % target
     protos = [p.split("=", 1) for p in argv[4:i]]
     if any(len(p) != 2 for p in protos):
         print("speedup.py: protocols are PROTO=LABEL", file=sys.stderr)
         return 2
     base_hits, _ = times(runs, protos[0][0], workers[0], target)
     if not base_hits:
-        print("speedup.py: the baseline (%s, %d workers) never reached %g" % (protos[0][0], workers[0], target),
+        print("speedup.py: the baseline (%s, %d workers) never reached %s" % (protos[0][0], workers[0], what),
               file=sys.stderr)
         return 1
     base = statistics.mean(base_hits)
-    print("| workers | " + " | ".join("%s: s to %g | speedup" % (label, target) for _, label in protos) + " |")
+    print("| workers | " + " | ".join("%s: s to %s | speedup" % (label, "end" if target is None else "%g" % target) for _, label in protos) + " |")
     print("|---|" + "---|---|" * len(protos))
     curves = {label: ([], []) for _, label in protos}
     for n in workers:
@@ -76,6 +84,8 @@ def main(argv):
                 curves[label][0].append(n)
                 curves[label][1].append(speed)
         print("| %d | %s |" % (n, " | ".join(cells)))
+    if out == "-":
+        return 0
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -88,7 +98,7 @@ def main(argv):
     ax.set_xticks(workers)
     ax.set_xticklabels([str(n) for n in workers])
     ax.set_xlabel("workers")
-    ax.set_ylabel("speedup to test acc %g" % target)
+    ax.set_ylabel("speedup (time to %s)" % what)
     ax.set_title("speedup over %s with %d worker(s)" % (protos[0][1], workers[0]), fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
