@@ -46,7 +46,7 @@ def main(argv):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, (ax_b, ax_t) = plt.subplots(1, 2, figsize=(10, 4.2), dpi=80, sharey=True)
-    styles = iter([c + s for s in ("-", "--") for c in "bgrcmyk"] * 3)
+    count = 0
     for sweep in argv[2:]:
         for point in sorted(glob.glob(os.path.join(sweep, "*", ""))):
             seeds = sorted(glob.glob(os.path.join(point, "seed-*", "metrics.jsonl")))
@@ -56,9 +56,11 @@ def main(argv):
             runs = [rows_of(p) for p in seeds]
             n = min(len(r) for r in runs)
             mean = lambda key: [statistics.mean(r[i][key] for r in runs) for i in range(1, n)]
-            style = next(styles)
-            ax_b.plot([b / 1e6 for b in mean("bytes_sent")], mean("test_acc"), style)
-            ax_t.plot(mean("wall_s"), mean("test_acc"), style, label=label)
+            # Colours cycle through 10; local SGD dashed, the rest solid.
+            style = dict(color="C%d" % (count % 10), linestyle="--" if label.startswith("local") else "-")
+            count += 1
+            ax_b.plot([b / 1e6 for b in mean("bytes_sent")], mean("test_acc"), **style)
+            ax_t.plot(mean("wall_s"), mean("test_acc"), label=label, **style)
     ax_b.set_xscale("log")
     ax_b.set_xlabel("MB sent (log)")
     ax_t.set_xlabel("wall s (evaluations included; machine shared)")
