@@ -25,6 +25,23 @@ def fail(msg, status=1):
     sys.exit(status)
 
 
+def parse_limits(flag, text, log):
+    """(lo, hi) from "LO,HI", or None; a clear error (status 2) otherwise."""
+    if text is None:
+        return None
+    parts = text.split(",")
+    try:
+        lo, hi = (float(p) for p in parts) if len(parts) == 2 else (None, None)
+    except ValueError:
+        lo = hi = None
+    if lo is None or not (lo < hi) or lo != lo or hi != hi or abs(lo) == float("inf") \
+            or abs(hi) == float("inf"):
+        fail("%s '%s': give two finite numbers LO,HI with LO < HI" % (flag, text), 2)
+    if log and lo <= 0:
+        fail("%s '%s': a log axis needs LO > 0" % (flag, text), 2)
+    return lo, hi
+
+
 def read_json(path):
     try:
         with open(path) as f:
@@ -131,7 +148,15 @@ def main():
     ap.add_argument("--title", help="title [Y vs X]")
     ap.add_argument("--band", default="minmax", choices=["minmax", "std"],
                     help="spread over seeds: min-max or mean +- sample std [minmax]")
+    ap.add_argument("--logx", action="store_true",
+                    help="log scale on x (points at x <= 0, e.g. bytes before the first round, "
+                         "are left out)")
+    ap.add_argument("--logy", action="store_true", help="log scale on y (points at y <= 0 left out)")
+    ap.add_argument("--xlim", metavar="LO,HI", help="the x range shown")
+    ap.add_argument("--ylim", metavar="LO,HI", help="the y range shown, e.g. 0.7,0.9 for accuracies")
     a = ap.parse_args()
+    xlim = parse_limits("--xlim", a.xlim, a.logx)
+    ylim = parse_limits("--ylim", a.ylim, a.logy)
 
     out = a.out or os.path.join(a.dirs[0] if len(a.dirs) == 1 else ".", "%s-vs-%s.png" % (a.y, a.x))
     if os.path.splitext(out)[1].lower() not in (".png", ".svg", ".pdf"):
@@ -180,6 +205,14 @@ def main():
         line, = ax.plot(grid, mean, label="%s (%d seeds)" % (label, len(curves)))
         ax.fill_between(grid, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
         banded = True
+    if a.logx:
+        ax.set_xscale("log")
+    if a.logy:
+        ax.set_yscale("log")
+    if xlim:
+        ax.set_xlim(*xlim)
+    if ylim:
+        ax.set_ylim(*ylim)
     ax.set_xlabel(X_LABELS[a.x])
     ax.set_ylabel(a.y)
     title = a.title or "%s vs %s" % (a.y, X_LABELS[a.x])

@@ -160,6 +160,12 @@ TEST_F(sweep, plot_draws_a_png_and_an_svg_with_the_labels) {
   auto text = read_text(svg);
   for (auto label : {"batch=16, lr=0.05", "batch=32, lr=0.2", "2 seeds", "test_loss"})
     EXPECT_NE(text.find(label), std::string::npos) << label;
+  // Log axes and ranges, as bytes-vs-accuracy figures want them.
+  auto log_png = fs::path(runs_) / "acc_bytes.png";
+  r = run("plot " + runs_ + "/tiny --x bytes --logx --ylim 0,1 --xlim 1e3,1e9 --out "
+          + log_png.string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(read_text(log_png).substr(1, 3), "PNG");
 }
 
 TEST_F(sweep, plot_errors_are_clear) {
@@ -167,6 +173,15 @@ TEST_F(sweep, plot_errors_are_clear) {
   auto r = run("plot " + runs_ + "/tiny --y no_such_metric --out /tmp/never.png");
   EXPECT_EQ(r.status, 2) << r.output;
   EXPECT_NE(r.output.find("metric 'no_such_metric' is not in"), std::string::npos) << r.output;
+  for (auto bad : {"--ylim 1,0", "--ylim 0.5", "--xlim a,b", "--ylim 0,inf", "--logy --ylim 0,1"}) {
+    r = run("plot " + runs_ + "/tiny " + bad + " --out /tmp/never.png");
+    EXPECT_EQ(r.status, 2) << bad << "\n" << r.output;
+    EXPECT_NE(r.output.find(std::string(bad).find("logy") != std::string::npos
+                              ? "a log axis needs LO > 0"
+                              : "give two finite numbers LO,HI with LO < HI"),
+              std::string::npos)
+      << bad << "\n" << r.output;
+  }
   auto empty = temp_dir("empty");
   fs::create_directories(empty);
   r = run("plot " + empty);
