@@ -87,6 +87,23 @@ size_t combine_slices_for(server_pointer self) {
                         self->system().scheduler().num_workers());
 }
 
+// rule.combine_slice on coordinates [lo, hi) of w, of every reply and of
+// out: the whole combine (combine_whole) and one slice of a split one.
+void combine_range(const decltype(round_rule::combine_slice)& fn, backend& be, cview w,
+                   const std::vector<round_reply>& replies, view out, size_t lo, size_t hi,
+                   int64_t round) {
+  auto cut = [lo, hi](cview x) { return cview{x.data + lo, hi - lo, x.kind, x.ops}; };
+  std::vector<cview> values;
+  values.reserve(replies.size());
+  for (auto& r : replies) {
+    if (r.values.size() != w.size)
+      throw std::invalid_argument("a reply of " + std::to_string(r.values.size())
+                                  + " floats for a model of " + std::to_string(w.size));
+    values.push_back(cut(r.values));
+  }
+  fn(be, cut(w), values, replies, view{out.data + lo, hi - lo, out.kind, out.ops}, round);
+}
+
 // rule.combine_slice over `slices` slices of w: one on this actor, the
 // others on the combiners (combiners.hpp); each slice also checks that
 // what it wrote is finite, so no second pass over w+ is needed.
@@ -108,19 +125,9 @@ void combine_split(server_pointer self, std::vector<round_reply> replies, size_t
   task->bounds = slice_bounds(st.w.size(), slices);
   task->run = [data, fn = st.rule.combine_slice, round = st.round_id](backend& be, size_t lo,
                                                                       size_t hi) {
-    auto cut = [lo, hi](cview x) { return cview{x.data + lo, hi - lo, x.kind, x.ops}; };
-    std::vector<cview> values;
-    values.reserve(data->replies.size());
-    for (auto& r : data->replies) {
-      if (r.values.size() != data->w.size())
-        throw std::invalid_argument("a reply of " + std::to_string(r.values.size())
-                                    + " floats for a model of " + std::to_string(data->w.size()));
-      values.push_back(cut(r.values));
-    }
     view out = data->out.span();
-    view slice{out.data + lo, hi - lo, out.kind, out.ops};
-    fn(be, cut(data->w), values, data->replies, slice, round);
-    return be.all_finite(slice);
+    combine_range(fn, be, data->w, data->replies, out, lo, hi, round);
+    return be.all_finite(view{out.data + lo, hi - lo, out.kind, out.ops});
   };
   const int64_t round = st.round_id;
   st.combiners->run(
@@ -447,12 +454,8 @@ combine_whole(const round_rule& rule) {
   CHORUS_ASSERT(rule.combine_slice, "combine_whole needs a rule with combine_slice");
   return [fn = rule.combine_slice](backend& be, const buffer& w,
                                    const std::vector<round_reply>& replies, int64_t round) {
-    std::vector<cview> values;
-    values.reserve(replies.size());
-    for (auto& r : replies)
-      values.push_back(r.values);
     auto out = be.allocate(w.size());
-    fn(be, w, values, replies, out.span(), round);
+    combine_range(fn, be, w, replies, out.span(), 0, w.size(), round);
     return std::move(out).freeze();
   };
 }
