@@ -726,6 +726,46 @@ TEST(Nodes, NodesReportTheirDevicesInTheHandshakeAndCudaRunsArePlacedByThem) {
   }
 }
 
+// The node's side of --allreduce nccl: it checks its own GPUs against the
+// workers it is asked to host before touching a device, and the node of
+// worker 0 makes the unique id (without a GPU: a refusal saying so).
+TEST(Nodes, ANodeRefusesAnNcclJobItCannotHostSayingWhy) {
+  node_child node("nccl_job", {"--devices", "0"});
+  ASSERT_GT(node.port, 0);
+  caf::actor_system_config sys_cfg;
+  configure_actor_system(sys_cfg, 1);
+  configure_network(sys_cfg, {});
+  caf::actor_system sys{sys_cfg};
+  auto ptr = connect_actor(sys, {"127.0.0.1", static_cast<uint16_t>(node.port)}, {},
+                           std::chrono::seconds(20));
+  ASSERT_TRUE(ptr) << describe(ptr.error());
+  auto handle = caf::actor_cast<node_actor>(*ptr);
+  caf::scoped_actor self{sys};
+  std::string said;
+  self->request(handle, std::chrono::seconds(20), hello_atom_v, std::string{version}, type_table_hash())
+    .receive([](std::string&) {}, [&](caf::error& err) { said = describe(err); });
+  ASSERT_TRUE(said.empty()) << said;
+  std::vector<int32_t> devices;
+  self->request(handle, std::chrono::seconds(20), devices_atom_v)
+    .receive([&](node_devices& d) { devices = d.devices; }, [&](caf::error& err) { said = describe(err); });
+  EXPECT_EQ(devices, (std::vector<int32_t>{0})) << said;
+  auto args = small_run("sync_sgd", 2);
+  args.erase(args.begin());  // "train"
+  args.insert(args.end(), {"--backend", "cuda", "--allreduce", "nccl"});
+  auto host = [&](std::vector<int32_t> ranks) {
+    std::string answer = "hosted";
+    self->request(handle, std::chrono::seconds(60), host_atom_v, node_job{args, std::move(ranks)})
+      .receive([](hosted_workers&) {}, [&](caf::error& err) { answer = describe(err); });
+    return answer;
+  };
+  auto two = host({0, 1});
+  EXPECT_NE(two.find("would host workers 0,1 on 1 GPU(s) [0]"), std::string::npos) << two;
+  if (device::count() == 0) {
+    auto first = host({0});
+    EXPECT_NE(first.find("make_nccl_id"), std::string::npos) << first;
+  }
+}
+
 TEST(Nodes, TheFlagsSentToANodeDescribeTheSameRun) {
   bool help = false;
   auto cfg = parse_train_args({"--algorithm", "local_sgd", "--workers", "6", "--model", "mlp:32,16",
