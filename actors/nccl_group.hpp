@@ -9,7 +9,8 @@
 // Forming. Rank 0 makes the unique id as soon as it starts and sends it to
 // the other ranks in a (join_atom, nccl_unique_id) message; each rank then
 // builds its nccl_comm. The id is a plain serializable payload, so a rank
-// could as well live in another process. The front asks every rank whether
+// can as well live in another process: actors/nccl_nodes.hpp spreads one
+// rank per worker over node processes (spawn_nccl_rank below). The front asks every rank whether
 // it joined (ready_atom) and holds requests until all have.
 //
 // Order. NCCL needs every rank to issue the same collectives in the same
