@@ -18,16 +18,9 @@
 #include "tests/test_util.hpp"
 
 using namespace chorus;
+using chorus::test::ask;
 
 namespace {
-
-template <class T, class Handle, class... Ts>
-caf::expected<T> ask(caf::scoped_actor& self, const Handle& h, Ts... xs) {
-  caf::expected<T> out{caf::error{}};
-  self->request(h, std::chrono::seconds(60), xs...)
-    .receive([&](T& x) { out = std::move(x); }, [&](caf::error& e) { out = std::move(e); });
-  return out;
-}
 
 // What the stand-in ranks saw: the id each one joined with.
 struct rank_log {
@@ -157,44 +150,48 @@ std::pair<Reply, Reply> ask_both(caf::scoped_actor& self, const worker_actor& a,
   return out;
 }
 
+// n stand-in ranks over one hub, and the nodes reducer over them.
+struct fake_group {
+  test::test_system ts;
+  test::actor_guard guard;
+  std::shared_ptr<rank_log> log;
+  std::vector<nccl_rank_actor> ranks;
+  reducer_actor reducer;
+  fake_group(size_t n, std::chrono::milliseconds timeout)
+    : log(std::make_shared<rank_log>(n)), ranks(fake_ranks(ts.sys, guard, log, n)),
+      reducer(guard.add(spawn_nodes_reducer(ts.sys, ranks, timeout))) {}
+};
+
 } // namespace
 
 TEST(NcclNodes, TheIdFromRankZerosNodeReachesEveryRankAndThenTheReducerIsReady) {
-  test::test_system ts;
-  test::actor_guard guard;
-  auto log = std::make_shared<rank_log>(4);
-  auto ranks = fake_ranks(ts.sys, guard, log, 4);
-  auto reducer = guard.add(spawn_nodes_reducer(ts.sys, ranks, std::chrono::seconds(30)));
-  caf::scoped_actor self{ts.sys};
+  fake_group g(4, std::chrono::seconds(30));
+  caf::scoped_actor self{g.ts.sys};
   // Asked before the id is out: the answer waits for every rank's join.
-  auto pending = self->request(reducer, std::chrono::seconds(60), ready_atom_v);
+  auto pending = self->request(g.reducer, std::chrono::seconds(60), ready_atom_v);
   const auto id = some_id(3);
-  distribute_nccl_id(ranks, id);
+  distribute_nccl_id(g.ranks, id);
   bool ready = false;
   std::string why;
   pending.receive([&](ok_atom) { ready = true; }, [&](caf::error& e) { why = describe(e); });
   EXPECT_TRUE(ready) << why;
-  std::lock_guard<std::mutex> lock(log->m);
+  std::lock_guard<std::mutex> lock(g.log->m);
   for (size_t i = 0; i < 4; ++i) {
-    ASSERT_TRUE(log->ids[i].has_value()) << "rank " << i << " got no id";
-    EXPECT_EQ(*log->ids[i], id) << "rank " << i;
+    ASSERT_TRUE(g.log->ids[i].has_value()) << "rank " << i << " got no id";
+    EXPECT_EQ(*g.log->ids[i], id) << "rank " << i;
   }
 }
 
 TEST(NcclNodes, ARankThatNeverGetsTheIdMakesTheReducerRefuseNamingIt) {
-  test::test_system ts;
-  test::actor_guard guard;
-  auto log = std::make_shared<rank_log>(3);
-  auto ranks = fake_ranks(ts.sys, guard, log, 3);
-  auto reducer = guard.add(spawn_nodes_reducer(ts.sys, ranks, std::chrono::milliseconds(200)));
-  distribute_nccl_id({ranks[0], ranks[1]}, some_id(1));  // rank 2 left out
-  caf::scoped_actor self{ts.sys};
-  auto r = ask<ok_atom>(self, reducer, ready_atom_v);
+  fake_group g(3, std::chrono::milliseconds(200));
+  distribute_nccl_id({g.ranks[0], g.ranks[1]}, some_id(1));  // rank 2 left out
+  caf::scoped_actor self{g.ts.sys};
+  auto r = ask<ok_atom>(self, g.reducer, ready_atom_v);
   ASSERT_FALSE(r);
   EXPECT_NE(describe(r.error()).find("NCCL rank 2 did not join"), std::string::npos)
     << describe(r.error());
   // Asked again: the same refusal, at once.
-  auto again = ask<ok_atom>(self, reducer, ready_atom_v);
+  auto again = ask<ok_atom>(self, g.reducer, ready_atom_v);
   ASSERT_FALSE(again);
   EXPECT_NE(describe(again.error()).find("NCCL rank 2"), std::string::npos);
 }
@@ -251,54 +248,38 @@ TEST(NcclNodes, StagesReplyWithTheMeanOnRankZeroAndOnlyTheirCountsElsewhere) {
 
 // The whole path in one process: workers behind stages, stand-in ranks,
 // the nodes reducer in ctx.reducer, and sync_sgd's server taking its mean.
+// Worker i's gradient at w = 0 is i (add_rank_workers): one step with lr 1
+// lands on -(n-1)/2; more steps end where allreduce=none does.
 TEST(NcclNodes, SyncSgdThroughStagesAndTheNodesReducerEndsWhereAllreduceNoneDoes) {
-  auto data = make_least_squares(1024, 128, 16, 0.1, 5);
-  for (auto algo : {"sync_sgd", "sync_sgd_avg"}) {
-    buffer result[2];
-    for (int k = 0; k < 2; ++k) {
-      test::graph g;
-      auto& guard = g.guard;
-      auto parts = partition_iid(*data.train, 3, 3);
-      for (int i = 0; i < 3; ++i) {
-        worker_config wc;
-        wc.rank = i;
-        wc.model = "linear";
-        wc.data = data.train;
-        wc.shard = parts[static_cast<size_t>(i)];
-        wc.batch = 16;
-        wc.order = sampling::sequential;
-        g.add_worker(wc);
-      }
-      worker_config ec;
-      ec.model = "linear";
-      ec.data = data.test;
-      g.set_evaluator(ec);
-      g.ctx.plan.steps = 30;
-      g.ctx.plan.lr = 0.05f;
-      g.ctx.initial = buffer::from(std::vector<float>(16, 0.0f));
-      if (k == 1) {
-        auto log = std::make_shared<rank_log>(3);
-        auto ranks = fake_ranks(g.ts.sys, guard, log, 3);
-        for (size_t i = 0; i < 3; ++i)
-          g.ctx.workers[i] = guard.add(spawn_all_reduce_stage(g.ts.sys, g.ctx.workers[i], ranks[i],
-                                                              i == 0, std::chrono::seconds(30)));
-        distribute_nccl_id(ranks, some_id(9));
-        g.ctx.reducer = guard.add(spawn_nodes_reducer(g.ts.sys, ranks, std::chrono::seconds(30)));
-        g.ctx.plan.options["allreduce"] = "nccl";
-      }
-      auto s = g.run(algo);
-      ASSERT_TRUE(s) << algo << " " << describe(s.error());
-      EXPECT_EQ(s->steps, 30);
-      result[k] = s->final_weights;
+  auto run = [](const char* algo, int steps, bool nccl) {
+    test::graph g;
+    test::add_rank_workers(g, 3, 5);
+    g.ctx.plan.steps = steps;
+    g.ctx.plan.lr = 0.3f;
+    if (nccl) {
+      auto log = std::make_shared<rank_log>(3);
+      auto ranks = fake_ranks(g.ts.sys, g.guard, log, 3);
+      for (size_t i = 0; i < 3; ++i)
+        g.ctx.workers[i] = g.guard.add(spawn_all_reduce_stage(
+          g.ts.sys, g.ctx.workers[i], ranks[i], i == 0, std::chrono::seconds(30)));
+      distribute_nccl_id(ranks, some_id(9));
+      g.ctx.reducer = g.guard.add(spawn_nodes_reducer(g.ts.sys, ranks, std::chrono::seconds(30)));
+      g.ctx.plan.options["allreduce"] = "nccl";
     }
-    auto x = result[0].to_vector(), y = result[1].to_vector();
+    auto s = g.run(algo);
+    EXPECT_TRUE(s) << algo << " " << describe(s.error());
+    EXPECT_EQ(s ? s->steps : -1, steps) << algo;
+    return s ? s->final_weights.to_vector() : std::vector<float>{};
+  };
+  for (auto algo : {"sync_sgd", "sync_sgd_avg"}) {
+    auto one = run(algo, 1, true);
+    ASSERT_EQ(one.size(), 5u) << algo;
+    for (float v : one)
+      EXPECT_NEAR(v, -0.3f, 1e-6) << algo;  // w = 0 - 0.3 * mean(0, 1, 2)
+    auto x = run(algo, 8, false), y = run(algo, 8, true);
     ASSERT_EQ(x.size(), y.size());
-    double d = 0;
     for (size_t i = 0; i < x.size(); ++i)
-      d = std::max(d, double(std::fabs(x[i] - y[i])));
-    // The hub sums in another order than the server's mean: float rounding.
-    EXPECT_LT(d, 1e-5) << algo;
-    EXPECT_GT(std::fabs(x[0]), 1e-3) << algo << ": the run did not move w";
+      EXPECT_NEAR(x[i], y[i], 1e-5) << algo << " [" << i << "]";  // the hub sums in another order
   }
 }
 

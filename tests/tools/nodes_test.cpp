@@ -135,6 +135,30 @@ struct node_child {
   std::string at() const { return "127.0.0.1:" + std::to_string(port); }
 };
 
+// An actor system that talks to nodes, and its handle on the node at
+// `port` (none when port is 0; `error` says why when connecting failed).
+struct node_client {
+  caf::actor_system_config cfg;
+  caf::actor_system sys;
+  node_actor handle;
+  std::string error;
+  explicit node_client(int port) : sys(configure(cfg)) {
+    if (port == 0)
+      return;
+    auto ptr = connect_actor(sys, {"127.0.0.1", static_cast<uint16_t>(port)}, {},
+                             std::chrono::seconds(20));
+    if (ptr)
+      handle = caf::actor_cast<node_actor>(*ptr);
+    else
+      error = describe(ptr.error());
+  }
+  static caf::actor_system_config& configure(caf::actor_system_config& c) {
+    configure_actor_system(c, 2);
+    configure_network(c, {});
+    return c;
+  }
+};
+
 TEST(Nodes, SyncSgdOverTwoProcessesGivesTheSameWeightsAsOneProcess) {
   // The round server averages the gradients in rank order wherever they
   // were computed, and buffers cross processes as raw bytes: bit-identical.
@@ -378,15 +402,10 @@ TEST(Nodes, ANodeThatNeverAnswersIsAClearErrorAfterTheTimeout) {
 TEST(Nodes, ANodeRefusesAnotherVersionSayingSo) {
   node_child node("version");
   ASSERT_GT(node.port, 0);
-  caf::actor_system_config cfg;
-  configure_actor_system(cfg, 1);
-  configure_network(cfg, {});
-  caf::actor_system sys{cfg};
-  auto ptr = connect_actor(sys, {"127.0.0.1", static_cast<uint16_t>(node.port)}, {},
-                           std::chrono::seconds(20));
-  ASSERT_TRUE(ptr) << describe(ptr.error());
-  auto handle = caf::actor_cast<node_actor>(*ptr);
-  caf::scoped_actor self{sys};
+  node_client client(node.port);
+  ASSERT_TRUE(client.handle) << client.error;
+  auto& handle = client.handle;
+  caf::scoped_actor self{client.sys};
   auto ask = [&](const std::string& v, uint64_t types) {
     std::string answer;
     self->request(handle, std::chrono::seconds(20), hello_atom_v, v, types)
@@ -690,10 +709,8 @@ TEST(Nodes, NodesReportTheirDevicesInTheHandshakeAndCudaRunsArePlacedByThem) {
   node_child one("devices1", {"--devices", "5"});
   ASSERT_GT(three.port, 0);
   ASSERT_GT(one.port, 0);
-  caf::actor_system_config sys_cfg;
-  configure_actor_system(sys_cfg, 2);
-  configure_network(sys_cfg, {});
-  caf::actor_system sys{sys_cfg};
+  node_client client(0);
+  auto& sys = client.sys;
   auto lines = [&](const std::string& backend, const std::string& placement, int workers) {
     experiment_config cfg;
     cfg.nodes = {three.at(), one.at()};
@@ -732,15 +749,10 @@ TEST(Nodes, NodesReportTheirDevicesInTheHandshakeAndCudaRunsArePlacedByThem) {
 TEST(Nodes, ANodeRefusesAnNcclJobItCannotHostSayingWhy) {
   node_child node("nccl_job", {"--devices", "0"});
   ASSERT_GT(node.port, 0);
-  caf::actor_system_config sys_cfg;
-  configure_actor_system(sys_cfg, 1);
-  configure_network(sys_cfg, {});
-  caf::actor_system sys{sys_cfg};
-  auto ptr = connect_actor(sys, {"127.0.0.1", static_cast<uint16_t>(node.port)}, {},
-                           std::chrono::seconds(20));
-  ASSERT_TRUE(ptr) << describe(ptr.error());
-  auto handle = caf::actor_cast<node_actor>(*ptr);
-  caf::scoped_actor self{sys};
+  node_client client(node.port);
+  ASSERT_TRUE(client.handle) << client.error;
+  auto& handle = client.handle;
+  caf::scoped_actor self{client.sys};
   std::string said;
   self->request(handle, std::chrono::seconds(20), hello_atom_v, std::string{version}, type_table_hash())
     .receive([](std::string&) {}, [&](caf::error& err) { said = describe(err); });
