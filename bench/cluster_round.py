@@ -15,10 +15,14 @@ each, then the next repetition), and the lines report the median.
           over the in-process round with as many workers and the same scheduler.
   ddp     MLP 784-256-10, batch 64, one epoch: `chorus train --processes 2
           --workers 2` samples/s against `bench/pytorch_mlp.py --modes ddp`
-          (2 gloo processes), with the in-process 2-worker run for reference.
+          (2 gloo processes), for sync_sgd (the coordinator's round server
+          sends w to each node and takes each gradient back) and
+          allreduce_sgd (the same steps; the two nodes' peers exchange their
+          gradients directly, DDP's pattern), with the in-process 2-worker
+          sync_sgd run for reference.
 
-Every chorus run of the rounds part, and the --processes 2 run of the ddp
-part, is made once per CAF scheduler policy in --schedulers (`chorus train
+Every chorus run of the rounds part, and the --processes 2 sync_sgd run of
+the ddp part, is made once per CAF scheduler policy in --schedulers (`chorus train
 --scheduler`, which --processes passes to the nodes) [stealing,sharing].
 
     /usr/bin/python3 bench/cluster_round.py [--build build] [--reps 3]
@@ -147,14 +151,21 @@ def rounds_part(chorus, reps, quick, schedulers):
 
 
 def ddp_part(chorus, reps, quick, python, schedulers):
-    common = ["--algorithm", "sync_sgd", "--model", "mlp:256", "--batch", "64", "--workers",
+    common = ["--model", "mlp:256", "--batch", "64", "--workers",
               "2", "--threads", "2", "--lr", "0.1", "--epochs", "0.1" if quick else "1",
               "--eval-every", "1000000"]
-    configs = [{"name": f"chorus p2 {s}", "kind": "chorus", "scheduler": s,
-                "args": common + ["--processes", "2", "--scheduler", s]} for s in schedulers]
+    sync = ["--algorithm", "sync_sgd"] + common
+    # allreduce_sgd: the same steps as sync_sgd, with DDP's message pattern
+    # (the gradients go node to node, not through the coordinator).
+    peers = ["--algorithm", "allreduce_sgd"] + common
+    configs = [{"name": f"chorus p2 {s}", "kind": "chorus", "scheduler": s, "algorithm": "sync_sgd",
+                "args": sync + ["--processes", "2", "--scheduler", s]} for s in schedulers]
     configs += [
+        {"name": "chorus p2 allreduce_sgd", "kind": "chorus", "scheduler": "stealing",
+         "algorithm": "allreduce_sgd", "args": peers + ["--processes", "2"]},
         {"name": "pytorch ddp", "kind": "ddp"},
-        {"name": "chorus p0 stealing", "kind": "chorus", "scheduler": "stealing", "args": common},
+        {"name": "chorus p0 stealing", "kind": "chorus", "scheduler": "stealing",
+         "algorithm": "sync_sgd", "args": sync},
     ]
 
     def measure(c):
@@ -171,6 +182,7 @@ def ddp_part(chorus, reps, quick, python, schedulers):
         if c["kind"] == "chorus":
             line["processes"] = 2 if "--processes" in c["args"] else 0
             line["scheduler"] = c["scheduler"]
+            line["algorithm"] = c["algorithm"]
         if c["name"] in errors:
             line["error"] = errors[c["name"]]
             status = 1
