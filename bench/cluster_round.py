@@ -13,6 +13,8 @@ each, then the next repetition), and the lines report the median.
           trips' latency), a ~1 MB one (mlp:334, 265k floats) and a ~16 MB one
           (mlp:5000, 3.98M floats); `ratio_to_in_process` is the round time
           over the in-process round with as many workers and the same scheduler.
+          Each over-processes run is made for sync_sgd and for allreduce_sgd
+          (the same steps, gradients node to node).
   ddp     MLP 784-256-10, batch 64, one epoch: `chorus train --processes 2
           --workers 2` samples/s against `bench/pytorch_mlp.py --modes ddp`
           (2 gloo processes), for sync_sgd (the coordinator's round server
@@ -114,15 +116,19 @@ def rounds_part(chorus, reps, quick, schedulers):
         if quick:
             steps = 5
         configs = []
+        runs = [("sync_sgd", w, p) for w, p in ((2, 0), (2, 2), (4, 0), (4, 4))]
+        # The same steps with the gradients going node to node (no round server).
+        runs += [("allreduce_sgd", 2, 2), ("allreduce_sgd", 4, 4)]
         for sched in schedulers:
-            for workers, procs in ((2, 0), (2, 2), (4, 0), (4, 4)):
-                args = ["--algorithm", "sync_sgd", "--model", spec, "--batch", "8",
+            for algorithm, workers, procs in runs:
+                args = ["--algorithm", algorithm, "--model", spec, "--batch", "8",
                         "--workers", str(workers), "--threads", "2", "--steps", str(steps),
                         "--eval-every", str(steps * 10), "--timeout", "120s"]
                 if procs:
                     args += ["--processes", str(procs)]
                 args += ["--scheduler", sched]
-                configs.append({"name": f"{spec} w{workers} p{procs} {sched}", "args": args,
+                configs.append({"name": f"{spec} {algorithm} w{workers} p{procs} {sched}",
+                                "args": args, "algorithm": algorithm,
                                 "workers": workers, "processes": procs, "scheduler": sched})
 
         def measure(c):
@@ -132,7 +138,7 @@ def rounds_part(chorus, reps, quick, schedulers):
 
         values, errors = interleaved(configs, reps, measure)
         for c in configs:
-            line = {"bench": "cluster_round", "part": "rounds", "algorithm": "sync_sgd",
+            line = {"bench": "cluster_round", "part": "rounds", "algorithm": c["algorithm"],
                     "model": spec, "model_mb": mb, "batch": 8, "steps": steps,
                     "workers": c["workers"], "processes": c["processes"],
                     "scheduler": c["scheduler"], "reps": reps}
@@ -140,7 +146,8 @@ def rounds_part(chorus, reps, quick, schedulers):
                 line["error"] = errors[c["name"]]
                 status = 1
             else:
-                base = f"{spec} w{c['workers']} p0 {c['scheduler']}"
+                # Against sync_sgd in one process with as many workers.
+                base = f"{spec} sync_sgd w{c['workers']} p0 {c['scheduler']}"
                 t = median(values[c["name"]])
                 line["round_ms"] = round(t * 1e3, 3)
                 line["round_ms_all"] = [round(v * 1e3, 3) for v in values[c["name"]]]
