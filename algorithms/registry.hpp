@@ -25,7 +25,7 @@ using reshard_hook = std::function<partition(const partition& base, const run_pl
 
 /// Spawns, here, the actor the protocol keeps beside worker `rank` (a gossip
 /// peer), reporting to `coordinator`, the run's protocol actor in another
-/// process; ctx describes the same run (run_context::spawn_beside).
+/// process; ctx describes the same run (run_context::beside).
 using peer_hook = std::function<caf::actor(caf::actor_system&, run_context ctx, int32_t rank,
                                            const caf::actor& coordinator)>;
 

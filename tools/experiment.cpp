@@ -537,7 +537,7 @@ experiment_result run_checked(const experiment_config& cfg, const train_test& da
         graph.add_worker(w);
       ctx.uplinks_at_workers = true;  // the nodes put the encoders beside the workers
       if (peers)
-        ctx.spawn_beside = nodes->beside(ctx.monitor);
+        ctx.beside = nodes->beside(ctx.monitor);
     } else {
       for (int32_t i = 0; i < cfg.workers; ++i)
         graph.add_worker(make_worker_config(cfg, data, parts, injections, i));
