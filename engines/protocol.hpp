@@ -15,6 +15,7 @@
 
 #include "actors/interfaces.hpp"
 #include "actors/link.hpp"
+#include "actors/remote_worker.hpp"
 #include "actors/run_tracker.hpp"
 #include "data/dataset.hpp"
 #include "engines/deadlines.hpp"
@@ -30,6 +31,9 @@ struct beside_site {
   caf::actor job;      ///< names the run's job on that node (the job's owner)
   caf::actor monitor;  ///< where the spawned actor logs
   std::string where;   ///< the node, for messages ("node 1 (host:pid at ...)")
+  /// The node's payload byte counters (the summary's per-node bytes), for
+  /// what the protocol actor and the spawned actor send each other; may be null.
+  std::shared_ptr<link_counters> link;
 };
 
 /// Everything a protocol actor is wired to.

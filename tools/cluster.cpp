@@ -506,7 +506,8 @@ std::function<beside_site(int32_t)> cluster::beside(const monitor_actor& monitor
     for (size_t i = 0; i < members_.size(); ++i) {
       auto& ranks = members_[i].ranks;
       if (std::find(ranks.begin(), ranks.end(), rank) != ranks.end())
-        return beside_site{members_[i].handle, owner, caf::actor_cast<caf::actor>(monitor), label(i)};
+        return beside_site{members_[i].handle, owner, caf::actor_cast<caf::actor>(monitor), label(i),
+                           members_[i].link};
     }
     return beside_site{};
   };

@@ -9,7 +9,6 @@
 //    with "peer i could not be spawned beside its worker: <node>: <why>".
 #include <gtest/gtest.h>
 
-#include <atomic>
 #include <memory>
 
 #include "algorithms/registry.hpp"
@@ -19,40 +18,8 @@ using namespace chorus;
 
 namespace {
 
-enum class node_mode { spawns, refuses, silent };
-
-// What the stand-in node saw.
-struct node_log {
-  std::atomic<int> asked{0};
-  std::atomic<bool> job_named{true};  // every request named the expected job
-};
-
-// A node_actor whose peer_atom spawns the real peer here (as tools/node.cpp
-// does), refuses, or never answers; the other messages are refused.
-node_actor fake_node(caf::actor_system& sys, node_mode mode, run_context ctx, std::string algorithm,
-                     caf::actor job, std::shared_ptr<node_log> log) {
-  return sys.spawn([=](node_actor::pointer self) -> node_actor::behavior_type {
-    auto no = [] { return make_error(errc::bad_request, "not served by this test node"); };
-    return {
-      [no](hello_atom, const std::string&, uint64_t) -> caf::result<std::string> { return no(); },
-      [no](host_atom, const node_job&) -> caf::result<hosted_workers> { return no(); },
-      [=](peer_atom, int32_t rank, caf::actor& coordinator, caf::actor&,
-          caf::actor& owner) -> caf::result<caf::strong_actor_ptr> {
-        ++log->asked;
-        if (owner != job)
-          log->job_named = false;
-        if (mode == node_mode::refuses)
-          return make_error(errc::bad_request, "test node: no room for peer " + std::to_string(rank));
-        if (mode == node_mode::silent)
-          return self->make_response_promise<caf::strong_actor_ptr>();  // never delivered
-        return caf::actor_cast<caf::strong_actor_ptr>(
-          spawn_algorithm_peer(self->home_system(), algorithm, ctx, rank, coordinator));
-      },
-      [no](mesh_atom, const std::string&) -> caf::result<ok_atom> { return no(); },
-      [](release_atom) {},
-    };
-  });
-}
+using test::node_log;
+using test::node_mode;
 
 constexpr int n = 4;
 
@@ -66,13 +33,8 @@ caf::expected<run_summary> gossip_run(size_t threads, const node_mode* mode,
   g.ctx.plan.lr = 0.1f;
   g.ctx.plan.timeout = std::chrono::milliseconds(mode && *mode == node_mode::silent ? 400 : 20000);
   g.ctx.plan.options = {{"topology", "ring"}};
-  if (mode) {
-    auto job = g.guard.add(caf::actor{g.ts.sys.spawn([] { return caf::behavior{[](int32_t) {}}; })});
-    auto node = g.guard.add(fake_node(g.ts.sys, *mode, g.ctx, "gossip_sgd", job, log));
-    g.ctx.beside = [node, job, monitor = g.ctx.monitor](int32_t) {
-      return beside_site{node, job, caf::actor_cast<caf::actor>(monitor), "test node"};
-    };
-  }
+  if (mode)
+    test::beside_here(g, "gossip_sgd", *mode, log ? log : std::make_shared<node_log>());
   return g.run("gossip_sgd");
 }
 
