@@ -545,6 +545,10 @@ experiment_result run_checked(const experiment_config& cfg, const train_test& da
         ctx.beside = nodes->beside(ctx.monitor);
       else if (algo.spawn_agent)
         graph.log("replicas stay in the coordinator: --link and --byzantine act between it and the workers");
+      // --allreduce nccl: the nodes all-reduce among themselves; the id
+      // from worker 0's node goes to every rank now.
+      if (nccl_all_reduce(cfg))
+        ctx.reducer = graph.keep(nodes->nccl_reducer());
     } else {
       for (int32_t i = 0; i < cfg.workers; ++i)
         graph.add_worker(make_worker_config(cfg, data, parts, injections, i));
