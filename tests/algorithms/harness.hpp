@@ -133,6 +133,7 @@ inline node_actor fake_node(caf::actor_system& sys, node_mode mode, run_context 
     auto no = [] { return make_error(errc::bad_request, "not served by this test node"); };
     return {
       [no](hello_atom, const std::string&, uint64_t) -> caf::result<std::string> { return no(); },
+      [no](devices_atom) -> caf::result<node_devices> { return no(); },
       [no](host_atom, const node_job&) -> caf::result<hosted_workers> { return no(); },
       [=](peer_atom, int32_t rank, caf::actor& coordinator, caf::actor&,
           caf::actor& owner) -> caf::result<caf::strong_actor_ptr> {
