@@ -82,10 +82,10 @@ using node_actor = caf::typed_actor<
   // Spawn the job's workers (the node loads the data itself); it keeps
   // them until the caller releases them or goes down.
   caf::replies_to<host_atom, node_job>::with<hosted_workers>,
-  // Spawn the run's peer beside the caller's worker `rank`, reporting to the
-  // coordinator (the protocol actor) and logging to the monitor; replies
-  // with the peer's handle.
-  caf::replies_to<peer_atom, int32_t, caf::actor, caf::actor>::with<caf::strong_actor_ptr>,
+  // Spawn the run's peer beside worker `rank` of the job whose owner is the
+  // last actor, reporting to the coordinator (the protocol actor, which
+  // asks) and logging to the monitor; replies with the peer's handle.
+  caf::replies_to<peer_atom, int32_t, caf::actor, caf::actor, caf::actor>::with<caf::strong_actor_ptr>,
   // Connect directly to the nodes at these "host:port,..." endpoints, so
   // peers on different nodes talk without a detour through the coordinator.
   caf::replies_to<mesh_atom, std::string>::with<ok_atom>,

@@ -64,9 +64,17 @@ public:
              + " >= 1, the centre overshoots the workers' mean (use alpha < 1/n)");
   }
 
-  void local_step(replica_state& st, size_t i, const gradient& g, view out) override {
+  void local_step(backend& be, float eta, cview x, cview g, const std::vector<buffer>&,
+                  view out) const override {
     // x_i - eta g_i (the engine applies the prox).
-    st.be->weighted_sum({st.x[i], g.values}, {1.0f, -st.step_lr()}, out);
+    be.weighted_sum({x, g}, {1.0f, -eta}, out);
+  }
+
+  std::vector<size_t> reads(const replica_state& st, int i) const override {
+    if (st.async)
+      return st.updates[static_cast<size_t>(i)] % tau_ == 0 ? std::vector<size_t>{static_cast<size_t>(i)}
+                                                           : std::vector<size_t>{};
+    return st.tracker.step() % tau_ == 0 ? st.live() : std::vector<size_t>{};
   }
 
   void communicate(replica_state& st, int i) override {
@@ -124,16 +132,31 @@ private:
 
 } // namespace
 
-protocol_actor spawn_easgd(caf::actor_system& sys, run_context ctx) {
-  complete_options(find_algorithm("easgd"), ctx.plan);
-  const auto& plan = ctx.plan;
+namespace {
+
+// The rule of a completed plan, and whether it runs asynchronously; throws
+// std::invalid_argument for a bad option value.
+std::pair<std::shared_ptr<easgd_rule>, bool> easgd_of(const run_plan& plan) {
   const float alpha = option_weight(plan, "alpha");
   const int64_t tau = option_count(plan, "tau", 1);
   const bool async = option_flag(plan, "async");
   if (!(alpha > 0 && alpha < 1))
     throw std::invalid_argument("option alpha must be in (0, 1) (got " + std::to_string(alpha) + ")");
-  return spawn_replica_protocol(sys, std::move(ctx), std::make_shared<easgd_rule>(alpha, tau),
-                                async, 1);
+  return {std::make_shared<easgd_rule>(alpha, tau), async};
+}
+
+} // namespace
+
+protocol_actor spawn_easgd(caf::actor_system& sys, run_context ctx) {
+  complete_options(find_algorithm("easgd"), ctx.plan);
+  auto [rule, async] = easgd_of(ctx.plan);
+  return spawn_replica_protocol(sys, std::move(ctx), std::move(rule), async, 1);
+}
+
+caf::actor spawn_easgd_agent(caf::actor_system& sys, run_context ctx, int32_t rank,
+                             const caf::actor& engine) {
+  auto rule = easgd_of(ctx.plan).first;
+  return spawn_replica_agent(sys, std::move(ctx), std::move(rule), rank, engine);
 }
 
 } // namespace chorus

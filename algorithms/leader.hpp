@@ -8,7 +8,7 @@
 // (elections and the pulled and elastic steps), declared here so they can be
 // tested on their own; each is defined in its protocol's file.
 //
-// Not here: compression of the exchanges, or a remote centre actor.
+// Not here: compression of the exchanges.
 #pragma once
 
 #include <utility>
@@ -33,6 +33,14 @@ protocol_actor spawn_leader_sgd(caf::actor_system& sys, run_context ctx);
 /// (easgd.cpp). Options: alpha, tau, async. Throws std::invalid_argument
 /// for a bad option value before any actor exists.
 protocol_actor spawn_easgd(caf::actor_system& sys, run_context ctx);
+
+/// The agent that holds x_i beside worker `rank` for a leader_sgd (or easgd)
+/// engine in another process (engines/replicas.hpp; the registry's
+/// spawn_agent). ctx.plan must be complete.
+caf::actor spawn_leader_sgd_agent(caf::actor_system& sys, run_context ctx, int32_t rank,
+                                  const caf::actor& engine);
+caf::actor spawn_easgd_agent(caf::actor_system& sys, run_context ctx, int32_t rank,
+                             const caf::actor& engine);
 
 // -- leader SGD's pure pieces (leader_sgd.cpp) ------------------------------------
 

@@ -130,16 +130,28 @@ public:
            + (st.async ? " * n updates (asynchronous)" : " rounds (synchronous)"));
   }
 
-  void local_step(replica_state& st, size_t i, const gradient& g, view out) override {
-    const float eta = st.step_lr();
-    if (groups_ == 1) {
-      pulled_sgd_step(*st.be, eta, g.values, st.x[i], {{lambda_, x_leader_}}, out);
-      return;
-    }
+  std::vector<buffer> pulls(const replica_state& st, size_t i) const override {
+    if (groups_ == 1)
+      return {x_leader_};
     const int n = static_cast<int>(st.x.size());
-    const auto group = static_cast<size_t>(group_of(static_cast<int>(i), n, groups_));
-    multi_leader_step(*st.be, eta, lambda_, lambda_global_, g.values, x_group_leader_[group],
-                      x_leader_, st.x[i], out);
+    return {x_group_leader_[static_cast<size_t>(group_of(static_cast<int>(i), n, groups_))], x_leader_};
+  }
+
+  void local_step(backend& be, float eta, cview x, cview g, const std::vector<buffer>& pulls,
+                  view out) const override {
+    CHORUS_ASSERT(pulls.size() == static_cast<size_t>(groups_ == 1 ? 1 : 2),
+                  "leader_sgd: a local step needs the leaders' models");
+    if (groups_ == 1)
+      pulled_sgd_step(be, eta, g, x, {{lambda_, pulls[0]}}, out);
+    else
+      multi_leader_step(be, eta, lambda_, lambda_global_, g, pulls[0], pulls[1], x, out);
+  }
+
+  std::vector<size_t> reads(const replica_state& st, int) const override {
+    const bool elects = st.async
+                          ? since_election_ + 1 >= tau_ * static_cast<int64_t>(st.live_workers())
+                          : st.tracker.step() % tau_ == 0;
+    return elects ? elected(st) : std::vector<size_t>{};
   }
 
   void communicate(replica_state& st, int) override {
@@ -171,6 +183,21 @@ public:
   }
 
 private:
+  // Who an election now would pick (every group's leader and the global
+  // one): the models it reads.
+  std::vector<size_t> elected(const replica_state& st) const {
+    const auto losses = st.recent_losses();
+    std::vector<size_t> out;
+    if (groups_ > 1)
+      for (int l : select_group_leaders(losses, st.alive, groups_))
+        if (l >= 0)
+          out.push_back(static_cast<size_t>(l));
+    int best = select_leader(losses, st.alive);
+    if (best >= 0)
+      out.push_back(static_cast<size_t>(best));
+    return out;
+  }
+
   void elect(replica_state& st) {
     since_election_ = 0;
     const auto losses = st.recent_losses();
@@ -219,23 +246,38 @@ private:
 
 } // namespace
 
-protocol_actor spawn_leader_sgd(caf::actor_system& sys, run_context ctx) {
-  complete_options(find_algorithm("leader_sgd"), ctx.plan);
-  const auto& plan = ctx.plan;
+namespace {
+
+// The rule of a completed plan for `workers` workers, and whether it runs
+// asynchronously; throws std::invalid_argument for a bad option value.
+std::pair<std::shared_ptr<leader_rule>, bool> leader_of(const run_plan& plan, size_t workers) {
   const float lambda = option_weight(plan, "lambda");
   const float lambda_global = option_weight(plan, "lambda_global");
   const int64_t tau = option_count(plan, "tau", 1);
   const int64_t groups = option_count(plan, "groups", 1);
   const bool async = option_flag(plan, "async");
-  if (groups > static_cast<int64_t>(ctx.workers.size()))
+  if (groups > static_cast<int64_t>(workers))
     throw std::invalid_argument("option groups (" + std::to_string(groups)
                                 + ") must not exceed the number of workers ("
-                                + std::to_string(ctx.workers.size()) + ")");
-  auto rule = std::make_shared<leader_rule>(lambda, lambda_global, tau, static_cast<int>(groups));
+                                + std::to_string(workers) + ")");
+  return {std::make_shared<leader_rule>(lambda, lambda_global, tau, static_cast<int>(groups)), async};
+}
+
+} // namespace
+
+protocol_actor spawn_leader_sgd(caf::actor_system& sys, run_context ctx) {
+  complete_options(find_algorithm("leader_sgd"), ctx.plan);
+  auto [rule, async] = leader_of(ctx.plan, ctx.workers.size());
   // The election's loss: the mean over the last tau steps (synchronous), or
   // the most recent mini-batch (asynchronous).
-  const size_t window = async ? 1 : static_cast<size_t>(tau);
+  const size_t window = async ? 1 : static_cast<size_t>(option_count(ctx.plan, "tau", 1));
   return spawn_replica_protocol(sys, std::move(ctx), std::move(rule), async, window);
+}
+
+caf::actor spawn_leader_sgd_agent(caf::actor_system& sys, run_context ctx, int32_t rank,
+                                  const caf::actor& engine) {
+  auto rule = leader_of(ctx.plan, ctx.workers.size()).first;
+  return spawn_replica_agent(sys, std::move(ctx), std::move(rule), rank, engine);
 }
 
 } // namespace chorus

@@ -140,7 +140,7 @@ const std::vector<algorithm_info>& algorithm_registry() {
       {"groups", "G", "1", "G groups, each with its own leader (multi-leader)"},
       {"lambda_global", "L", "0.05", "pull toward the global leader when groups > 1"},
       {"async", "", "0", "the asynchronous form (no barrier)"}},
-     false, {}, {}, {}, true},
+     false, {}, {}, {}, true, spawn_leader_sgd_agent},
     {"easgd",
      "elastic averaging SGD: local steps; every tau steps x_i <- x_i - alpha (x_i - x~), "
      "x~ <- x~ + alpha sum_i (x_i - x~)",
@@ -148,7 +148,7 @@ const std::vector<algorithm_info>& algorithm_registry() {
      {{"alpha", "A", "0.1", "elastic moving rate"},
       {"tau", "K", "4", "steps between elastic exchanges"},
       {"async", "", "0", "the asynchronous form (no barrier)"}},
-     false, {}, {}, {}, true},
+     false, {}, {}, {}, true, spawn_easgd_agent},
   };
   return table;
 }
@@ -239,13 +239,14 @@ protocol_actor spawn_algorithm(caf::actor_system& sys, const std::string& name, 
 caf::actor spawn_algorithm_peer(caf::actor_system& sys, const std::string& name, run_context ctx,
                                 int32_t rank, const caf::actor& coordinator) {
   const auto& algo = find_algorithm(name);
-  if (!algo.spawn_peer)
+  if (!algo.spawn_peer && !algo.spawn_agent)
     throw std::invalid_argument(name + " keeps no actor beside its workers");
   check_options(algo, ctx.plan.options);
   complete_options(algo, ctx.plan);
   if (rank < 0 || static_cast<size_t>(rank) >= ctx.workers.size())
     throw std::invalid_argument("peer " + std::to_string(rank) + " of " + name + ": no such worker");
-  return algo.spawn_peer(sys, std::move(ctx), rank, coordinator);
+  const auto& hook = algo.spawn_peer ? algo.spawn_peer : algo.spawn_agent;
+  return hook(sys, std::move(ctx), rank, coordinator);
 }
 
 } // namespace chorus

@@ -25,7 +25,7 @@ using reshard_hook = std::function<partition(const partition& base, const run_pl
 
 /// Spawns, here, the actor the protocol keeps beside worker `rank` (a gossip
 /// peer), reporting to `coordinator`, the run's protocol actor in another
-/// process; ctx describes the same run (run_context::spawn_beside).
+/// process; ctx describes the same run (run_context::beside).
 using peer_hook = std::function<caf::actor(caf::actor_system&, run_context ctx, int32_t rank,
                                            const caf::actor& coordinator)>;
 
@@ -57,6 +57,12 @@ struct algorithm_info {
   /// its option "async" is 1 (runs_in_lockstep). `--spin-polls auto` lets
   /// idle threads poll instead of nap for these (actors/system.hpp).
   bool lockstep = false;
+  /// Centralized protocols whose per-worker state can live beside the
+  /// worker (the replica engine's agents, engines/replicas.hpp): spawned
+  /// beside each worker when the workers live in other processes; the
+  /// protocol actor still gets its workers as any centralized one. Empty
+  /// for the others.
+  peer_hook spawn_agent{};
 };
 
 /// Whether a run of `algo` with these options waits for every worker at
@@ -96,7 +102,8 @@ std::vector<std::string> cuda_algorithms();
 /// run there, and calls the entry point. Throws std::invalid_argument.
 protocol_actor spawn_algorithm(caf::actor_system& sys, const std::string& name, run_context ctx);
 
-/// Spawns, here, peer `rank` of protocol `name` (its spawn_peer hook) on a
+/// Spawns, here, peer `rank` of protocol `name` (its spawn_peer hook, or its
+/// spawn_agent hook) on a
 /// copy of the run's context, completed as spawn_algorithm does. Throws
 /// std::invalid_argument when the protocol keeps no actor beside its workers.
 caf::actor spawn_algorithm_peer(caf::actor_system& sys, const std::string& name, run_context ctx,

@@ -154,7 +154,7 @@ protocol_actor spawn_synchronous_gossip(caf::actor_system& sys, run_context ctx,
 
 /// Only peer `rank` of that run, spawned here and reporting to
 /// `coordinator` (the run's protocol actor in another process): what a node
-/// spawns beside its worker (run_context::spawn_beside). ctx must describe
+/// spawns beside its worker (run_context::beside). ctx must describe
 /// the same run (plan, w_0, one worker slot per rank; only `rank`'s is used).
 caf::actor spawn_synchronous_gossip_peer(caf::actor_system& sys, run_context ctx, gossip_rule rule,
                                          std::vector<buffer> initial, int32_t rank,

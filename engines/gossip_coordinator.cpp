@@ -510,26 +510,23 @@ gossip_coordinator_actor::behavior_type coordinator(coordinator_pointer self, ru
         return begin_run(self);
       auto result = begin_run(self);
       auto handle = caf::actor_cast<gossip_coordinator_actor>(self);
-      for (size_t i = 0; i < st.ctx.workers.size(); ++i) {
-        // Beside its worker, in the worker's process when that is another.
-        auto peer = st.ctx.spawn_beside
-                      ? st.ctx.spawn_beside(static_cast<int32_t>(i), caf::actor_cast<caf::actor>(handle))
-                      : st.cp.spawn_peer(self->home_system(), static_cast<int32_t>(i), handle);
-        if (!peer) {
-          fail_run(self, make_error(errc::worker_lost, "peer " + std::to_string(i)
-                                                         + " could not be spawned beside its worker"));
-          return result;
-        }
-        // Whenever this actor terminates, normally or not, its peers go too.
-        self->attach_functor([peer] { caf::anon_send_exit(peer, caf::exit_reason::user_shutdown); });
-        self->monitor(peer);
-        self->monitor(st.ctx.workers[i]);
-        st.peers.push_back(std::move(peer));
-      }
-      log_line(self, "gossip on topology " + st.cp.topo->name + " (n=" + std::to_string(st.peers.size())
-                       + ", spectral gap " + std::to_string(st.gap) + ")");
-      for (auto& peer : st.peers)
-        caf::anon_send(peer, run_atom_v, st.peers);  // peers are typed per protocol
+      // Each peer beside its worker, in the worker's process when that is
+      // another; the peers start once all of them are there.
+      spawn_all_beside(
+        self, caf::actor_cast<caf::actor>(handle),
+        [self, handle](int32_t rank) { return self->state.cp.spawn_peer(self->home_system(), rank, handle); },
+        [self](std::vector<caf::actor> peers) {
+          auto& st = self->state;
+          for (size_t i = 0; i < peers.size(); ++i) {
+            self->monitor(peers[i]);
+            self->monitor(st.ctx.workers[i]);
+          }
+          st.peers = std::move(peers);
+          log_line(self, "gossip on topology " + st.cp.topo->name + " (n=" + std::to_string(st.peers.size())
+                           + ", spectral gap " + std::to_string(st.gap) + ")");
+          for (auto& peer : st.peers)
+            caf::anon_send(peer, run_atom_v, st.peers);  // peers are typed per protocol
+        });
       return result;
     },
     [self](stop_atom) {

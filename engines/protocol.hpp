@@ -15,12 +15,26 @@
 
 #include "actors/interfaces.hpp"
 #include "actors/link.hpp"
+#include "actors/remote_worker.hpp"
 #include "actors/run_tracker.hpp"
 #include "data/dataset.hpp"
 #include "engines/deadlines.hpp"
 #include "gpu/backend.hpp"
 
 namespace chorus {
+
+/// Where the actor kept beside a worker in another process is asked for:
+/// the node hosting the worker, and what the node needs to know besides the
+/// rank (run_context::beside; tools/cluster.hpp makes these).
+struct beside_site {
+  node_actor node;     ///< the node process hosting the worker (null: none does)
+  caf::actor job;      ///< names the run's job on that node (the job's owner)
+  caf::actor monitor;  ///< where the spawned actor logs
+  std::string where;   ///< the node, for messages ("node 1 (host:pid at ...)")
+  /// The node's payload byte counters (the summary's per-node bytes), for
+  /// what the protocol actor and the spawned actor send each other; may be null.
+  std::shared_ptr<link_counters> link;
+};
 
 /// Everything a protocol actor is wired to.
 struct run_context {
@@ -47,13 +61,13 @@ struct run_context {
   /// takes the round's mean from it instead of forming a group here.
   reducer_actor reducer;
   /// Set by the runner when the workers live in other processes (--processes,
-  /// --nodes): spawns, in the process of worker `rank`, the actor a
-  /// decentralized protocol keeps beside that worker (a gossip peer), with
-  /// `coordinator` as its protocol actor, and returns its handle (null when
-  /// it could not). The node rebuilds the protocol from the run's flags
-  /// (spawn_algorithm_peer), so a peer and its worker share a process and
-  /// peers talk node to node. Empty: the protocol spawns its peers here.
-  std::function<caf::actor(int32_t rank, const caf::actor& coordinator)> spawn_beside;
+  /// --nodes): where to ask for the actor a decentralized protocol keeps
+  /// beside worker `rank` (a gossip peer) in that worker's process. The
+  /// protocol actor asks without blocking (spawn_all_beside below); the node
+  /// rebuilds the protocol from the run's flags (spawn_algorithm_peer), so a
+  /// peer and its worker share a process and peers talk node to node.
+  /// Empty: the protocol spawns its peers here.
+  std::function<beside_site(int32_t rank)> beside;
   /// Whether a decentralized protocol's peers put their model in every
   /// report to the protocol actor. In one process a report carries a buffer
   /// handle and costs nothing; a peer on a node sets this to false, keeps
@@ -156,6 +170,79 @@ void fail_run(Self self, const caf::error& err) {
   st.tracker.finish({}, "failed");
   st.promise.deliver(err);
   self->quit(err);
+}
+
+/// Spawns the actor the protocol keeps beside each worker 0..n-1, without
+/// blocking this actor: through ctx.beside when the workers live in other
+/// processes (one request to each worker's node, answered within
+/// plan.timeout), else here with `local(rank)` (returns the actor, null when
+/// it could not). Each actor ends when this one does. Once all are there,
+/// calls done(actors in rank order). If one cannot be spawned (refused, no
+/// answer in time, null), the run fails with "peer i could not be spawned
+/// beside its worker: why" and the others get an exit; if the run ended
+/// meanwhile, they get an exit and done is not called.
+template <class Self, class Local, class Done>
+void spawn_all_beside(Self self, const caf::actor& coordinator, Local local, Done done) {
+  auto& st = self->state;
+  struct gathering {
+    std::vector<caf::actor> got;
+    size_t left = 0;
+    bool over = false;  // failed, or the run ended: nothing more is kept
+  };
+  auto g = std::make_shared<gathering>();
+  g->got.resize(st.ctx.workers.size());
+  g->left = g->got.size();
+  auto drop_all = [g] {
+    g->over = true;
+    for (auto& a : g->got)
+      if (a)
+        caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+  };
+  auto fail = [self, drop_all](size_t i, const std::string& why) {
+    drop_all();
+    fail_run(self, make_error(errc::worker_lost, "peer " + std::to_string(i)
+                                                   + " could not be spawned beside its worker"
+                                                   + (why.empty() ? "" : ": " + why)));
+  };
+  auto arrived = [self, g, drop_all, done](size_t i, caf::actor a) mutable {
+    self->attach_functor([a] { caf::anon_send_exit(a, caf::exit_reason::user_shutdown); });
+    if (g->over || !self->state.tracker.running()) {
+      caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+      drop_all();
+      return;
+    }
+    g->got[i] = std::move(a);
+    if (--g->left == 0) {
+      g->over = true;
+      done(std::move(g->got));
+    }
+  };
+  for (size_t i = 0; i < g->got.size() && !g->over; ++i) {
+    const auto rank = static_cast<int32_t>(i);
+    if (!st.ctx.beside) {
+      auto a = local(rank);
+      if (a)
+        arrived(i, std::move(a));
+      else
+        fail(i, "");
+      continue;
+    }
+    auto site = st.ctx.beside(rank);
+    if (!site.node) {
+      fail(i, "no node hosts worker " + std::to_string(i));
+      continue;
+    }
+    self->request(site.node, st.ctx.plan.timeout, peer_atom_v, rank, coordinator, site.monitor, site.job)
+      .then(
+        [arrived, fail, i, where = site.where](caf::strong_actor_ptr& ptr) mutable {
+          auto a = caf::actor_cast<caf::actor>(ptr);
+          if (a)
+            arrived(i, std::move(a));
+          else
+            fail(i, where + " sent no peer");
+        },
+        [fail, i, where = site.where](caf::error& err) { fail(i, where + ": " + describe(err)); });
+  }
 }
 
 /// Gives up on worker i (it died, timed out or became unreachable) and says

@@ -1,14 +1,21 @@
 // The replica engine (replicas.hpp).
 //
-// The engine holds x_i for every worker i and asks worker i for the
-// gradient at x_i. The rule turns that gradient into the new x_i, then the
-// proximal step for plan.reg is applied. Two ways to loop:
+// Someone holds x_i for every worker i: the engine itself, or (workers in
+// other processes) an agent beside worker i. Worker i's gradient at x_i
+// becomes the new x_i through the rule's local_step and the proximal step
+// for plan.reg. Two ways to loop:
 //   synchronous:  every live worker computes at its x_i, each reply updates
 //                 its x_i at once, and when the round is complete (the
 //                 barrier) the rule communicates; one step = one round.
 //   asynchronous: each worker loops request -> update -> request on its
 //                 own; the rule communicates after every update; one step
-//                 = one applied update (one worker's mini-batch).
+//                 = one applied update.
+// With agents, a request is "take one step" (the step size; the reply is the
+// loss and samples), and every rule call that reads replicas first fetches
+// the ones an agent holds (run_rule), then pushes what it changed; rule calls
+// are serialized meanwhile. Asynchronous runs with agents take each step with
+// the step size of when it was asked and the pull points the agent last got
+// (one process: of when its gradient arrives).
 // A worker that dies (down message, timeout, unreachable) is dropped, the
 // rule is told, and the others go on; which errors fail the run instead is
 // is_run_failure's decision (messages/errors.hpp). Evaluations score
@@ -37,6 +44,18 @@ std::vector<double> replica_state::recent_losses() const {
                                    : sum / static_cast<double>(window_i.size()));
   }
   return out;
+}
+
+std::vector<size_t> replica_state::live() const {
+  std::vector<size_t> out;
+  for (size_t i = 0; i < alive.size(); ++i)
+    if (alive[i])
+      out.push_back(i);
+  return out;
+}
+
+std::vector<size_t> replica_rule::reads(const replica_state& st, int) const {
+  return st.live();
 }
 
 double replica_state::mean_distance_to(cview y) const {
@@ -77,6 +96,32 @@ std::map<std::string, double> metrics_of(replica_state& st) {
   return m;
 }
 
+std::string non_finite_text(size_t i, int64_t step) {
+  return "worker " + std::to_string(i) + "'s model after step " + std::to_string(step)
+         + " contains NaN or Inf (learning rate too large?)";
+}
+
+// One local step: out <- Prox(rule.local_step(x, g)). The error to fail the
+// run with, or none. Shared by the engine and the agents, so both compute
+// the same floats.
+caf::error local_update(const replica_rule& rule, backend& be, const run_plan& plan, float eta,
+                        size_t i, int64_t step, cview x, const gradient& g,
+                        const std::vector<buffer>& pulls, view out) {
+  if (g.values.size() != x.size)
+    return make_error(errc::dimension_mismatch,
+                      "worker " + std::to_string(i) + " sent " + std::to_string(g.values.size())
+                        + " gradient values for " + std::to_string(x.size) + " weights");
+  try {
+    rule.local_step(be, eta, x, g.values, pulls, out);
+    be.prox(plan.reg, eta, out);
+  } catch (const std::exception& e) {
+    return make_error(errc::compute_failed, e.what());
+  }
+  if (!be.all_finite(out))
+    return make_error(errc::non_finite, non_finite_text(i, step));
+  return caf::error{};
+}
+
 // Marks worker i's request as answered (or never to be); false if it was
 // already settled (a down message and an error reply can both arrive).
 bool settle(replica_state& st, size_t i) {
@@ -87,50 +132,189 @@ bool settle(replica_state& st, size_t i) {
   return true;
 }
 
-// Worker i's gradient becomes its new x_i. False if the run failed.
-bool apply(replica_pointer self, size_t i, const gradient& g) {
-  auto& st = self->state;
-  st.tracker.add_work(g.samples, g.loss, 1);
+// Counts worker i's step (its loss and samples); its x_i has moved.
+void count_step(replica_state& st, size_t i, float loss, int32_t samples) {
+  st.tracker.add_work(samples, loss, 1);
   auto& window = st.losses[i];
-  window.push_back(g.loss);
+  window.push_back(loss);
   while (window.size() > st.window)
     window.pop_front();
-  if (g.values.size() != st.x[i].size()) {
-    fail_run(self, make_error(errc::dimension_mismatch,
-                              "worker " + std::to_string(i) + " sent " + std::to_string(g.values.size())
-                                + " gradient values for " + std::to_string(st.x[i].size())
-                                + " weights"));
-    return false;
-  }
+  ++st.updates[i];
+}
+
+// Worker i's gradient becomes its new x_i (the engine holds it). False if
+// the run failed.
+bool apply(replica_pointer self, size_t i, const gradient& g) {
+  auto& st = self->state;
+  count_step(st, i, g.loss, g.samples);
   mutable_buffer next(st.x[i].size());
-  try {
-    st.rule->local_step(st, i, g, next.span());
-    st.be->prox(st.ctx.plan.reg, st.step_lr(), next.span());
-  } catch (const std::exception& e) {
-    fail_run(self, make_error(errc::compute_failed, e.what()));
-    return false;
-  }
-  if (!st.be->all_finite(next.span())) {
-    fail_run(self, make_error(errc::non_finite, "worker " + std::to_string(i) + "'s model after step "
-                                                  + std::to_string(st.tracker.step())
-                                                  + " contains NaN or Inf (learning rate too large?)"));
+  auto err = local_update(*st.rule, *st.be, st.ctx.plan, st.step_lr(), i, st.tracker.step(), st.x[i],
+                          g, st.rule->pulls(st, i), next.span());
+  if (err) {
+    fail_run(self, err);
     return false;
   }
   st.x[i] = std::move(next).freeze();
-  ++st.updates[i];
   return true;
 }
 
-// Calls the rule's communication point; false if it threw (the run failed).
-bool communicate(replica_pointer self, int i) {
-  try {
-    self->state.rule->communicate(self->state, i);
-    return true;
-  } catch (const std::exception& e) {
-    fail_run(self, make_error(errc::compute_failed, e.what()));
-    return false;
+// -- agents: fetching and pushing replicas -------------------------------------------
+
+void add_sent(replica_state& st, size_t i, int64_t bytes) {
+  if (st.links[i])
+    st.links[i]->sent += bytes;
+}
+
+// Calls next() once st.x[i] is agent i's current x_i for each live i that
+// reads() names (fetching the stale ones; at once without agents). An agent
+// that does not answer leaves its last known x_i (its loss comes through its
+// monitor). reads() is asked again after a fetch: while one was out, newer
+// reports may have changed what the rule will read (a few tries at most).
+template <class Reads, class Next>
+void with_replicas(replica_pointer self, Reads reads, Next next, int tries = 3) {
+  auto& st = self->state;
+  std::vector<size_t> stale;
+  if (!st.agents.empty())
+    for (size_t i : reads())
+      if (i < st.x.size() && st.alive[i] && !st.fresh[i])
+        stale.push_back(i);
+  if (stale.empty() || tries == 0) {
+    next();
+    return;
+  }
+  auto left = std::make_shared<size_t>(stale.size());
+  auto all_back = [self, left, reads, next, tries]() mutable {
+    if (--*left == 0)
+      with_replicas(self, reads, next, tries - 1);
+  };
+  for (size_t i : stale) {
+    // Counted once: by the reply, the error, or the agent's loss (a request
+    // to a killed process is answered only by its timeout).
+    const auto id = ++st.fetch_ids;
+    st.fetches[i][id] = all_back;
+    auto done = [self, i, id] {
+      auto& waiting = self->state.fetches[i];
+      auto it = waiting.find(id);
+      if (it == waiting.end())
+        return;
+      auto call = std::move(it->second);
+      waiting.erase(it);
+      call();
+    };
+    self->request(st.agents[i], st.ctx.plan.timeout, fetch_atom_v, st.updates[i])
+      .then(
+        [self, i, done](weights& w) mutable {
+          auto& st = self->state;
+          if (st.links[i])
+            st.links[i]->received += static_cast<int64_t>(w.values.wire_bytes());
+          // A fetch overtaken by a newer step of the agent is not its x_i now.
+          if (w.step == st.updates[i] && w.values.size() == st.x[i].size()) {
+            st.x[i] = st.be->adopt(w.values);
+            st.told_x[i] = st.x[i];
+            st.fresh[i] = true;
+          }
+          done();
+        },
+        [done](caf::error&) mutable { done(); });
   }
 }
+
+// Agent i is gone: its fetches still out count as answered.
+void forget_fetches(replica_pointer self, size_t i) {
+  auto waiting = std::move(self->state.fetches[i]);
+  self->state.fetches.erase(i);
+  for (auto& [id, call] : waiting)
+    call();
+}
+
+auto every_live(replica_pointer self) {
+  return [self] { return self->state.live(); };
+}
+
+bool same_buffers(const std::vector<buffer>& a, const std::vector<buffer>& b) {
+  if (a.size() != b.size())
+    return false;
+  for (size_t k = 0; k < a.size(); ++k)
+    if (a[k].data() != b[k].data() || a[k].size() != b[k].size())
+      return false;
+  return true;
+}
+
+// Sends each live agent what a rule call changed: its x_i, its pulls.
+void push_changes(replica_pointer self) {
+  auto& st = self->state;
+  for (size_t i = 0; i < st.agents.size(); ++i) {
+    if (!st.alive[i])
+      continue;
+    replica_sync s;
+    s.step = st.updates[i];
+    bool any = false;
+    if (st.x[i].data() != st.told_x[i].data()) {
+      s.x = st.x[i];
+      st.told_x[i] = st.x[i];
+      add_sent(st, i, static_cast<int64_t>(s.x.wire_bytes()));
+      any = true;
+    }
+    auto pulls = st.rule->pulls(st, i);
+    if (!same_buffers(pulls, st.told_pulls[i])) {
+      for (auto& p : pulls)
+        add_sent(st, i, static_cast<int64_t>(p.wire_bytes()));
+      st.told_pulls[i] = pulls;
+      s.pulls = std::move(pulls);
+      s.new_pulls = true;
+      any = true;
+    }
+    if (any)
+      caf::anon_send(st.agents[i], apply_atom_v, std::move(s));  // in order with the requests
+  }
+}
+
+// Runs a rule call that reads the replicas reads() names: fetches them from
+// the agents first, then pushes what it changed, then calls next(). Rule
+// calls run one at a time, in the order they were made. Without agents
+// (and nothing queued) all of it happens at once. An exception from the
+// rule fails the run.
+template <class Reads, class Action, class Next>
+void run_rule(replica_pointer self, Reads reads, Action action, Next next) {
+  auto& st = self->state;
+  if (st.rule_busy) {
+    st.rule_waiting.push_back([self, reads, action, next] { run_rule(self, reads, action, next); });
+    return;
+  }
+  st.rule_busy = true;
+  with_replicas(self, reads, [self, action, next]() mutable {
+    auto& st = self->state;
+    st.rule_busy = false;
+    if (!st.tracker.running())
+      return;
+    try {
+      action();
+    } catch (const std::exception& e) {
+      fail_run(self, make_error(errc::compute_failed, e.what()));
+      return;
+    }
+    if (!st.agents.empty())
+      push_changes(self);
+    next();
+    if (!st.rule_busy && !st.rule_waiting.empty()) {
+      auto queued = std::move(st.rule_waiting.front());
+      st.rule_waiting.pop_front();
+      queued();
+    }
+  });
+}
+
+// Scores rule.output() with every live replica at hand, then `next`.
+template <class Next>
+void evaluate_replicas(replica_pointer self, Next next, bool pauses_training) {
+  with_replicas(self, every_live(self), [self, next, pauses_training] {
+    auto& st = self->state;
+    if (st.tracker.running())
+      evaluate(self, st.rule->output(st), metrics_of(st), next, pauses_training);
+  });
+}
+
+// -- the loop ---------------------------------------------------------------------------
 
 // Goes on after a step: worker i's next request (asynchronous) or the next
 // round (synchronous), an evaluation when one is due, or the end.
@@ -151,8 +335,8 @@ void after_step(replica_pointer self, size_t i) {
     st.eval_in_flight = true;
     if (st.async)
       go_on();  // the workers keep going while the snapshot is scored
-    evaluate(
-      self, st.rule->output(st), metrics_of(st),
+    evaluate_replicas(
+      self,
       [self, go_on] {
         self->state.eval_in_flight = false;
         if (!self->state.async)
@@ -166,31 +350,55 @@ void after_step(replica_pointer self, size_t i) {
   maybe_finish(self);
 }
 
+// The communication point after worker i's update (-1: after a round).
+void communicate(replica_pointer self, int i) {
+  run_rule(
+    self, [self, i] { return self->state.rule->reads(self->state, i); },
+    [self, i] { self->state.rule->communicate(self->state, i); },
+    [self, i] { after_step(self, i < 0 ? 0 : static_cast<size_t>(i)); });
+}
+
 void round_done(replica_pointer self) {
+  self->state.tracker.step_done();
+  communicate(self, -1);
+}
+
+// Worker i's step is done (its gradient applied, here or by its agent).
+void step_done(replica_pointer self, size_t i) {
   auto& st = self->state;
-  st.tracker.step_done();
-  if (communicate(self, -1))
-    after_step(self, 0);
+  if (st.async) {
+    st.tracker.step_done();
+    communicate(self, static_cast<int>(i));
+  } else if (--st.pending == 0) {
+    round_done(self);
+  }
+}
+
+// A late reply after an asynchronous run's end was decided: not applied.
+bool late(replica_pointer self) {
+  if (self->state.async && self->state.stopping) {
+    maybe_finish(self);
+    return true;
+  }
+  return false;
 }
 
 void on_gradient(replica_pointer self, size_t i, gradient& g) {
   auto& st = self->state;
-  if (!settle(st, i) || !st.tracker.running())
+  if (!settle(st, i) || !st.tracker.running() || late(self))
     return;
-  if (st.async && st.stopping) {
-    // A late reply after the end was decided: not applied.
-    maybe_finish(self);
+  if (apply(self, i, g))
+    step_done(self, i);
+}
+
+// Agent i took its step: only the loss and samples came back.
+void on_agent_step(replica_pointer self, size_t i, const gradient& report) {
+  auto& st = self->state;
+  if (!settle(st, i) || !st.tracker.running() || late(self))
     return;
-  }
-  if (!apply(self, i, g))
-    return;
-  if (st.async) {
-    st.tracker.step_done();
-    if (communicate(self, static_cast<int>(i)))
-      after_step(self, i);
-  } else if (--st.pending == 0) {
-    round_done(self);
-  }
+  count_step(st, i, report.loss, report.samples);
+  st.fresh[i] = false;
+  step_done(self, i);
 }
 
 // Gives up on worker i; the run goes on with the others.
@@ -199,15 +407,23 @@ void lose(replica_pointer self, size_t i, const std::string& why) {
   if (!st.tracker.running() || !drop_worker(self, i, why))
     return;
   const bool was_asked = settle(st, i);
+  if (i < st.agents.size()) {
+    self->send_exit(st.agents[i], caf::exit_reason::user_shutdown);
+    forget_fetches(self, i);
+  }
   if (st.live_workers() == 0) {
     fail_run(self, make_error(errc::no_workers_left, "every worker is gone"));
     return;
   }
-  st.rule->lost(st, i);
-  if (!st.async && was_asked && --st.pending == 0)
-    round_done(self);
-  else
-    maybe_finish(self);
+  run_rule(
+    self, every_live(self), [self, i] { self->state.rule->lost(self->state, i); },
+    [self, was_asked] {
+      auto& st = self->state;
+      if (!st.async && was_asked && --st.pending == 0)
+        round_done(self);
+      else
+        maybe_finish(self);
+    });
 }
 
 // Worker i's request failed (or its deadline passed: deadlines.hpp).
@@ -230,11 +446,17 @@ void ask(replica_pointer self, size_t i) {
     ++st.pending;
   // Untimed: the deadline stands for the timeout (engines/deadlines.hpp).
   st.deadlines.expect(i, self->clock().now(), st.ctx.plan.timeout);
+  auto failed = [self, i](caf::error& err) { on_ask_error(self, i, err); };
+  if (!st.agents.empty()) {
+    // The agent asks its worker and takes the step beside it.
+    self->request(st.agents[i], caf::infinite, local_atom_v, local_plan{1, st.step_lr(), st.ctx.plan.reg, {}})
+      .then([self, i](gradient& report) { on_agent_step(self, i, report); }, failed);
+    return;
+  }
   self
     ->request(st.ctx.workers[i], caf::infinite, compute_atom_v,
               weights{-1, st.tracker.step(), st.x[i]})
-    .then([self, i](gradient& g) { on_gradient(self, i, g); },
-          [self, i](caf::error& err) { on_ask_error(self, i, err); });
+    .then([self, i](gradient& g) { on_gradient(self, i, g); }, failed);
 }
 
 void start_round(replica_pointer self) {
@@ -245,26 +467,33 @@ void start_round(replica_pointer self) {
 }
 
 // Ends the run once the end was decided and nothing it needs is pending
-// (the evaluation; in a synchronous run, the current round). Asynchronous
-// requests still out are not waited for: a straggler must not hold the end
-// of the run hostage.
+// (the evaluation; a rule call; in a synchronous run, the current round).
+// Asynchronous requests still out are not waited for: a straggler must not
+// hold the end of the run hostage.
 void maybe_finish(replica_pointer self) {
   auto& st = self->state;
-  if (!st.stopping || st.eval_in_flight || !st.tracker.running())
+  if (!st.stopping || st.eval_in_flight || st.rule_busy || st.finishing || !st.tracker.running())
     return;
   if (!st.async && st.pending > 0)
     return;
   if (st.tracker.eval_due()) {
     st.eval_in_flight = true;
-    evaluate(self, st.rule->output(st), metrics_of(st), [self] {
-      self->state.eval_in_flight = false;
-      maybe_finish(self);
-    });
+    evaluate_replicas(
+      self,
+      [self] {
+        self->state.eval_in_flight = false;
+        maybe_finish(self);
+      },
+      /*pauses_training=*/true);
     return;
   }
-  for (auto& [key, value] : metrics_of(st))
-    st.tracker.summary_extra()[key] = value;
-  finish_run(self, st.rule->output(st), st.tracker.budget_spent() ? "budget" : "stopped");
+  st.finishing = true;
+  with_replicas(self, every_live(self), [self] {
+    auto& st = self->state;
+    for (auto& [key, value] : metrics_of(st))
+      st.tracker.summary_extra()[key] = value;
+    finish_run(self, st.rule->output(st), st.tracker.budget_spent() ? "budget" : "stopped");
+  });
 }
 
 void start(replica_pointer self) {
@@ -274,6 +503,26 @@ void start(replica_pointer self) {
       ask(self, i);
   else
     start_round(self);
+}
+
+// The first evaluation (if the schedule has them), then the loop.
+void begin_training(replica_pointer self) {
+  auto& st = self->state;
+  if (st.ctx.plan.eval_every > 0 || st.ctx.plan.eval_every_samples > 0) {
+    st.eval_in_flight = true;
+    evaluate_replicas(
+      self,
+      [self] {
+        self->state.eval_in_flight = false;
+        if (self->state.stopping)
+          maybe_finish(self);
+        else
+          start(self);
+      },
+      /*pauses_training=*/true);
+  } else {
+    start(self);
+  }
 }
 
 protocol_actor::behavior_type replica_behavior(replica_pointer self, run_context ctx,
@@ -293,7 +542,11 @@ protocol_actor::behavior_type replica_behavior(replica_pointer self, run_context
   for (auto& worker : st.ctx.workers)
     self->monitor(worker);
   self->set_down_handler([self](caf::down_msg& dm) {
-    int i = self->state.index_of(dm.source);
+    auto& st = self->state;
+    int i = st.index_of(dm.source);
+    for (size_t k = 0; i < 0 && k < st.agents.size(); ++k)
+      if (st.agents[k].address() == dm.source)
+        i = static_cast<int>(k);
     if (i >= 0)
       lose(self, static_cast<size_t>(i), "terminated: " + describe(dm.reason));
   });
@@ -307,18 +560,28 @@ protocol_actor::behavior_type replica_behavior(replica_pointer self, run_context
         on_ask_error(self, i, caf::make_error(caf::sec::request_timeout));
       });
       st.rule->start(st);
-      if (st.ctx.plan.eval_every > 0 || st.ctx.plan.eval_every_samples > 0) {
-        st.eval_in_flight = true;
-        evaluate(self, st.rule->output(st), metrics_of(st), [self] {
-          self->state.eval_in_flight = false;
-          if (self->state.stopping)
-            maybe_finish(self);
-          else
-            start(self);
-        });
-      } else {
-        start(self);
+      if (!st.ctx.beside) {
+        begin_training(self);
+        return result;
       }
+      // Workers in other processes: an agent beside each holds its x_i.
+      spawn_all_beside(
+        self, caf::actor_cast<caf::actor>(self), [](int32_t) { return caf::actor{}; },
+        [self](std::vector<caf::actor> agents) {
+          auto& st = self->state;
+          const size_t n = agents.size();
+          st.fresh.assign(n, true);
+          st.told_x = st.x;
+          st.told_pulls.assign(n, {});
+          for (size_t i = 0; i < n; ++i) {
+            st.links.push_back(st.ctx.beside(static_cast<int32_t>(i)).link);
+            self->monitor(agents[i]);
+          }
+          st.agents = std::move(agents);
+          log_line(self, "replicas: " + std::to_string(n) + " agents beside their workers hold x_i");
+          push_changes(self);  // the initial pull points
+          begin_training(self);
+        });
       return result;
     },
     [self](stop_atom) {
@@ -328,7 +591,86 @@ protocol_actor::behavior_type replica_behavior(replica_pointer self, run_context
   };
 }
 
+// -- the agent beside a worker ---------------------------------------------------------
+
+struct agent_state {
+  static inline const char* name = "chorus.replica_agent";
+  run_context ctx;
+  std::shared_ptr<const replica_rule> rule;
+  std::unique_ptr<backend> be;
+  int32_t rank = 0;
+  worker_actor worker;
+  buffer x;                   // x_i
+  std::vector<buffer> pulls;  // what its local steps pull toward
+  int64_t updates = 0;        // steps applied to x_i
+};
+
+caf::behavior replica_agent(caf::stateful_actor<agent_state>* self, run_context ctx,
+                            std::shared_ptr<const replica_rule> rule, int32_t rank,
+                            const caf::actor& engine) {
+  // It serves one engine: when that one ends (or its process is gone), so
+  // does the agent.
+  if (engine) {
+    self->monitor(engine);
+    self->set_down_handler([self](caf::down_msg& dm) { self->quit(dm.reason); });
+  }
+  auto& st = self->state;
+  st.ctx = std::move(ctx);
+  st.rule = std::move(rule);
+  st.be = make_backend(st.ctx.backend, st.ctx.device);
+  st.rank = rank;
+  st.worker = st.ctx.workers[static_cast<size_t>(rank)];
+  st.x = st.be->adopt(st.ctx.initial);
+  return {
+    [self](local_atom, local_plan& p) -> caf::result<gradient> {
+      auto& st = self->state;
+      auto answer = self->make_response_promise<gradient>();
+      const buffer x = st.x;
+      self->request(st.worker, caf::infinite, compute_atom_v, weights{st.rank, st.updates, x})
+        .then(
+          [self, answer, x, lr = p.lr](gradient& g) mutable {
+            auto& st = self->state;
+            mutable_buffer next(x.size());
+            auto err = local_update(*st.rule, *st.be, st.ctx.plan, lr, static_cast<size_t>(st.rank),
+                                    st.updates, x, g, st.pulls, next.span());
+            if (err) {
+              answer.deliver(std::move(err));
+              return;
+            }
+            st.x = std::move(next).freeze();
+            ++st.updates;
+            answer.deliver(gradient{st.rank, st.updates, {}, g.loss, g.samples, false});
+          },
+          [answer](caf::error& err) mutable { answer.deliver(std::move(err)); });
+      return answer;
+    },
+    [self](fetch_atom, int64_t) {
+      auto& st = self->state;
+      return weights{st.rank, st.updates, st.x, false};
+    },
+    [self](apply_atom, replica_sync& s) {
+      auto& st = self->state;
+      if (!s.x.empty())
+        st.x = st.be->adopt(s.x);
+      if (s.new_pulls) {
+        st.pulls.clear();
+        for (auto& p : s.pulls)
+          st.pulls.push_back(st.be->adopt(p));
+      }
+    },
+  };
+}
+
 } // namespace
+
+caf::actor spawn_replica_agent(caf::actor_system& sys, run_context ctx,
+                               std::shared_ptr<const replica_rule> rule, int32_t rank,
+                               const caf::actor& engine) {
+  CHORUS_ASSERT(rule != nullptr, "a replica agent needs a rule");
+  if (rank < 0 || static_cast<size_t>(rank) >= ctx.workers.size() || !ctx.workers[static_cast<size_t>(rank)])
+    throw std::invalid_argument("replica agent " + std::to_string(rank) + ": no such worker here");
+  return sys.spawn(replica_agent, std::move(ctx), std::move(rule), rank, engine);
+}
 
 protocol_actor spawn_replica_protocol(caf::actor_system& sys, run_context ctx,
                                       std::shared_ptr<replica_rule> rule, bool async,

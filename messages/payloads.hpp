@@ -240,4 +240,19 @@ typename Inspector::result_type inspect(Inspector& f, node_devices& x) {
   return f(caf::meta::type_name("node_devices"), x.devices);
 }
 
+/// Replica engine -> the agent beside worker i (engines/replicas.hpp), at a
+/// communication point: its new x_i and/or the points its local steps pull
+/// toward from now on (leader SGD: the leaders' models).
+struct replica_sync {
+  int64_t step = 0;           ///< updates of x_i the engine has counted
+  buffer x;                   ///< the new x_i; empty: keep its own
+  bool new_pulls = false;     ///< pulls replaces the agent's
+  std::vector<buffer> pulls;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, replica_sync& x) {
+  return f(caf::meta::type_name("replica_sync"), x.step, x.x, x.new_pulls, x.pulls);
+}
+
 } // namespace chorus

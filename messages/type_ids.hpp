@@ -25,6 +25,7 @@ CAF_BEGIN_TYPE_ID_BLOCK(chorus, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(chorus, (chorus::node_job))
   CAF_ADD_TYPE_ID(chorus, (chorus::hosted_workers))
   CAF_ADD_TYPE_ID(chorus, (chorus::node_devices))
+  CAF_ADD_TYPE_ID(chorus, (chorus::replica_sync))
 
 CAF_END_TYPE_ID_BLOCK(chorus)
 

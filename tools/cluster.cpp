@@ -644,25 +644,20 @@ std::vector<worker_actor> cluster::host(const std::vector<std::string>& args, in
   return out;
 }
 
-std::function<caf::actor(int32_t, const caf::actor&)> cluster::beside(const monitor_actor& monitor) {
-  return [this, monitor](int32_t rank, const caf::actor& coordinator) -> caf::actor {
+std::function<beside_site(int32_t)> cluster::beside(const monitor_actor& monitor) {
+  // The protocol actor asks the node itself (spawn_all_beside), so nothing
+  // here waits: a blocking request from inside an actor could hold the only
+  // scheduler thread that would run its answer. The node finds the run's job
+  // by its owner, this cluster's actor.
+  caf::actor owner{*self_};
+  return [this, monitor, owner](int32_t rank) {
     for (size_t i = 0; i < members_.size(); ++i) {
       auto& ranks = members_[i].ranks;
-      if (std::find(ranks.begin(), ranks.end(), rank) == ranks.end())
-        continue;
-      caf::actor peer;
-      (*self_)
-        ->request(members_[i].handle, timeout_, peer_atom_v, rank, coordinator,
-                  caf::actor_cast<caf::actor>(monitor))
-        .receive([&](caf::strong_actor_ptr& ptr) { peer = caf::actor_cast<caf::actor>(ptr); },
-                 [&](caf::error& err) {
-                   caf::anon_send(monitor, log_atom_v,
-                                  label(i) + ": no peer " + std::to_string(rank) + ": "
-                                    + chorus::describe(err));
-                 });
-      return peer;
+      if (std::find(ranks.begin(), ranks.end(), rank) != ranks.end())
+        return beside_site{members_[i].handle, owner, caf::actor_cast<caf::actor>(monitor), label(i),
+                           members_[i].link};
     }
-    return caf::actor{};
+    return beside_site{};
   };
 }
 

@@ -31,6 +31,7 @@
 
 #include "actors/interfaces.hpp"
 #include "actors/remote_worker.hpp"
+#include "engines/protocol.hpp"
 #include "tools/experiment.hpp"
 #include "tools/network.hpp"
 
@@ -110,10 +111,11 @@ public:
   std::vector<worker_actor> host(const std::vector<std::string>& args, int32_t workers,
                                  const std::string& fingerprint, bool mesh = false);
 
-  /// The run_context::spawn_beside of this run: asks the node that hosts
-  /// worker `rank` to spawn the protocol's peer there, logging to `monitor`.
-  /// Valid while this cluster lives; called from the protocol actor.
-  std::function<caf::actor(int32_t, const caf::actor&)> beside(const monitor_actor& monitor);
+  /// The run_context::beside of this run: the node that hosts worker
+  /// `rank`, to be asked (by the protocol actor, without blocking) for the
+  /// protocol's peer there, logging to `monitor`. Valid while this cluster
+  /// lives; called from the protocol actor.
+  std::function<beside_site(int32_t)> beside(const monitor_actor& monitor);
 
   /// Per node: name, address, workers, payload bytes each way (JSON array).
   std::string report_json() const;

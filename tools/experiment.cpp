@@ -533,8 +533,15 @@ experiment_result run_checked(const experiment_config& cfg, const train_test& da
       for (auto& w : nodes->host(to_args(cfg), cfg.workers, fingerprint(data), peers))
         graph.add_worker(w);
       ctx.uplinks_at_workers = true;  // the nodes put the encoders beside the workers
-      if (peers)
-        ctx.spawn_beside = nodes->beside(ctx.monitor);
+      // Replica protocols get an agent beside each worker that holds x_i,
+      // unless link stages or attack decorators must stand between the
+      // engine and the workers (those live here): then the engine keeps
+      // every x_i, as in one process.
+      const bool agents = algo.spawn_agent && !ctx.link.active() && !byz.active();
+      if (peers || agents)
+        ctx.beside = nodes->beside(ctx.monitor);
+      else if (algo.spawn_agent)
+        graph.log("replicas stay in the coordinator: --link and --byzantine act between it and the workers");
       // --allreduce nccl: the nodes all-reduce among themselves; the id
       // from worker 0's node goes to every rank now.
       if (nccl_all_reduce(cfg))

@@ -187,9 +187,8 @@ hosted_workers take_job(node_self self, const node_job& job) {
   return out;
 }
 
-// The job of the current sender, or null.
-node_state::job* sender_job(node_self self) {
-  auto owner = caf::actor_cast<caf::actor_addr>(self->current_sender());
+// The job `owner` gave this node, or null.
+node_state::job* job_of(node_self self, const caf::actor_addr& owner) {
   for (auto& j : self->state.jobs)
     if (j.owner == owner)
       return &j;
@@ -197,8 +196,8 @@ node_state::job* sender_job(node_self self) {
 }
 
 caf::actor spawn_peer_beside(node_self self, int32_t rank, const caf::actor& coordinator,
-                             const caf::actor& monitor) {
-  auto* job = sender_job(self);
+                             const caf::actor& monitor, const caf::actor& owner) {
+  auto* job = job_of(self, owner.address());
   if (job == nullptr)
     throw std::invalid_argument("no job of this coordinator here");
   auto at = std::find(job->ranks.begin(), job->ranks.end(), rank);
@@ -258,10 +257,12 @@ node_actor::behavior_type node_behavior(node_self self, node_options opts) {
         return make_error(errc::bad_request, "node " + self->state.name + ": " + e.what());
       }
     },
-    [self](peer_atom, int32_t rank, caf::actor& coordinator,
-           caf::actor& monitor) -> caf::result<caf::strong_actor_ptr> {
+    [self](peer_atom, int32_t rank, caf::actor& coordinator, caf::actor& monitor,
+           caf::actor& owner) -> caf::result<caf::strong_actor_ptr> {
+      // Asked by the run's protocol actor; `owner` names the job.
       try {
-        return caf::actor_cast<caf::strong_actor_ptr>(spawn_peer_beside(self, rank, coordinator, monitor));
+        return caf::actor_cast<caf::strong_actor_ptr>(
+          spawn_peer_beside(self, rank, coordinator, monitor, owner));
       } catch (const std::exception& e) {
         return make_error(errc::bad_request, "node " + self->state.name + ": peer " + std::to_string(rank)
                                                + ": " + e.what());

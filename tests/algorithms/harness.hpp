@@ -2,6 +2,8 @@
 // evaluator; engines/run_graph.hpp) and runs a protocol from the registry on it.
 #pragma once
 
+#include <atomic>
+#include <memory>
 #include <string>
 
 #include "tools/experiment.hpp"
@@ -111,5 +113,57 @@ inline buffer run_shared_order(const train_test& data, const std::string& algori
   return s ? s->final_weights : buffer{};
 }
 
+
+/// What a fake_node does when asked for a peer.
+enum class node_mode { spawns, refuses, silent };
+
+/// What a fake_node saw.
+struct node_log {
+  std::atomic<int> asked{0};
+  std::atomic<bool> job_named{true};  // every request named the expected job
+};
+
+/// A stand-in for a node process (tools/node.cpp) in this process: its
+/// peer_atom spawns the protocol's actor beside worker `rank` here
+/// (spawn_algorithm_peer on ctx, as a node does), refuses, or never answers;
+/// the other messages are refused.
+inline node_actor fake_node(caf::actor_system& sys, node_mode mode, run_context ctx, std::string algorithm,
+                     caf::actor job, std::shared_ptr<node_log> log) {
+  return sys.spawn([=](node_actor::pointer self) -> node_actor::behavior_type {
+    auto no = [] { return make_error(errc::bad_request, "not served by this test node"); };
+    return {
+      [no](hello_atom, const std::string&, uint64_t) -> caf::result<std::string> { return no(); },
+      [no](devices_atom) -> caf::result<node_devices> { return no(); },
+      [no](host_atom, const node_job&) -> caf::result<hosted_workers> { return no(); },
+      [=](peer_atom, int32_t rank, caf::actor& coordinator, caf::actor&,
+          caf::actor& owner) -> caf::result<caf::strong_actor_ptr> {
+        ++log->asked;
+        if (owner != job)
+          log->job_named = false;
+        if (mode == node_mode::refuses)
+          return make_error(errc::bad_request, "test node: no room for peer " + std::to_string(rank));
+        if (mode == node_mode::silent)
+          return self->make_response_promise<caf::strong_actor_ptr>();  // never delivered
+        return caf::actor_cast<caf::strong_actor_ptr>(
+          spawn_algorithm_peer(self->home_system(), algorithm, ctx, rank, coordinator));
+      },
+      [no](mesh_atom, const std::string&) -> caf::result<ok_atom> { return no(); },
+      [](release_atom) {},
+    };
+  });
+}
+
+/// Points g.ctx.beside at a fake_node that spawns `algorithm`'s actors here
+/// (or does as `mode` says), so a protocol takes its path for workers in
+/// other processes (peers or agents beside the workers) within this
+/// process. Call it once the workers, plan and options are set.
+inline void beside_here(graph& g, const std::string& algorithm, node_mode mode = node_mode::spawns,
+                        std::shared_ptr<node_log> log = std::make_shared<node_log>()) {
+  auto job = g.guard.add(caf::actor{g.ts.sys.spawn([] { return caf::behavior{[](int32_t) {}}; })});
+  auto node = g.guard.add(fake_node(g.ts.sys, mode, g.ctx, algorithm, job, std::move(log)));
+  g.ctx.beside = [node, job, monitor = g.ctx.monitor](int32_t) {
+    return beside_site{node, job, caf::actor_cast<caf::actor>(monitor), "test node", nullptr};
+  };
+}
 
 } // namespace chorus::test

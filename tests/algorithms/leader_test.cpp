@@ -39,6 +39,9 @@ struct lsq_run {
   std::map<std::string, std::string> options;
   int crash_rank = -1;  // this worker dies at crash_step
   int64_t crash_step = -1;
+  // Non-empty: this protocol's agents hold the replicas beside the workers
+  // (as when the workers live on nodes), spawned by a stand-in node here.
+  std::string agents_of;
 };
 
 // d = 16, w* ~ N(0, I): from w_0 = 0 the test loss starts near 0.5 ||w*||^2
@@ -77,6 +80,8 @@ run_summary train_lsq(spawn_fn spawn, const lsq_run& r) {
   g.ctx.plan.train_size = data.train->size();
   g.ctx.plan.options = r.options;
   g.ctx.initial = buffer::from(std::vector<float>(16, 0.0f));
+  if (!r.agents_of.empty())
+    test::beside_here(g, r.agents_of);
   auto s = g.run(spawn(g.ts.sys, g.ctx));
   EXPECT_TRUE(s) << describe(s.error());
   return s ? *s : run_summary{};
@@ -633,3 +638,69 @@ TEST(leader_sgd, the_pull_moves_the_replicas_toward_the_leader) {
   EXPECT_GT(apart, 0);  // without a pull the replicas differ (symmetry is broken by the data)
   EXPECT_LT(together, 0.25 * apart) << "lambda 0: " << apart << ", lambda 2: " << together;
 }
+
+// -- agents beside the workers (engines/replicas.hpp) ----------------------------------
+
+namespace {
+
+std::vector<float> values_of(const buffer& b) { return {b.data(), b.data() + b.size()}; }
+
+// Synchronous runs take the same steps in the same order whether the engine
+// or an agent beside each worker holds x_i: the same model bit for bit, the
+// same elections and metrics.
+TEST(replica_agents, synchronous_runs_give_the_engines_result_bit_for_bit) {
+  struct variant {
+    spawn_fn spawn;
+    const char* name;
+    std::map<std::string, std::string> options;
+  };
+  for (const auto& v : {variant{spawn_leader_sgd, "leader_sgd", {{"tau", "4"}}},
+                        variant{spawn_leader_sgd, "leader_sgd", {{"tau", "3"}, {"groups", "2"}}},
+                        variant{spawn_easgd, "easgd", {{"tau", "4"}, {"alpha", "0.2"}}}}) {
+    lsq_run here;
+    here.steps = 60;
+    here.options = v.options;
+    auto engine = train_lsq(v.spawn, here);
+    here.agents_of = v.name;
+    auto agents = train_lsq(v.spawn, here);
+    SCOPED_TRACE(v.name + std::string(" with ") + std::to_string(v.options.size()) + " options");
+    EXPECT_EQ(agents.steps, 60);
+    ASSERT_EQ(agents.final_weights.size(), 16u);
+    EXPECT_EQ(values_of(agents.final_weights), values_of(engine.final_weights));
+    EXPECT_EQ(agents.test_loss, engine.test_loss);
+    EXPECT_EQ(agents.samples, engine.samples);
+    EXPECT_EQ(agents.bytes_sent, engine.bytes_sent);
+  }
+}
+
+TEST(replica_agents, asynchronous_runs_converge_on_least_squares) {
+  for (auto [spawn, name] : {std::pair<spawn_fn, const char*>{spawn_leader_sgd, "leader_sgd"},
+                             std::pair<spawn_fn, const char*>{spawn_easgd, "easgd"}}) {
+    lsq_run r;
+    r.steps = 1200;  // one step = one worker's update
+    r.options = {{"async", "1"}};
+    r.agents_of = name;
+    auto s = train_lsq(spawn, r);
+    SCOPED_TRACE(name);
+    EXPECT_EQ(s.steps, 1200);
+    EXPECT_EQ(s.samples, 1200 * 16);
+    EXPECT_LT(s.test_loss, 0.05);  // from ~8 at w_0
+    if (std::string(name) == "easgd") {  // as with the engine's replicas (see above)
+      EXPECT_LE(metric(s, "exchanges"), 300);
+      EXPECT_GE(metric(s, "exchanges"), 297);
+    }
+  }
+}
+
+TEST(replica_agents, a_worker_that_dies_loses_its_agent_and_the_run_ends) {
+  lsq_run r;
+  r.crash_rank = 0;  // rank 0 leads at the start
+  r.crash_step = 40;
+  r.agents_of = "leader_sgd";
+  auto s = train_lsq(spawn_leader_sgd, r);
+  EXPECT_EQ(s.workers_lost, 1);
+  EXPECT_EQ(s.steps, r.steps);
+  EXPECT_LT(s.test_loss, 0.05);
+}
+
+} // namespace

@@ -302,6 +302,59 @@ TEST(Nodes, ChocoGossipPeersSendTheirEncodedDifferencesAcrossProcesses) {
   EXPECT_LT(field(r.summary, "bytes_sent"), field(last_line(c.out()), "bytes_sent") / 4);
 }
 
+// A per-node number of the summary's "nodes" array ("bytes_sent" of node 1).
+double node_field(const std::string& summary, int node, const std::string& key) {
+  auto at = summary.find("{\"node\":" + std::to_string(node) + ",");
+  return at == std::string::npos ? std::nan("") : field(summary.substr(at), key);
+}
+
+TEST(Nodes, LeaderAndEasgdReplicasLiveBesideTheirWorkersAndMatchOneProcess) {
+  // An agent beside each worker holds x_i and takes the local steps there;
+  // models cross only at elections / elastic exchanges and evaluations. The
+  // steps are the same in the same order: the one-process model bit for bit.
+  // softmax on Fashion-MNIST: 7850 floats, 31400 bytes a model.
+  const double model = 7850 * 4;
+  for (auto [algorithm, workers] : {std::pair<const char*, int>{"leader_sgd", 2}, {"easgd", 4}}) {
+    SCOPED_TRACE(algorithm);
+    auto r = run_one_and_many(std::string("replicas_") + algorithm, small_run(algorithm, workers), 2);
+    ASSERT_EQ(r.error, "");
+    EXPECT_EQ(r.model_one, r.model_many) << algorithm << " over 2 processes differs from one process";
+    EXPECT_NE(r.log.find("agents beside their workers hold x_i"), std::string::npos) << r.log;
+    EXPECT_EQ(field(r.summary, "workers_lost"), 0);
+    // With the replicas in the coordinator every one of the 40 steps sent
+    // x_i out and took a gradient back: 40 models each way per worker.
+    // leader_sgd (tau 8) fetches at most the leader per election and every
+    // x_i per evaluation; easgd (tau 4) moves each x_i at 10 exchanges.
+    const double per_node = workers / 2;
+    for (int n = 0; n < 2; ++n)
+      for (const char* key : {"bytes_sent", "bytes_received"}) {
+        const double bytes = node_field(r.summary, n, key);
+        EXPECT_GT(bytes, 0) << r.summary;
+        EXPECT_LE(bytes, 11 * per_node * (model + 8)) << key << " of node " << n << ": " << r.summary;
+      }
+  }
+}
+
+TEST(Nodes, AKilledNodesReplicasCountAsLostAndTheRunFinishes) {
+  auto out = temp_path("killed_replicas");
+  // leader_sgd, 4 workers on 2 nodes: node 1 hosts workers 1 and 3 and
+  // their agents.
+  chorus_process run({"train", "--algorithm", "leader_sgd", "--workers", "4", "--processes", "2",
+                      "--model", "softmax", "--steps", "400", "--eval-every", "20", "--delay",
+                      "fixed:5ms", "--timeout", "60s", "--out", out},
+                     out + "_log");
+  ASSERT_TRUE(wait_for([&] { return test::has_a_line(out + "/metrics.jsonl"); })) << run.err();
+  auto pids = node_pids(run.err());
+  ASSERT_EQ(pids.size(), 2u) << run.err();
+  ::kill(pids[1], SIGKILL);
+  ASSERT_EQ(run.wait(), 0) << run.err();
+  auto summary = last_line(run.out());
+  EXPECT_EQ(field(summary, "workers_lost"), 2) << summary;
+  EXPECT_EQ(field(summary, "steps"), 400) << summary;
+  EXPECT_EQ(field(summary, "workers_alive"), 2) << summary;
+  EXPECT_NE(run.err().find("agents beside their workers"), std::string::npos) << run.err();
+}
+
 // Every protocol family over several processes: gossip (peers talk to
 // workers on other nodes), replicas, asynchronous updates.
 struct family {
