@@ -2,13 +2,17 @@
 // against a plain TCP socket between the same two processes, a memcpy of the
 // same size, and buffer serialization alone.
 //
-//   throughput  The parent sends 1 MiB and 16 MiB chorus::buffers to its
+//   throughput  The parent sends 1, 4 and 16 MiB chorus::buffers to its
 //               child, one request at a time, and waits for a small ack
 //               after each. GB/s = payload bytes / wall time, median over
 //               repetitions (each repetition a few requests in a row).
 //     caf       a typed actor published by the child (this binary run with
 //               --serve); the buffer crosses as length + raw bytes
 //               (messages/buffer.hpp), the ack is (floats, last float).
+//     caf+ucx   the same request with the UCX data plane selected (built
+//               with UCX): the buffer crosses as a descriptor and the child
+//               fetches the floats through UCX (messages/data_plane.hpp;
+//               shared memory and cross-memory attach on one host).
 //     socket    the same bytes over one plain TCP connection: an 8-byte
 //               length, the bytes, an 8-byte ack back. The child reads them
 //               into a fresh buffer per message, as the middleman's
@@ -641,7 +645,7 @@ int run_parent() {
   const bool quick = bench::quick();
   s.reps = quick ? 3 : 7;
   s.lat_samples = quick ? 200 : 2000;
-  s.sizes_bytes = {size_t{1} << 20, size_t{16} << 20};
+  s.sizes_bytes = {size_t{1} << 20, size_t{4} << 20, size_t{16} << 20};
   bench::note("remote_payload: serialization in one process");
   for (size_t bytes : s.sizes_bytes)
     serialization(bytes, s.reps, s.requests_for(bytes));

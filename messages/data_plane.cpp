@@ -46,7 +46,22 @@ namespace chorus::data_plane {
 namespace {
 
 std::atomic<kind> g_kind{kind::caf};
-std::atomic<size_t> g_threshold{size_t{4} << 20};
+/// The default threshold, or CHORUS_DATA_PLANE_MIN_BYTES.
+size_t initial_threshold() {
+  size_t bytes = size_t{4} << 20;
+  if (const char* env = std::getenv("CHORUS_DATA_PLANE_MIN_BYTES")) {
+    char* end = nullptr;
+    unsigned long long v = std::strtoull(env, &end, 10);
+    if (end != env && *end == '\0' && env[0] != '-')
+      bytes = static_cast<size_t>(v);
+    else
+      std::fprintf(stderr, "chorus: CHORUS_DATA_PLANE_MIN_BYTES='%.40s' is not a number of bytes; "
+                           "using %zu\n", env, bytes);
+  }
+  return bytes;
+}
+
+std::atomic<size_t> g_threshold{initial_threshold()};
 std::atomic<int64_t> g_timeout_ms{-1};  // -1: not set, read the environment
 
 std::atomic<uint64_t> c_offered{0}, c_served{0}, c_fetched{0}, c_failed{0}, c_expired{0};
