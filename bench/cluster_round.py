@@ -13,6 +13,8 @@ each, then the next repetition), and the lines report the median.
           trips' latency), a ~1 MB one (mlp:334, 265k floats) and a ~16 MB one
           (mlp:5000, 3.98M floats); `ratio_to_in_process` is the round time
           over the in-process round with as many workers and the same scheduler.
+          Each --processes run once per data plane in --data-planes (`chorus
+          train --data-plane`, passed to the nodes) [caf,ucx].
   ddp     MLP 784-256-10, batch 64, one epoch: `chorus train --processes 2
           --workers 2` samples/s against `bench/pytorch_mlp.py --modes ddp`
           (2 gloo processes), with the in-process 2-worker run for reference.
@@ -22,7 +24,8 @@ part, is made once per CAF scheduler policy in --schedulers (`chorus train
 --scheduler`, which --processes passes to the nodes) [stealing,sharing].
 
     /usr/bin/python3 bench/cluster_round.py [--build build] [--reps 3]
-        [--parts rounds,ddp] [--schedulers stealing,sharing] [--quick]
+        [--parts rounds,ddp] [--schedulers stealing,sharing]
+        [--data-planes caf,ucx] [--models mlp:5000,...] [--quick]
 
 One JSON line per configuration on stdout ({"bench":"cluster_round",...}),
 progress on stderr. A run that fails gives a line with "error" and exit 1 at
@@ -102,9 +105,11 @@ def interleaved(configs, reps, measure):
     return values, errors
 
 
-def rounds_part(chorus, reps, quick, schedulers):
+def rounds_part(chorus, reps, quick, schedulers, planes, only_models):
     # spec, ~MB, steps: a latency-bound one (mlp:16, 12.7k floats), ~1 MB, ~16 MB
     models = [("mlp:16", 0.05, 1000), ("mlp:334", 1, 200), ("mlp:5000", 16, 30)]
+    if only_models:
+        models = [m for m in models if m[0] in only_models]
     status = 0
     for spec, mb, steps in models:
         if quick:
@@ -112,14 +117,16 @@ def rounds_part(chorus, reps, quick, schedulers):
         configs = []
         for sched in schedulers:
             for workers, procs in ((2, 0), (2, 2), (4, 0), (4, 4)):
-                args = ["--algorithm", "sync_sgd", "--model", spec, "--batch", "8",
-                        "--workers", str(workers), "--threads", "2", "--steps", str(steps),
-                        "--eval-every", str(steps * 10), "--timeout", "120s"]
-                if procs:
-                    args += ["--processes", str(procs)]
-                args += ["--scheduler", sched]
-                configs.append({"name": f"{spec} w{workers} p{procs} {sched}", "args": args,
-                                "workers": workers, "processes": procs, "scheduler": sched})
+                for plane in (planes if procs else ["-"]):
+                    args = ["--algorithm", "sync_sgd", "--model", spec, "--batch", "8",
+                            "--workers", str(workers), "--threads", "2", "--steps", str(steps),
+                            "--eval-every", str(steps * 10), "--timeout", "120s"]
+                    if procs:
+                        args += ["--processes", str(procs), "--data-plane", plane]
+                    args += ["--scheduler", sched]
+                    configs.append({"name": f"{spec} w{workers} p{procs} {sched} {plane}",
+                                    "args": args, "workers": workers, "processes": procs,
+                                    "scheduler": sched, "data_plane": plane})
 
         def measure(c):
             s = run_chorus(chorus, c["args"])
@@ -131,12 +138,12 @@ def rounds_part(chorus, reps, quick, schedulers):
             line = {"bench": "cluster_round", "part": "rounds", "algorithm": "sync_sgd",
                     "model": spec, "model_mb": mb, "batch": 8, "steps": steps,
                     "workers": c["workers"], "processes": c["processes"],
-                    "scheduler": c["scheduler"], "reps": reps}
+                    "scheduler": c["scheduler"], "data_plane": c["data_plane"], "reps": reps}
             if c["name"] in errors:
                 line["error"] = errors[c["name"]]
                 status = 1
             else:
-                base = f"{spec} w{c['workers']} p0 {c['scheduler']}"
+                base = f"{spec} w{c['workers']} p0 {c['scheduler']} -"
                 t = median(values[c["name"]])
                 line["round_ms"] = round(t * 1e3, 3)
                 line["round_ms_all"] = [round(v * 1e3, 3) for v in values[c["name"]]]
@@ -197,6 +204,11 @@ def main():
     ap.add_argument("--parts", default="rounds,ddp")
     ap.add_argument("--schedulers", default="stealing,sharing",
                     help="comma list of stealing | sharing (chorus train --scheduler)")
+    ap.add_argument("--data-planes", default="caf,ucx",
+                    help="comma list of caf | ucx (chorus train --data-plane) for the "
+                         "--processes runs of the rounds part")
+    ap.add_argument("--models", default="",
+                    help="rounds part: only these model specs (comma list, e.g. mlp:5000)")
     ap.add_argument("--python", default=os.environ.get("PYTHON", "/usr/bin/python3"),
                     help="interpreter with torch for bench/pytorch_mlp.py")
     ap.add_argument("--quick", action="store_true", help="a few steps per run (smoke run)")
@@ -219,7 +231,11 @@ def main():
         ap.error(f"--schedulers: {bad} (valid: stealing, sharing)")
     for part in parts:
         if part == "rounds":
-            status |= rounds_part(chorus, args.reps, args.quick, schedulers)
+            planes = [p for p in args.data_planes.split(",") if p]
+            if not planes or any(p not in ("caf", "ucx") for p in planes):
+                ap.error(f"--data-planes: {planes} (valid: caf, ucx)")
+            status |= rounds_part(chorus, args.reps, args.quick, schedulers, planes,
+                                  [m for m in args.models.split(",") if m])
         elif part == "ddp":
             missing = torch_missing(args.python)
             if missing:
