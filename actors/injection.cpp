@@ -5,6 +5,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "messages/checked.hpp"
+
 namespace chorus {
 
 namespace {
@@ -19,16 +21,10 @@ std::vector<std::string> split(const std::string& s, char sep) {
 }
 
 double parse_number(const std::string& text, const std::string& what) {
-  size_t used = 0;
-  double x = 0;
-  try {
-    x = std::stod(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used != text.size() || text.empty() || !std::isfinite(x))
+  auto x = parse_finite(text);
+  if (!x)
     throw std::invalid_argument(what + ": '" + text + "' is not a number");
-  return x;
+  return *x;
 }
 
 // "RANK:VALUE[,RANK:VALUE...]" with ranks checked against `workers`, each

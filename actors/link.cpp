@@ -10,6 +10,7 @@
 #include <caf/all.hpp>
 
 #include "actors/injection.hpp"
+#include "messages/checked.hpp"
 
 namespace chorus {
 
@@ -29,14 +30,9 @@ double parse_bandwidth(const std::string& text) {
     if (text.size() <= s.size() || text.compare(text.size() - s.size(), s.size(), s) != 0)
       continue;
     auto number = text.substr(0, text.size() - s.size());
-    size_t used = 0;
-    double x = 0;
-    try {
-      x = std::stod(number, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used != number.size() || !std::isfinite(x) || x <= 0)
+    auto parsed = parse_finite(number);
+    const double x = parsed.value_or(0);
+    if (!parsed || x <= 0)
       throw std::invalid_argument("bandwidth '" + text + "' is not a positive number with a unit; "
                                   + link_forms);
     const double bytes_per_s = x * scale;

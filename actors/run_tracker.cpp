@@ -4,6 +4,8 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "messages/checked.hpp"
+
 namespace chorus {
 
 const std::string& run_plan::text(const std::string& key) const {
@@ -28,16 +30,10 @@ float run_plan::lr_at(int64_t t) const {
 
 double run_plan::number(const std::string& key) const {
   const auto& value = text(key);
-  size_t used = 0;
-  double x = 0;
-  try {
-    x = std::stod(value, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used != value.size() || !std::isfinite(x))
+  auto x = parse_finite(value);
+  if (!x)
     throw std::invalid_argument("option " + key + ": '" + value + "' is not a number");
-  return x;
+  return *x;
 }
 
 double run_tracker::epoch() const {

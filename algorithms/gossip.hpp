@@ -4,6 +4,7 @@
 //   async_gossip       AD-PSGD-like asynchronous pairwise averaging (async_gossip.cpp)
 //   gradient_tracking  DIGing / gradient tracking (gradient_tracking.cpp)
 //   choco_gossip       CHOCO-SGD: gossip of compressed differences (choco_gossip.cpp)
+//   allreduce_sgd      sync SGD by an all-gather of gradients among the peers (allreduce_sgd.cpp)
 #pragma once
 
 #include <vector>
@@ -26,6 +27,14 @@ void check_gossip_sgd(const run_plan& plan, size_t workers);
 /// Only its peer `rank`, reporting to `coordinator` (registry's spawn_peer).
 caf::actor spawn_gossip_sgd_peer(caf::actor_system& sys, run_context ctx, int32_t rank,
                                  const caf::actor& coordinator);
+
+/// allreduce_sgd: every peer all-gathers the round's gradients and takes
+/// sync_sgd's step, w+ = Prox(w - eta sum_i n_i g_i / sum_j n_j) with the
+/// gradients in rank order: the same floats as sync_sgd. No options.
+protocol_actor spawn_allreduce_sgd(caf::actor_system& sys, run_context ctx);
+/// Only its peer `rank`, reporting to `coordinator` (registry's spawn_peer).
+caf::actor spawn_allreduce_sgd_peer(caf::actor_system& sys, run_context ctx, int32_t rank,
+                                    const caf::actor& coordinator);
 
 /// gossip_sgd with peer i starting from initial[i] instead of ctx.initial
 /// (consensus studies and tests; empty: every peer starts at ctx.initial).

@@ -69,6 +69,11 @@ const std::vector<algorithm_info>& algorithm_registry() {
     {"sync_sgd_avg", "synchronous parallel SGD, averaged prox: w+ = mean_i Prox(w - eta g_i)",
      "one round: every worker takes one proximal step", spawn_sync_sgd_avg,
      {allreduce, aggregator_option, pre_option, f_option}, true, {}, {}, check_robust_round, true},
+    {"allreduce_sgd",
+     "sync_sgd without a server (DDP's pattern): each worker's peer all-gathers the round's "
+     "gradients and takes w+ = Prox(w - eta mean_i g_i); the same floats as sync_sgd",
+     "one round: every worker computes one mini-batch gradient", spawn_allreduce_sgd, {}, false, {},
+     spawn_allreduce_sgd_peer, {}, true},
     {"async_sgd",
      "asynchronous delayed-gradient SGD: w <- Prox(w - eta_tau g_i(w_{t-tau})) per arrival",
      "one applied gradient (one worker's mini-batch)",

@@ -13,14 +13,20 @@ each, then the next repetition), and the lines report the median.
           trips' latency), a ~1 MB one (mlp:334, 265k floats) and a ~16 MB one
           (mlp:5000, 3.98M floats); `ratio_to_in_process` is the round time
           over the in-process round with as many workers and the same scheduler.
-          Each --processes run once per data plane in --data-planes (`chorus
-          train --data-plane`, passed to the nodes) [caf,ucx].
+          Each over-processes run is made for sync_sgd and for allreduce_sgd
+          (the same steps, gradients node to node), and once per data plane
+          in --data-planes (`chorus train --data-plane`, passed to the nodes)
+          [caf,ucx].
   ddp     MLP 784-256-10, batch 64, one epoch: `chorus train --processes 2
           --workers 2` samples/s against `bench/pytorch_mlp.py --modes ddp`
-          (2 gloo processes), with the in-process 2-worker run for reference.
+          (2 gloo processes), for sync_sgd (the coordinator's round server
+          sends w to each node and takes each gradient back) and
+          allreduce_sgd (the same steps; the two nodes' peers exchange their
+          gradients directly, DDP's pattern), with the in-process 2-worker
+          sync_sgd run for reference.
 
-Every chorus run of the rounds part, and the --processes 2 run of the ddp
-part, is made once per CAF scheduler policy in --schedulers (`chorus train
+Every chorus run of the rounds part, and the --processes 2 sync_sgd run of
+the ddp part, is made once per CAF scheduler policy in --schedulers (`chorus train
 --scheduler`, which --processes passes to the nodes) [stealing,sharing].
 
     /usr/bin/python3 bench/cluster_round.py [--build build] [--reps 3]
@@ -115,18 +121,21 @@ def rounds_part(chorus, reps, quick, schedulers, planes, only_models):
         if quick:
             steps = 5
         configs = []
+        runs = [("sync_sgd", w, p) for w, p in ((2, 0), (2, 2), (4, 0), (4, 4))]
+        # The same steps with the gradients going node to node (no round server).
+        runs += [("allreduce_sgd", 2, 2), ("allreduce_sgd", 4, 4)]
         for sched in schedulers:
-            for workers, procs in ((2, 0), (2, 2), (4, 0), (4, 4)):
+            for algorithm, workers, procs in runs:
                 for plane in (planes if procs else ["-"]):
-                    args = ["--algorithm", "sync_sgd", "--model", spec, "--batch", "8",
+                    args = ["--algorithm", algorithm, "--model", spec, "--batch", "8",
                             "--workers", str(workers), "--threads", "2", "--steps", str(steps),
                             "--eval-every", str(steps * 10), "--timeout", "120s"]
                     if procs:
                         args += ["--processes", str(procs), "--data-plane", plane]
                     args += ["--scheduler", sched]
-                    configs.append({"name": f"{spec} w{workers} p{procs} {sched} {plane}",
-                                    "args": args, "workers": workers, "processes": procs,
-                                    "scheduler": sched, "data_plane": plane})
+                    configs.append({"name": f"{spec} {algorithm} w{workers} p{procs} {sched} {plane}",
+                                    "args": args, "algorithm": algorithm, "workers": workers,
+                                    "processes": procs, "scheduler": sched, "data_plane": plane})
 
         def measure(c):
             s = run_chorus(chorus, c["args"])
@@ -135,7 +144,7 @@ def rounds_part(chorus, reps, quick, schedulers, planes, only_models):
 
         values, errors = interleaved(configs, reps, measure)
         for c in configs:
-            line = {"bench": "cluster_round", "part": "rounds", "algorithm": "sync_sgd",
+            line = {"bench": "cluster_round", "part": "rounds", "algorithm": c["algorithm"],
                     "model": spec, "model_mb": mb, "batch": 8, "steps": steps,
                     "workers": c["workers"], "processes": c["processes"],
                     "scheduler": c["scheduler"], "data_plane": c["data_plane"], "reps": reps}
@@ -143,7 +152,8 @@ def rounds_part(chorus, reps, quick, schedulers, planes, only_models):
                 line["error"] = errors[c["name"]]
                 status = 1
             else:
-                base = f"{spec} w{c['workers']} p0 {c['scheduler']} -"
+                # Against sync_sgd in one process with as many workers.
+                base = f"{spec} sync_sgd w{c['workers']} p0 {c['scheduler']} -"
                 t = median(values[c["name"]])
                 line["round_ms"] = round(t * 1e3, 3)
                 line["round_ms_all"] = [round(v * 1e3, 3) for v in values[c["name"]]]
@@ -154,14 +164,21 @@ def rounds_part(chorus, reps, quick, schedulers, planes, only_models):
 
 
 def ddp_part(chorus, reps, quick, python, schedulers):
-    common = ["--algorithm", "sync_sgd", "--model", "mlp:256", "--batch", "64", "--workers",
+    common = ["--model", "mlp:256", "--batch", "64", "--workers",
               "2", "--threads", "2", "--lr", "0.1", "--epochs", "0.1" if quick else "1",
               "--eval-every", "1000000"]
-    configs = [{"name": f"chorus p2 {s}", "kind": "chorus", "scheduler": s,
-                "args": common + ["--processes", "2", "--scheduler", s]} for s in schedulers]
+    sync = ["--algorithm", "sync_sgd"] + common
+    # allreduce_sgd: the same steps as sync_sgd, with DDP's message pattern
+    # (the gradients go node to node, not through the coordinator).
+    peers = ["--algorithm", "allreduce_sgd"] + common
+    configs = [{"name": f"chorus p2 {s}", "kind": "chorus", "scheduler": s, "algorithm": "sync_sgd",
+                "args": sync + ["--processes", "2", "--scheduler", s]} for s in schedulers]
     configs += [
+        {"name": "chorus p2 allreduce_sgd", "kind": "chorus", "scheduler": "stealing",
+         "algorithm": "allreduce_sgd", "args": peers + ["--processes", "2"]},
         {"name": "pytorch ddp", "kind": "ddp"},
-        {"name": "chorus p0 stealing", "kind": "chorus", "scheduler": "stealing", "args": common},
+        {"name": "chorus p0 stealing", "kind": "chorus", "scheduler": "stealing",
+         "algorithm": "sync_sgd", "args": sync},
     ]
 
     def measure(c):
@@ -178,6 +195,7 @@ def ddp_part(chorus, reps, quick, python, schedulers):
         if c["kind"] == "chorus":
             line["processes"] = 2 if "--processes" in c["args"] else 0
             line["scheduler"] = c["scheduler"]
+            line["algorithm"] = c["algorithm"]
         if c["name"] in errors:
             line["error"] = errors[c["name"]]
             status = 1

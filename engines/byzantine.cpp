@@ -13,6 +13,8 @@
 
 #include <caf/all.hpp>
 
+#include "messages/checked.hpp"
+
 namespace chorus {
 
 namespace {
@@ -20,16 +22,10 @@ namespace {
 // -- attacks ---------------------------------------------------------------------
 
 double parse_number(const std::string& name, const std::string& text) {
-  size_t used = 0;
-  double x = 0;
-  try {
-    x = std::stod(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used != text.size() || text.empty() || !std::isfinite(x))
+  auto x = parse_finite(text);
+  if (!x)
     throw std::invalid_argument("attack " + name + ": '" + text + "' is not a finite number");
-  return x;
+  return *x;
 }
 
 buffer filled(size_t d, float value) { return std::move(mutable_buffer::filled(d, value)).freeze(); }

@@ -10,6 +10,8 @@
 #include <stdexcept>
 #include <utility>
 
+#include "messages/checked.hpp"
+
 namespace chorus {
 
 namespace {
@@ -434,16 +436,10 @@ buffer encode_sign(cview v) {
 // -- parsing -----------------------------------------------------------------
 
 double parse_fraction(const std::string& name, const std::string& arg) {
-  size_t used = 0;
-  double f = 0;
-  try {
-    f = std::stod(arg, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (arg.empty() || used != arg.size() || !(f > 0 && f <= 1))
+  auto f = parse_finite(arg);
+  if (!f || !(*f > 0 && *f <= 1))
     throw std::invalid_argument(name + ":F needs a fraction 0 < F <= 1, got '" + arg + "'");
-  return f;
+  return *f;
 }
 
 uint32_t parse_levels(const std::string& arg) {

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <deque>
 #include <limits>
 #include <map>
@@ -16,9 +17,33 @@ namespace chorus {
 
 // -- measures and options ---------------------------------------------------------
 
+namespace {
+
+// Whether every vector of xs holds the same floats as xs[0], bit for bit
+// (host memory only; device vectors are never taken as equal here).
+bool all_identical(const std::vector<buffer>& xs) {
+  for (auto& x : xs)
+    if (x.kind() != memory_kind::host || x.size() != xs[0].size()
+        || (x.data() != xs[0].data()
+            && std::memcmp(x.data(), xs[0].data(), x.size() * sizeof(float)) != 0))
+      return false;
+  return true;
+}
+
+} // namespace
+
 double consensus_distance(backend& be, const std::vector<buffer>& xs, buffer* mean) {
   if (xs.empty())
     return 0;
+  // Replicas in exact consensus (allreduce_sgd; any gossip after exact
+  // averaging): x_bar is that model itself. The mean of k equal floats is
+  // not always the float (3a / 3 rounds), and the output must be the model
+  // the replicas hold.
+  if (all_identical(xs)) {
+    if (mean)
+      *mean = xs[0];
+    return 0;
+  }
   std::vector<cview> views(xs.begin(), xs.end());
   mutable_buffer m(xs[0].size());
   be.mean(views, m.span());

@@ -1,4 +1,5 @@
-// Overflow-checked integer arithmetic for sizes read from files and flags.
+// Overflow-checked integer arithmetic for sizes read from files and flags,
+// and the one reader of a finite number from text (flags, specs, options).
 //
 // A size such as count * rows * cols that comes from a header or a spec must
 // not wrap around: a wrapped product is small, passes every cap and then
@@ -8,10 +9,13 @@
 // buffers from untrusted numbers.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <initializer_list>
 #include <limits>
 #include <optional>
+#include <stdexcept>
+#include <string>
 #include <type_traits>
 
 namespace chorus {
@@ -61,6 +65,23 @@ constexpr std::optional<T> checked_product(std::initializer_list<T> factors) {
     out = *next;
   }
   return out;
+}
+
+/// The whole of `text` as a finite number (std::stod's syntax: "1e-3",
+/// " 2" with leading space), or nullopt when it is empty, has anything after
+/// the number, overflows or is not finite (nan, inf). Callers name the flag
+/// or spec in their own error.
+inline std::optional<double> parse_finite(const std::string& text) {
+  size_t used = 0;
+  double x = 0;
+  try {
+    x = std::stod(text, &used);
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+  if (used != text.size() || !std::isfinite(x))
+    return std::nullopt;
+  return x;
 }
 
 } // namespace chorus

@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <stdexcept>
 
+#include "messages/checked.hpp"
+
 namespace chorus {
 
 const char* const lr_schedule_forms =
@@ -27,16 +29,10 @@ namespace {
 }
 
 double number(const std::string& text, const std::string& spec, const char* what) {
-  size_t used = 0;
-  double x = 0;
-  try {
-    x = std::stod(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (text.empty() || used != text.size() || !std::isfinite(x))
+  auto x = parse_finite(text);
+  if (!x)
     refuse(spec, std::string(what) + " '" + text + "' is not a number");
-  return x;
+  return *x;
 }
 
 std::string num(double x) {

@@ -139,12 +139,15 @@ struct peer_state {
   /// (non-finite or malformed), and those it clipped or down-weighted.
   int64_t rejected = 0;
   int64_t clipped = 0;
+  /// Messages of allreduce_sgd: the mini-batch size behind the gradient in
+  /// x (the mean weights by it); 0 elsewhere.
+  int32_t batch = 0;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, peer_state& x) {
   return f(caf::meta::type_name("peer_state"), x.sender, x.step, x.x, x.y, x.loss, x.samples,
-           x.rejected, x.clipped);
+           x.rejected, x.clipped, x.batch);
 }
 
 /// What a protocol reports when its run ends.

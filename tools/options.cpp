@@ -1,6 +1,7 @@
 #include "tools/options.hpp"
 
 #include "algorithms/registry.hpp"
+#include "messages/checked.hpp"
 #include "messages/lr_schedule.hpp"
 
 #include <algorithm>
@@ -33,16 +34,10 @@ std::string shown(const std::string& v) {
 }
 
 double to_double(const std::string& flag, const std::string& v) {
-  size_t used = 0;
-  double x = 0;
-  try {
-    x = std::stod(v, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used != v.size() || v.empty() || !std::isfinite(x))
+  auto x = parse_finite(v);
+  if (!x)
     throw usage_error("--" + flag + ": '" + shown(v) + "' is not a number");
-  return x;
+  return *x;
 }
 
 int64_t to_int(const std::string& flag, const std::string& v) {

@@ -201,6 +201,33 @@ TEST(gossip, consensus_distance_is_the_mean_squared_distance_to_the_average) {
   EXPECT_EQ(consensus_distance(*be, {}), 0.0);
 }
 
+TEST(gossip, replicas_in_exact_consensus_average_to_themselves_bit_for_bit) {
+  // allreduce_sgd's replicas hold the same floats; x_bar must be those
+  // floats, while the mean of three equal floats need not be the float.
+  auto be = make_eigen_backend();
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> u(-3, 3);
+  std::vector<float> a(4096);
+  for (auto& v : a)
+    v = u(rng);
+  auto x = buffer::from(a);
+  std::vector<buffer> same{x, buffer::from(a), buffer::from(a)};  // one shared, two copies
+  // What the plain mean gives: off in some last bit for these floats (the
+  // case the exact path exists for; if it ever stops being so, this test no
+  // longer shows anything and says so).
+  mutable_buffer plain(a.size());
+  be->mean(std::vector<cview>(same.begin(), same.end()), plain.span());
+  ASSERT_FALSE(std::equal(a.begin(), a.end(), plain.data()))
+    << "the mean of 3 equal vectors rounded to the vector itself: pick other floats";
+  buffer mean;
+  EXPECT_EQ(consensus_distance(*be, same, &mean), 0.0);
+  EXPECT_EQ(mean.to_vector(), a);
+  // One bit off in one replica: the general path, a distance > 0.
+  a[100] = std::nextafter(a[100], 10.0f);
+  same[2] = buffer::from(a);
+  EXPECT_GT(consensus_distance(*be, same, &mean), 0.0);
+}
+
 // The consensus distance of x_r = W^r x_0, in double: the exact prediction
 // for a run with eta = 0 (round r's row is taken after r rounds).
 std::vector<double> predicted_consensus(const mixing_matrix& m, const std::vector<buffer>& x0, int rounds) {

@@ -167,6 +167,47 @@ TEST(Nodes, GossipPeersLiveBesideTheirWorkersAndMatchOneProcess) {
   EXPECT_EQ(zero_links, 3u) << summary;
 }
 
+// model.npy of `chorus train` with `args` (empty when the run failed;
+// its stderr then goes to the test's output).
+std::string model_of(const std::string& name, const std::vector<std::string>& args) {
+  auto out = temp_path(name);
+  chorus_process run(args + std::vector<std::string>{"--out", out}, out + "_log");
+  if (run.wait() != 0) {
+    ADD_FAILURE() << name << ": " << run.err();
+    return "";
+  }
+  return read_text(out + "/model.npy");
+}
+
+TEST(Nodes, AllreduceSgdTakesSyncSgdsStepsInOneProcessAndOverTwo) {
+  // Every replica sums the gradients in rank order with sync_sgd's own
+  // combine: the same floats as the server, wherever the peers live. Unequal
+  // batches (weights by samples) and an L1 prox are in the step too.
+  auto args = [](const std::string& algorithm, int workers, const std::string& batch) {
+    return std::vector<std::string>{"train", "--algorithm", algorithm, "--workers",
+                                    std::to_string(workers), "--model", "softmax", "--steps", "30",
+                                    "--eval-every", "15", "--batch", batch, "--lr", "0.1",
+                                    "--reg", "l1:1e-4", "--quiet", "--timeout", "20s"};
+  };
+  auto server = model_of("ar_sync3", args("sync_sgd", 3, "16,48,32"));
+  ASSERT_GT(server.size(), 1000u);
+  EXPECT_EQ(model_of("ar_peers3", args("allreduce_sgd", 3, "16,48,32")), server)
+    << "allreduce_sgd's replicas differ from sync_sgd's server (3 workers, one process)";
+
+  auto r = run_one_and_many("allreduce", args("allreduce_sgd", 2, "32"), 2);
+  ASSERT_EQ(r.error, "");
+  EXPECT_EQ(r.model_many, model_of("ar_sync2", args("sync_sgd", 2, "32")))
+    << "allreduce_sgd over 2 processes differs from sync_sgd in one";
+  EXPECT_EQ(r.model_one, r.model_many);
+  // The gradients went node to node: no payload crossed the coordinator's
+  // links to its nodes (it fetches replicas only to evaluate, uncounted there).
+  size_t zero_links = 0;
+  for (size_t at = 0; (at = r.summary.find("\"bytes_sent\":0,\"bytes_received\":0}", at)) != std::string::npos; ++at)
+    ++zero_links;
+  EXPECT_EQ(zero_links, 2u) << r.summary;
+  EXPECT_EQ(field(r.summary, "consensus_distance"), 0) << r.summary;
+}
+
 TEST(Nodes, TheSharingSchedulerReachesTheNodesAndChangesNoWeight) {
   // --scheduler sharing goes to the node processes on their command line (a
   // node that refused it would fail the run); scheduling changes no number.
@@ -310,7 +351,7 @@ TEST_P(NodesProtocols, TrainsOverSeveralProcesses) {
 
 INSTANTIATE_TEST_SUITE_P(Families, NodesProtocols,
                          ::testing::Values(family{"gossip_sgd", 3}, family{"async_gossip", 3},
-                                           family{"leader_sgd", 2},
+                                           family{"leader_sgd", 2}, family{"allreduce_sgd", 2},
                                            family{"async_sgd", 2}, family{"local_sgd", 2}),
                          [](const auto& info) { return std::string(info.param.algorithm); });
 
