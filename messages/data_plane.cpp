@@ -654,14 +654,18 @@ private:
   static void on_received(void* request, ucs_status_t st, const ucp_tag_recv_info_t* info,
                           void* user_data) {
     auto* self = static_cast<engine*>(user_data);
-    const uint64_t tag = info ? info->sender_tag : 0;
+    settle(self, request, st, info);
     ucp_request_free(request);
-    // Find the op by its request (the info's tag is unset on error).
+  }
+
+  static void settle(engine* self, void* request, ucs_status_t st, const ucp_tag_recv_info_t* info) {
+    // Find the op by its request.
     for (auto i = self->active_.begin(); i != self->active_.end(); ++i) {
       auto& op = i->second;
       if (op->recv_req != request)
         continue;
-      if (st == UCS_OK && info->length == op->bytes && tag == op->tag) {
+      // (info is filled only for a completed receive)
+      if (st == UCS_OK && info->length == op->bytes && info->sender_tag == op->tag) {
         ++c_fetched;
         op->finish("");
       } else if (st == UCS_OK && info->length == 0) {
