@@ -76,6 +76,9 @@ using node_actor = caf::typed_actor<
   // The caller's Chorus version and type_table_hash(); replies with the
   // node's name ("host:pid") or refuses a mismatch, saying both versions.
   caf::replies_to<hello_atom, std::string, uint64_t>::with<std::string>,
+  // The GPUs it gives its workers (asked after the hello; placement by
+  // device counts reads them).
+  caf::replies_to<devices_atom>::with<node_devices>,
   // Spawn the job's workers (the node loads the data itself); it keeps
   // them until the caller releases them or goes down.
   caf::replies_to<host_atom, node_job>::with<hosted_workers>,

@@ -60,6 +60,7 @@ struct rank_state {
   int device = -1;
   nccl_wait wait;
   std::vector<nccl_rank_actor> peers;  // rank 0, until it has sent them the id
+  bool makes_id = false;               // rank 0 of an in-process group
   bool join_started = false;
   std::unique_ptr<backend> be;  // local means and copies on this rank's GPU
   std::optional<nccl_comm> comm;
@@ -148,20 +149,24 @@ caf::result<buffer> serve(rank_pointer self, reduce_share share) {
   }
 }
 
+// `makes_id`: this rank makes the unique id at start and sends it to `peers`
+// (rank 0 of an in-process group); otherwise it waits for (join_atom, id).
 nccl_rank_actor::behavior_type rank_behavior(rank_pointer self, int rank, int nranks, int device,
-                                             nccl_wait wait, std::vector<nccl_rank_actor> peers) {
+                                             nccl_wait wait, std::vector<nccl_rank_actor> peers,
+                                             bool makes_id) {
   auto& st = self->state;
   st.rank = rank;
   st.nranks = nranks;
   st.device = device;
   st.wait = std::move(wait);
   st.peers = std::move(peers);
-  if (rank == 0)
+  st.makes_id = makes_id;
+  if (makes_id)
     self->send(caf::actor_cast<nccl_rank_actor>(self), join_atom_v);  // first thing: the id
   return {
     [self](join_atom) {
       auto& st = self->state;
-      if (st.rank != 0 || st.join_started)
+      if (!st.makes_id || st.join_started)
         return;
       st.join_started = true;
       nccl_unique_id id;
@@ -432,6 +437,18 @@ nccl_group_actor::behavior_type group_behavior(group_pointer self,
 
 } // namespace
 
+nccl_rank_actor spawn_nccl_rank(caf::actor_system& sys, int rank, int nranks, int device,
+                                nccl_wait wait) {
+  if (nranks < 1 || rank < 0 || rank >= nranks)
+    throw std::invalid_argument("NCCL rank " + std::to_string(rank) + " of " + std::to_string(nranks)
+                                + " (ranks are 0.." + std::to_string(nranks - 1) + ")");
+  if (device < 0)
+    throw std::invalid_argument("NCCL rank " + std::to_string(rank) + ": device index "
+                                + std::to_string(device) + " (must be >= 0)");
+  return sys.spawn<caf::detached>(rank_behavior, rank, nranks, device, std::move(wait),
+                                  std::vector<nccl_rank_actor>{}, false);
+}
+
 nccl_group spawn_nccl_group(caf::actor_system& sys, std::vector<int> devices,
                             nccl_group_options opts) {
   if (devices.empty())
@@ -455,9 +472,10 @@ nccl_group spawn_nccl_group(caf::actor_system& sys, std::vector<int> devices,
   // Ranks 1..n-1 first: rank 0 sends them the id as soon as it starts.
   for (int r = n - 1; r >= 1; --r)
     ranks[r] = sys.spawn<caf::detached>(rank_behavior, r, n, devices[r], wait,
-                                        std::vector<nccl_rank_actor>{});
+                                        std::vector<nccl_rank_actor>{}, false);
   ranks[0] = sys.spawn<caf::detached>(rank_behavior, 0, n, devices[0], wait,
-                                      std::vector<nccl_rank_actor>(ranks.begin() + 1, ranks.end()));
+                                      std::vector<nccl_rank_actor>(ranks.begin() + 1, ranks.end()),
+                                      true);
   auto front = sys.spawn(group_behavior, ranks, devices, cancel, opts.timeout);
   auto s = std::make_shared<nccl_group::shared>();
   s->front = std::move(front);

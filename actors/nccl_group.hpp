@@ -9,7 +9,8 @@
 // Forming. Rank 0 makes the unique id as soon as it starts and sends it to
 // the other ranks in a (join_atom, nccl_unique_id) message; each rank then
 // builds its nccl_comm. The id is a plain serializable payload, so a rank
-// could as well live in another process. The front asks every rank whether
+// can as well live in another process: actors/nccl_nodes.hpp spreads one
+// rank per worker over node processes (spawn_nccl_rank below). The front asks every rank whether
 // it joined (ready_atom) and holds requests until all have.
 //
 // Order. NCCL needs every rank to issue the same collectives in the same
@@ -40,6 +41,7 @@
 
 #include "actors/interfaces.hpp"
 #include "gpu/assert.hpp"
+#include "gpu/nccl_comm.hpp"
 
 namespace chorus {
 
@@ -85,6 +87,16 @@ private:
 /// CUDA is not an exception here: the front answers with the error.
 nccl_group spawn_nccl_group(caf::actor_system& sys, std::vector<int> devices,
                             nccl_group_options opts = {});
+
+/// Spawns one detached rank actor, `rank` of `nranks` on GPU `device`, that
+/// waits for the unique id in a (join_atom, nccl_unique_id) message from
+/// whoever made it (a rank of a group spread over processes: the id comes
+/// from another process, actors/nccl_nodes.hpp). Throws
+/// std::invalid_argument for a rank outside [0, nranks) or a negative device.
+/// The caller ends it (an exit; raise wait.cancel first if it may be blocked
+/// in NCCL).
+nccl_rank_actor spawn_nccl_rank(caf::actor_system& sys, int rank, int nranks, int device,
+                                nccl_wait wait);
 
 /// Sends inputs[i] (a buffer or a reduce_share) to ranks[i] as one
 /// all-reduce request each, and calls `done` exactly once with the N results

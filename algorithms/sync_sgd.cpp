@@ -54,6 +54,9 @@
 //          communicator has one rank: the same code path as with N GPUs.
 //          The gradients cross the PCIe/NVLink fabric once, in NCCL, instead
 //          of each being copied to the server's GPU.
+//          Workers in node processes (--processes/--nodes): one rank per
+//          worker, beside it on its node, and the all-reduce runs among the
+//          nodes; only rank 0's mean reaches the server (actors/nccl_nodes.hpp).
 #include <algorithm>
 #include <memory>
 #include <stdexcept>
@@ -101,6 +104,12 @@ protocol_actor spawn_with_allreduce(caf::actor_system& sys, run_context ctx, rou
                                 "--allreduce nccl");
   if (allreduce_mode(ctx.plan) == "none")
     return spawn_round_server(sys, std::move(ctx), std::move(rule));
+  if (ctx.reducer) {
+    // The workers' nodes all-reduce among themselves (--processes/--nodes):
+    // the replies that reach this server are rank 0's mean and empty ones.
+    rule.reducer = ctx.reducer;
+    return spawn_round_server(sys, std::move(ctx), std::move(rule));
+  }
   auto devices = rank_devices(ctx);
   // No GPU (or no CUDA in this build) is a clear error now, before training.
   for (int d : devices)

@@ -41,6 +41,11 @@ struct run_context {
   /// the graph knows it; empty otherwise. Protocols that move data between
   /// GPUs themselves (sync_sgd with allreduce=nccl) place their ranks by it.
   std::vector<int> worker_devices;
+  /// Set by the runner when the workers all-reduce among themselves where
+  /// they are (--allreduce nccl with the workers on nodes: a stage beside
+  /// each worker, actors/nccl_nodes.hpp): a protocol with allreduce=nccl
+  /// takes the round's mean from it instead of forming a group here.
+  reducer_actor reducer;
   /// Set by the runner when the workers live in other processes (--processes,
   /// --nodes): spawns, in the process of worker `rank`, the actor a
   /// decentralized protocol keeps beside that worker (a gossip peer), with

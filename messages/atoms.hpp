@@ -64,6 +64,8 @@ using expire_atom = caf::atom_constant<caf::atom("expire")>;
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
 /// A combiner shard: compute your slice of the round's combine.
 using combine_atom = caf::atom_constant<caf::atom("combine")>;
+/// Coordinator -> node, after the hello: which GPUs do you have?
+using devices_atom = caf::atom_constant<caf::atom("devices")>;
 
 constexpr compute_atom compute_atom_v{};
 constexpr local_atom local_atom_v{};
@@ -94,5 +96,6 @@ constexpr await_atom await_atom_v{};
 constexpr observe_atom observe_atom_v{};
 constexpr honest_atom honest_atom_v{};
 constexpr expire_atom expire_atom_v{};
+constexpr devices_atom devices_atom_v{};
 
 } // namespace chorus

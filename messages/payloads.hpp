@@ -211,16 +211,33 @@ typename Inspector::result_type inspect(Inspector& f, node_job& x) {
 }
 
 /// Node -> coordinator: the workers it spawned for a node_job (in the
-/// job's rank order) and the fingerprint of the data it loaded.
+/// job's rank order) and the fingerprint of the data it loaded. With
+/// --allreduce nccl also one NCCL rank per worker (same order) and, from
+/// the node that hosts rank 0, the communicator's unique id
+/// (actors/nccl_nodes.hpp).
 struct hosted_workers {
   std::string node;         ///< "host:pid" of the node process
   std::string fingerprint;  ///< data fingerprint (data/dataset.hpp)
   std::vector<caf::strong_actor_ptr> workers;
+  std::vector<caf::strong_actor_ptr> nccl_ranks;  ///< empty without --allreduce nccl
+  std::vector<nccl_unique_id> nccl_id;            ///< one id from rank 0's node, else none
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, hosted_workers& x) {
-  return f(caf::meta::type_name("hosted_workers"), x.node, x.fingerprint, x.workers);
+  return f(caf::meta::type_name("hosted_workers"), x.node, x.fingerprint, x.workers, x.nccl_ranks,
+           x.nccl_id);
+}
+
+/// Node -> coordinator, in the handshake: the GPUs this node gives its
+/// workers (its --devices; empty: it takes the coordinator's list).
+struct node_devices {
+  std::vector<int32_t> devices;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, node_devices& x) {
+  return f(caf::meta::type_name("node_devices"), x.devices);
 }
 
 } // namespace chorus

@@ -24,6 +24,7 @@ CAF_BEGIN_TYPE_ID_BLOCK(chorus, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(chorus, (chorus::reduce_share))
   CAF_ADD_TYPE_ID(chorus, (chorus::node_job))
   CAF_ADD_TYPE_ID(chorus, (chorus::hosted_workers))
+  CAF_ADD_TYPE_ID(chorus, (chorus::node_devices))
 
 CAF_END_TYPE_ID_BLOCK(chorus)
 

@@ -3,6 +3,7 @@
 // so the system's destructor never waits forever.
 #pragma once
 
+#include <chrono>
 #include <vector>
 
 #include <caf/all.hpp>
@@ -24,6 +25,15 @@ struct test_system {
     return c;
   }
 };
+
+/// The reply of type T to one request (within 60 s), or the error.
+template <class T, class Handle, class... Ts>
+caf::expected<T> ask(caf::scoped_actor& self, const Handle& h, Ts... xs) {
+  caf::expected<T> out{caf::error{}};
+  self->request(h, std::chrono::seconds(60), xs...)
+    .receive([&](T& x) { out = std::move(x); }, [&](caf::error& e) { out = std::move(e); });
+  return out;
+}
 
 /// Exits every added actor when it goes out of scope.
 struct actor_guard {

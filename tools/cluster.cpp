@@ -16,6 +16,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "actors/nccl_nodes.hpp"
+#include "gpu/device.hpp"
 #include "messages/json.hpp"
 #include "messages/type_ids.hpp"
 
@@ -108,7 +110,90 @@ void check_cluster_options(const experiment_config& cfg) {
             "--nodes " + n + " is not on this host: connect with mutual TLS (--tls-cert, "
             "--tls-key, --tls-ca), or say --insecure to send plain messages over the network");
   }
-  place_workers(cfg.placement, cfg.workers, count);
+  // The node processes --processes starts get their devices from here;
+  // other nodes report theirs in the handshake (1 each stands in here).
+  std::vector<std::vector<int>> devices(static_cast<size_t>(count), std::vector<int>{0});
+  if (cfg.processes > 0)
+    for (int p = 0; p < count; ++p)
+      devices[static_cast<size_t>(p)] = node_devices_of(cfg, p);
+  std::vector<int> counts;
+  for (auto& d : devices)
+    counts.push_back(static_cast<int>(d.size()));
+  auto placed = resolve_placement(cfg.placement, cfg.backend, cfg.workers, counts);
+  if (!nccl_all_reduce(cfg))
+    return;
+  // --allreduce nccl across processes: what cannot work is refused here,
+  // before any process starts.
+  require(cfg.backend == "cuda", "--allreduce nccl across processes needs --backend cuda (NCCL "
+                                 "all-reduces the workers' GPU memory)");
+  require(cfg.byzantine.empty(),
+          "--byzantine with --allreduce nccl across processes: the workers' vectors are averaged "
+          "on their nodes before any reply reaches the attack decorators (use --allreduce none)");
+  require(cfg.crash.empty(), "--crash with --allreduce nccl across processes: an NCCL "
+                             "communicator cannot lose a rank (use --allreduce none)");
+  if (cfg.processes > 0)
+    check_one_gpu_per_rank(placed, devices, [](size_t p) {
+      return "node process " + std::to_string(p);
+    });
+  require(device::built_with_cuda(),
+          "--allreduce nccl across processes needs a build with CUDA and NCCL; this one has "
+          "none (configure where nvcc is found, or with -DCHORUS_ENABLE_CUDA=ON)");
+}
+
+bool nccl_all_reduce(const experiment_config& cfg) {
+  auto it = cfg.options.find("allreduce");
+  return it != cfg.options.end() && it->second == "nccl";
+}
+
+std::vector<int> place_by_devices(const std::vector<int>& device_counts, int workers) {
+  require(!device_counts.empty(), "no node to place workers on");
+  int most = 0;
+  for (int c : device_counts) {
+    require(c >= 1, "a node without devices cannot host cuda workers");
+    most = std::max(most, c);
+  }
+  std::vector<int> slots;  // node of each device slot, in the order they fill
+  for (int d = 0; d < most; ++d)
+    for (size_t n = 0; n < device_counts.size(); ++n)
+      if (d < device_counts[n])
+        slots.push_back(static_cast<int>(n));
+  std::vector<int> at(static_cast<size_t>(std::max(workers, 0)));
+  for (size_t i = 0; i < at.size(); ++i)
+    at[i] = slots[i % slots.size()];
+  return at;
+}
+
+std::vector<int> resolve_placement(const std::string& spec, const std::string& backend,
+                                   int workers, const std::vector<int>& device_counts) {
+  if (spec == "devices" || (spec == "auto" && backend == "cuda"))
+    return place_by_devices(device_counts, workers);
+  return place_workers(spec == "auto" ? "round-robin" : spec, workers,
+                       static_cast<int>(device_counts.size()));
+}
+
+void check_one_gpu_per_rank(const std::vector<int>& placement,
+                            const std::vector<std::vector<int>>& node_devices,
+                            const std::function<std::string(size_t)>& label) {
+  for (size_t n = 0; n < node_devices.size(); ++n) {
+    std::vector<int> ranks;
+    for (size_t r = 0; r < placement.size(); ++r)
+      if (placement[r] == static_cast<int>(n))
+        ranks.push_back(static_cast<int>(r));
+    auto distinct = node_devices[n];
+    std::sort(distinct.begin(), distinct.end());
+    distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
+    if (ranks.size() <= distinct.size())
+      continue;
+    std::string workers, gpus;
+    for (int r : ranks)
+      workers += (workers.empty() ? "" : ",") + std::to_string(r);
+    for (int d : node_devices[n])
+      gpus += (gpus.empty() ? "" : ",") + std::to_string(d);
+    throw std::invalid_argument(
+      label(n) + " would host workers " + workers + " on " + std::to_string(distinct.size())
+      + " GPU(s) [" + gpus + "]: --allreduce nccl gives every worker an NCCL rank and NCCL "
+      "allows one rank per GPU; give that node more --devices, or run fewer --workers");
+  }
 }
 
 bool nodes_off_host(const experiment_config& cfg) {
@@ -126,6 +211,15 @@ std::vector<int> process_devices(const std::vector<int>& devices, int processes,
   for (size_t j = static_cast<size_t>(p); j < devices.size(); j += static_cast<size_t>(processes))
     share.push_back(devices[j]);
   return share;
+}
+
+std::vector<int> node_devices_of(const experiment_config& cfg, int p) {
+  auto share = process_devices(cfg.devices, cfg.processes, p);
+  return share.empty() ? cfg.devices : share;
+}
+
+std::chrono::milliseconds nccl_join_timeout(std::chrono::milliseconds timeout) {
+  return std::max<std::chrono::milliseconds>(timeout, std::chrono::minutes(2));
 }
 
 int node_device(const std::vector<int>& devices, size_t k) {
@@ -174,17 +268,19 @@ std::vector<int> place_workers(const std::string& spec, int workers, int nodes) 
 cluster::cluster(caf::actor_system& sys, const experiment_config& cfg)
   : sys_(sys), timeout_(cfg.timeout_ms), tls_(tls_of(cfg)), scheduler_(cfg.scheduler),
     data_plane_(data_plane::name(resolve_data_plane(cfg.data_plane, tls_.enabled()))),
-    devices_(cfg.devices) {
+    devices_(cfg.devices), backend_(cfg.backend), nccl_(nccl_all_reduce(cfg)) {
   self_ = std::make_unique<caf::scoped_actor>(sys_);
   const int count = cfg.processes > 0   ? cfg.processes
                     : cfg.await_nodes > 0 ? cfg.await_nodes
                                           : static_cast<int>(cfg.nodes.size());
-  auto placed = place_workers(cfg.placement, cfg.workers, count);
   members_.resize(static_cast<size_t>(count));
-  for (int r = 0; r < cfg.workers; ++r)
-    members_[static_cast<size_t>(placed[static_cast<size_t>(r)])].ranks.push_back(r);
   try {
     if (cfg.processes > 0) {
+      // Their devices come from here: placed before they start (each gets
+      // as many scheduler threads as workers).
+      for (int p = 0; p < count; ++p)
+        members_[static_cast<size_t>(p)].devices = node_devices_of(cfg, p);
+      place(cfg);
       start_processes(count, cfg.node_program.empty() ? "/proc/self/exe" : cfg.node_program);
     } else if (cfg.await_nodes > 0) {
       await_registrations(parse_endpoint(cfg.listen, "--listen"));
@@ -208,11 +304,45 @@ cluster::cluster(caf::actor_system& sys, const experiment_config& cfg)
       if (refused)
         throw std::runtime_error("node " + std::to_string(i) + " at " + m.at.str() + ": "
                                  + chorus::describe(refused));
+      // Same version from here on: the node says which GPUs it has.
+      (*self_)
+        ->request(m.handle, timeout_, devices_atom_v)
+        .receive(
+          [&](node_devices& d) {
+            m.devices.assign(d.devices.begin(), d.devices.end());
+            if (m.devices.empty())
+              m.devices = devices_;  // it takes the coordinator's list
+          },
+          [&](caf::error& err) { refused = std::move(err); });
+      if (refused)
+        throw std::runtime_error(label(i) + " did not say which devices it has: "
+                                 + chorus::describe(refused));
+    }
+    if (cfg.processes == 0)
+      place(cfg);
+    if (nccl_) {
+      std::vector<int> placed(static_cast<size_t>(cfg.workers));
+      std::vector<std::vector<int>> devices;
+      for (size_t n = 0; n < members_.size(); ++n) {
+        devices.push_back(members_[n].devices);
+        for (auto r : members_[n].ranks)
+          placed[static_cast<size_t>(r)] = static_cast<int>(n);
+      }
+      check_one_gpu_per_rank(placed, devices, [this](size_t n) { return label(n); });
     }
   } catch (...) {
     stop_processes();
     throw;
   }
+}
+
+void cluster::place(const experiment_config& cfg) {
+  std::vector<int> counts;
+  for (auto& m : members_)
+    counts.push_back(std::max<int>(1, static_cast<int>(m.devices.size())));
+  auto placed = resolve_placement(cfg.placement, cfg.backend, cfg.workers, counts);
+  for (int r = 0; r < cfg.workers; ++r)
+    members_[static_cast<size_t>(placed[static_cast<size_t>(r)])].ranks.push_back(r);
 }
 
 cluster::~cluster() {
@@ -434,7 +564,11 @@ std::vector<std::string> cluster::describe() const {
     std::string ranks;
     for (auto r : members_[i].ranks)
       ranks += (ranks.empty() ? "" : ",") + std::to_string(r);
-    lines.push_back(label(i) + ": workers " + (ranks.empty() ? "none" : ranks));
+    std::string gpus;
+    if (backend_ == "cuda")
+      for (auto d : members_[i].devices)
+        gpus += (gpus.empty() ? " on GPUs " : ",") + std::to_string(d);
+    lines.push_back(label(i) + ": workers " + (ranks.empty() ? "none" : ranks) + gpus);
   }
   return lines;
 }
@@ -479,6 +613,20 @@ std::vector<worker_actor> cluster::host(const std::vector<std::string>& args, in
       throw std::runtime_error(label(i) + " hosted " + std::to_string(got.workers.size())
                                + " workers where " + std::to_string(m.ranks.size())
                                + " were asked for");
+    if (nccl_) {
+      // One NCCL rank per hosted worker, and the id from worker 0's node.
+      if (got.nccl_ranks.size() != m.ranks.size())
+        throw std::runtime_error(label(i) + " sent " + std::to_string(got.nccl_ranks.size())
+                                 + " NCCL ranks for " + std::to_string(m.ranks.size())
+                                 + " workers (--allreduce nccl: one per worker)");
+      m.nccl_ranks.clear();
+      for (auto& r : got.nccl_ranks) {
+        m.nccl_ranks.push_back(caf::actor_cast<nccl_rank_actor>(r));
+        if (!m.nccl_ranks.back())
+          throw std::runtime_error(label(i) + " sent an invalid NCCL rank handle");
+      }
+      m.nccl_id = std::move(got.nccl_id);
+    }
     for (size_t k = 0; k < m.ranks.size(); ++k) {
       auto remote = caf::actor_cast<worker_actor>(got.workers[k]);
       if (!remote)
@@ -527,6 +675,37 @@ std::function<caf::actor(int32_t, const caf::actor&)> cluster::beside(const moni
     }
     return caf::actor{};
   };
+}
+
+reducer_actor cluster::nccl_reducer() {
+  if (!nccl_)
+    throw std::runtime_error("this run does not all-reduce with NCCL");
+  std::vector<nccl_rank_actor> ranks;
+  std::vector<int32_t> order;
+  const nccl_unique_id* id = nullptr;
+  for (size_t i = 0; i < members_.size(); ++i) {
+    auto& m = members_[i];
+    if (m.nccl_ranks.size() != m.ranks.size())
+      throw std::runtime_error(label(i) + " has no NCCL ranks (host() first)");
+    for (size_t k = 0; k < m.ranks.size(); ++k) {
+      order.push_back(m.ranks[k]);
+      ranks.push_back(m.nccl_ranks[k]);
+    }
+    if (!m.nccl_id.empty()) {
+      if (id != nullptr || std::find(m.ranks.begin(), m.ranks.end(), 0) == m.ranks.end())
+        throw std::runtime_error(label(i) + " sent an NCCL id but does not host worker 0");
+      id = &m.nccl_id.front();
+    }
+  }
+  if (id == nullptr)
+    throw std::runtime_error("the node of worker 0 sent no NCCL unique id");
+  // Rank order: the reducer names ranks by index.
+  std::vector<nccl_rank_actor> by_rank(ranks.size());
+  for (size_t j = 0; j < ranks.size(); ++j)
+    by_rank[static_cast<size_t>(order[j])] = ranks[j];
+  distribute_nccl_id(by_rank, *id);
+  // The ranks wait on each other in NCCL for up to this long (node.cpp).
+  return spawn_nodes_reducer(sys_, std::move(by_rank), nccl_join_timeout(timeout_));
 }
 
 std::string cluster::report_json() const {

@@ -52,11 +52,43 @@ tls_options tls_of(const experiment_config& cfg);
 /// Throws std::invalid_argument.
 std::vector<int> place_workers(const std::string& spec, int workers, int nodes);
 
+/// One worker per device of each node: worker slots go round the nodes,
+/// each node taking its next device until it has no more (counts 2,1:
+/// nodes 0,1,0), then round again when there are more workers than devices.
+/// `device_counts`: per node, how many GPUs it gives its workers (>= 1).
+std::vector<int> place_by_devices(const std::vector<int>& device_counts, int workers);
+
+/// The placement a run gets: `spec` "auto" (the default) places by devices
+/// on --backend cuda and round-robin on the CPU; "devices" always by
+/// devices; anything else as place_workers. Throws std::invalid_argument.
+std::vector<int> resolve_placement(const std::string& spec, const std::string& backend,
+                                   int workers, const std::vector<int>& device_counts);
+
+/// Whether cfg all-reduces with NCCL (--allreduce nccl).
+bool nccl_all_reduce(const experiment_config& cfg);
+
+/// --allreduce nccl across processes: one NCCL rank per worker, and NCCL
+/// allows one rank per GPU, so node n may host at most as many workers as
+/// it has GPUs. Throws std::invalid_argument naming the first node that
+/// would host more (`label(n)` names it), with its workers and devices.
+void check_one_gpu_per_rank(const std::vector<int>& placement,
+                            const std::vector<std::vector<int>>& node_devices,
+                            const std::function<std::string(size_t)>& label);
+
 /// The GPUs node process p of `processes` started on this host gets:
 /// devices p, p + processes, ... (one process per GPU when there are as
 /// many); empty when there are fewer devices than processes (each node
 /// then keeps the whole list).
 std::vector<int> process_devices(const std::vector<int>& devices, int processes, int p);
+
+/// The GPUs node process p of cfg.processes gives its workers:
+/// process_devices, or the whole --devices list when that is empty.
+std::vector<int> node_devices_of(const experiment_config& cfg, int p);
+
+/// How long an NCCL rank on a node waits for the others (joining, an
+/// all-reduce) in a run whose reply timeout is `timeout`: at least two
+/// minutes, since joining takes seconds.
+std::chrono::milliseconds nccl_join_timeout(std::chrono::milliseconds timeout);
 
 /// The device of the k-th worker a node hosts: its devices in turn.
 int node_device(const std::vector<int>& devices, size_t k);
@@ -90,6 +122,12 @@ public:
   /// Per node: name, address, workers, payload bytes each way (JSON array).
   std::string report_json() const;
 
+  /// With --allreduce nccl, after host(): sends the unique id that worker
+  /// 0's node made to every rank on every node and returns the reducer the
+  /// protocol takes the round's mean from (actors/nccl_nodes.hpp). Throws
+  /// std::runtime_error when a node sent no ranks or no id came.
+  reducer_actor nccl_reducer();
+
 private:
   struct member {
     endpoint at;
@@ -98,9 +136,13 @@ private:
     int pid = -1;      // a process this cluster started, or -1
     int out_fd = -1;   // its stdout
     std::vector<int32_t> ranks;
+    std::vector<int> devices;  // the GPUs it gives its workers (handshake)
+    std::vector<nccl_rank_actor> nccl_ranks;  // with --allreduce nccl: one per rank
+    std::vector<nccl_unique_id> nccl_id;      // from the node of worker 0
     std::shared_ptr<link_counters> link = std::make_shared<link_counters>();
   };
 
+  void place(const experiment_config& cfg);
   void start_processes(int count, const std::string& program);
   void await_registrations(const endpoint& listen);
   void stop_processes();
@@ -118,6 +160,8 @@ private:
   std::string data_plane_;
   // The run's --devices, shared out among the node processes it starts.
   std::vector<int> devices_;
+  std::string backend_;
+  bool nccl_ = false;  // --allreduce nccl: ranks beside the workers
   std::vector<member> members_;
   std::unique_ptr<caf::scoped_actor> self_;  // the nodes watch it: its end ends the jobs
   caf::actor registrar_;  // with --await-nodes: where nodes register

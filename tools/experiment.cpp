@@ -540,6 +540,10 @@ experiment_result run_checked(const experiment_config& cfg, const train_test& da
       ctx.uplinks_at_workers = true;  // the nodes put the encoders beside the workers
       if (peers)
         ctx.spawn_beside = nodes->beside(ctx.monitor);
+      // --allreduce nccl: the nodes all-reduce among themselves; the id
+      // from worker 0's node goes to every rank now.
+      if (nccl_all_reduce(cfg))
+        ctx.reducer = graph.keep(nodes->nccl_reducer());
     } else {
       for (int32_t i = 0; i < cfg.workers; ++i)
         graph.add_worker(make_worker_config(cfg, data, parts, injections, i));

@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include "actors/system.hpp"
+#include "actors/nccl_group.hpp"
+#include "actors/nccl_nodes.hpp"
 #include "actors/worker.hpp"
 #include "algorithms/compressed_link.hpp"
 #include "algorithms/registry.hpp"
@@ -34,7 +36,10 @@ struct node_state {
     caf::actor_addr owner;
     std::vector<worker_actor> workers;  // by position in `ranks`
     std::vector<int32_t> ranks;
-    std::vector<caf::actor> peers;      // spawned beside the workers
+    std::vector<caf::actor> peers;      // spawned beside the workers (and NCCL ranks)
+    // Raised before the job's NCCL ranks are told to exit: a rank blocked
+    // in NCCL gives up at once (null without --allreduce nccl).
+    std::shared_ptr<std::atomic<bool>> nccl_cancel;
     experiment_config cfg;
     train_test data;
     partition parts;
@@ -71,6 +76,8 @@ void end_job(node_self self, const caf::actor_addr& owner, const std::string& wh
   for (auto it = st.jobs.begin(); it != st.jobs.end(); ++it) {
     if (it->owner != owner)
       continue;
+    if (it->nccl_cancel)
+      it->nccl_cancel->store(true, std::memory_order_release);
     for (auto& w : it->workers)
       self->send_exit(w, caf::exit_reason::user_shutdown);
     for (auto& p : it->peers)
@@ -112,6 +119,21 @@ hosted_workers take_job(node_self self, const node_job& job) {
   hosted_workers out;
   out.node = st.name;
   out.fingerprint = fingerprint(st.data);
+  // --allreduce nccl (the coordinator refused it where it cannot work): one
+  // NCCL rank per worker on the worker's GPU, a stage in front of each
+  // worker, and the unique id made here when this node hosts worker 0.
+  const bool nccl = nccl_all_reduce(cfg);
+  std::shared_ptr<std::atomic<bool>> cancel;
+  std::vector<caf::actor> ranks;
+  if (nccl) {
+    // Every worker of this job is on this node (node index 0 here).
+    check_one_gpu_per_rank(std::vector<int>(job.ranks.size(), 0), {cfg.devices},
+                           [&](size_t) { return "node " + st.name; });
+    if (std::find(job.ranks.begin(), job.ranks.end(), 0) != job.ranks.end())
+      out.nccl_id.push_back(make_nccl_id());  // throws without a GPU: the job is refused
+    cancel = std::make_shared<std::atomic<bool>>(false);
+  }
+  const nccl_wait wait{nccl_join_timeout(std::chrono::milliseconds(cfg.timeout_ms)), cancel};
   std::vector<worker_actor> spawned;
   try {
     for (size_t k = 0; k < job.ranks.size(); ++k) {
@@ -129,13 +151,24 @@ hosted_workers take_job(node_self self, const node_job& job) {
       // the encoded gradient (the coordinator installs only the decoders).
       if (uplink.any())
         w = spawn_encoding_uplink(self->system(), w, uplink, cfg.seed);
+      if (nccl) {
+        auto r = spawn_nccl_rank(self->system(), rank, cfg.workers, node_device(cfg.devices, k), wait);
+        ranks.push_back(caf::actor_cast<caf::actor>(r));
+        st.spawned->push_back(caf::actor_cast<caf::weak_actor_ptr>(r));
+        out.nccl_ranks.push_back(caf::actor_cast<caf::strong_actor_ptr>(r));
+        w = spawn_all_reduce_stage(self->system(), w, r, rank == 0, wait.timeout);
+      }
       spawned.push_back(w);
       st.spawned->push_back(caf::actor_cast<caf::weak_actor_ptr>(w));
       out.workers.push_back(caf::actor_cast<caf::strong_actor_ptr>(w));
     }
   } catch (...) {
+    if (cancel)
+      cancel->store(true, std::memory_order_release);
     for (auto& w : spawned)
       self->send_exit(w, caf::exit_reason::user_shutdown);
+    for (auto& r : ranks)
+      self->send_exit(r, caf::exit_reason::user_shutdown);
     throw;
   }
   if (cfg.backend == "cuda") {
@@ -146,8 +179,8 @@ hosted_workers take_job(node_self self, const node_job& job) {
     std::cerr << "[chorus node " << st.name << "] " << placed << std::endl;
   }
   auto owner = self->current_sender();
-  st.jobs.push_back({caf::actor_cast<caf::actor_addr>(owner), std::move(spawned), job.ranks, {}, cfg,
-                     st.data, std::move(parts)});
+  st.jobs.push_back({caf::actor_cast<caf::actor_addr>(owner), std::move(spawned), job.ranks,
+                     std::move(ranks), std::move(cancel), cfg, st.data, std::move(parts)});
   self->monitor(owner);
   st.served = true;
   say(st.name, "hosting " + std::to_string(job.ranks.size()) + " worker(s) for " + to_string(owner));
@@ -212,6 +245,10 @@ node_actor::behavior_type node_behavior(node_self self, node_options opts) {
         return make_error(errc::bad_request, "node " + st.name + " refused: " + why);
       }
       return st.name;
+    },
+    [self](devices_atom) {
+      auto& d = self->state.opts.devices;
+      return node_devices{std::vector<int32_t>(d.begin(), d.end())};
     },
     [self](host_atom, node_job& job) -> caf::result<hosted_workers> {
       try {

@@ -257,7 +257,7 @@ std::vector<option_spec> general_options() {
      [](auto& c, auto& v) { c.await_nodes = to_int32("await-nodes", v); }},
     {"listen", "H:P", "with --await-nodes: where nodes register [127.0.0.1:0: a free port, printed]",
      [](auto& c, auto& v) { c.listen = v; }},
-    {"placement", "SPEC", "which node hosts which worker: round-robin | block | N,N,... (node index per worker) [round-robin]",
+    {"placement", "SPEC", "which node hosts which worker: auto | devices | round-robin | block | N,N,... (node index per worker); auto: on cuda one worker per device of each node, else round-robin [auto]",
      [](auto& c, auto& v) { c.placement = v; }},
     {"data-plane", "NAME", "how buffers of >= 4 MiB cross processes: caf (CAF's serializer, ~1 GB/s) | ucx (a descriptor on CAF, the floats fetched through UCX: shared memory on one host, TCP/RDMA between hosts; ~2-3x faster at 16 MiB) | auto: ucx when built with it, caf with TLS (UCX does not go through TLS); --processes passes it to the nodes [auto]",
      [](auto& c, auto& v) { c.data_plane = v; }},

@@ -26,19 +26,12 @@
 #include "tests/gpu/gpu_test_util.hpp"
 
 using namespace chorus;
+using chorus::test::ask;
 using chorus::test::add_rank_workers;
 using chorus::test::graph;
 using clock_type = std::chrono::steady_clock;
 
 namespace {
-
-template <class T, class Handle, class... Ts>
-caf::expected<T> ask(caf::scoped_actor& self, const Handle& h, Ts... xs) {
-  caf::expected<T> out{caf::error{}};
-  self->request(h, std::chrono::seconds(60), xs...)
-    .receive([&](T& x) { out = std::move(x); }, [&](caf::error& e) { out = std::move(e); });
-  return out;
-}
 
 double seconds_since(clock_type::time_point t0) {
   return std::chrono::duration<double>(clock_type::now() - t0).count();

@@ -21,6 +21,7 @@
 #include <caf/io/all.hpp>
 
 #include "actors/system.hpp"
+#include "gpu/device.hpp"
 #include "messages/type_ids.hpp"
 #include "tests/tools/chorus_process.hpp"
 #include "tools/cluster.hpp"
@@ -132,6 +133,30 @@ struct node_child {
       port = std::atoi(proc->out().c_str() + proc->out().find(prefix) + prefix.size());
   }
   std::string at() const { return "127.0.0.1:" + std::to_string(port); }
+};
+
+// An actor system that talks to nodes, and its handle on the node at
+// `port` (none when port is 0; `error` says why when connecting failed).
+struct node_client {
+  caf::actor_system_config cfg;
+  caf::actor_system sys;
+  node_actor handle;
+  std::string error;
+  explicit node_client(int port) : sys(configure(cfg)) {
+    if (port == 0)
+      return;
+    auto ptr = connect_actor(sys, {"127.0.0.1", static_cast<uint16_t>(port)}, {},
+                             std::chrono::seconds(20));
+    if (ptr)
+      handle = caf::actor_cast<node_actor>(*ptr);
+    else
+      error = describe(ptr.error());
+  }
+  static caf::actor_system_config& configure(caf::actor_system_config& c) {
+    configure_actor_system(c, 2);
+    configure_network(c, {});
+    return c;
+  }
 };
 
 TEST(Nodes, SyncSgdOverTwoProcessesGivesTheSameWeightsAsOneProcess) {
@@ -465,15 +490,10 @@ TEST(Nodes, ANodeThatNeverAnswersIsAClearErrorAfterTheTimeout) {
 TEST(Nodes, ANodeRefusesAnotherVersionSayingSo) {
   node_child node("version");
   ASSERT_GT(node.port, 0);
-  caf::actor_system_config cfg;
-  configure_actor_system(cfg, 1);
-  configure_network(cfg, {});
-  caf::actor_system sys{cfg};
-  auto ptr = connect_actor(sys, {"127.0.0.1", static_cast<uint16_t>(node.port)}, {},
-                           std::chrono::seconds(20));
-  ASSERT_TRUE(ptr) << describe(ptr.error());
-  auto handle = caf::actor_cast<node_actor>(*ptr);
-  caf::scoped_actor self{sys};
+  node_client client(node.port);
+  ASSERT_TRUE(client.handle) << client.error;
+  auto& handle = client.handle;
+  caf::scoped_actor self{client.sys};
   auto ask = [&](const std::string& v, uint64_t types) {
     std::string answer;
     self->request(handle, std::chrono::seconds(20), hello_atom_v, v, types)
@@ -702,6 +722,148 @@ TEST(Nodes, PlacementSpreadsWorkersAsAsked) {
   EXPECT_THROW(place_workers("1,2", 2, 2), std::invalid_argument);   // no node 2
   EXPECT_THROW(place_workers("0,1", 3, 2), std::invalid_argument);   // one per worker
   EXPECT_THROW(place_workers("spread", 3, 2), std::invalid_argument);
+}
+
+// On cuda a node hosts one worker per device by default: slots go round
+// the nodes, each taking its next device while it has one.
+TEST(Nodes, CudaPlacementPutsOneWorkerOnEachDeviceOfEachNode) {
+  EXPECT_EQ(place_by_devices({2, 1}, 3), (std::vector<int>{0, 1, 0}));
+  EXPECT_EQ(place_by_devices({1, 3}, 4), (std::vector<int>{0, 1, 1, 1}));
+  EXPECT_EQ(place_by_devices({2, 2}, 4), (std::vector<int>{0, 1, 0, 1}));
+  EXPECT_EQ(place_by_devices({2, 1}, 5), (std::vector<int>{0, 1, 0, 0, 1}));  // round again
+  EXPECT_THROW(place_by_devices({2, 0}, 2), std::invalid_argument);
+  // auto: by devices on cuda, round-robin on the CPU; --placement overrides.
+  EXPECT_EQ(resolve_placement("auto", "cuda", 4, {3, 1}), (std::vector<int>{0, 1, 0, 0}));
+  EXPECT_EQ(resolve_placement("auto", "eigen", 4, {3, 1}), (std::vector<int>{0, 1, 0, 1}));
+  EXPECT_EQ(resolve_placement("devices", "eigen", 3, {1, 2}), (std::vector<int>{0, 1, 1}));
+  EXPECT_EQ(resolve_placement("block", "cuda", 4, {3, 1}), (std::vector<int>{0, 0, 1, 1}));
+  EXPECT_EQ(resolve_placement("1,1,0", "cuda", 3, {3, 1}), (std::vector<int>{1, 1, 0}));
+  EXPECT_THROW(resolve_placement("spread", "cuda", 3, {1, 1}), std::invalid_argument);
+}
+
+TEST(Nodes, AllreduceNcclNeedsAGpuOfItsOwnForEveryWorkerOfANode) {
+  auto label = [](size_t n) { return "node #" + std::to_string(n); };
+  EXPECT_NO_THROW(check_one_gpu_per_rank({0, 1, 0}, {{0, 1}, {0}}, label));
+  try {
+    check_one_gpu_per_rank({0, 1, 1}, {{0, 1}, {4, 4}}, label);  // a device listed twice is one
+    FAIL() << "two workers on one GPU were accepted";
+  } catch (const std::invalid_argument& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("node #1 would host workers 1,2 on 1 GPU(s) [4,4]"), std::string::npos)
+      << what;
+  }
+}
+
+// What cannot work across processes is refused before any process starts.
+TEST(Nodes, AllreduceNcclAcrossProcessesRefusesWhatCannotWork) {
+  auto refusal = [](std::vector<std::string> extra) {
+    std::vector<std::string> args{"--algorithm", "sync_sgd", "--processes", "2", "--workers", "2",
+                                  "--allreduce", "nccl"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    bool help = false;
+    try {
+      validate(parse_train_args(args, &help));
+    } catch (const std::invalid_argument& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  EXPECT_NE(refusal({}).find("needs --backend cuda"), std::string::npos) << refusal({});
+  const std::vector<std::string> cuda{"--backend", "cuda", "--devices", "0,1"};
+  auto crash = refusal(cuda + std::vector<std::string>{"--crash", "1:5"});
+  EXPECT_NE(crash.find("cannot lose a rank"), std::string::npos) << crash;
+  auto byz = refusal(cuda + std::vector<std::string>{"--byzantine", "1:signflip"});
+  EXPECT_NE(byz.find("--byzantine with --allreduce nccl"), std::string::npos) << byz;
+  // One device for two processes: each keeps it, and 4 workers put two on it.
+  auto few = refusal({"--backend", "cuda", "--devices", "0", "--workers", "4"});
+  EXPECT_NE(few.find("node process 0 would host workers 0,2 on 1 GPU(s) [0]"), std::string::npos)
+    << few;
+  // Placed by hand onto one process: its one GPU cannot take both.
+  auto placed = refusal(cuda + std::vector<std::string>{"--placement", "1,1"});
+  EXPECT_NE(placed.find("node process 1 would host workers 0,1"), std::string::npos) << placed;
+  auto ok = refusal(cuda);
+  if (device::built_with_cuda())
+    EXPECT_EQ(ok, "accepted");
+  else
+    EXPECT_NE(ok.find("needs a build with CUDA and NCCL"), std::string::npos) << ok;
+}
+
+// Nodes say which GPUs they have after the hello; the coordinator places
+// one worker per device of each, and --allreduce nccl refuses a node that
+// would get more workers than GPUs, naming it. No GPU is touched: placing
+// happens before any worker exists.
+TEST(Nodes, NodesReportTheirDevicesInTheHandshakeAndCudaRunsArePlacedByThem) {
+  node_child three("devices3", {"--devices", "0,1,2"});
+  node_child one("devices1", {"--devices", "5"});
+  ASSERT_GT(three.port, 0);
+  ASSERT_GT(one.port, 0);
+  node_client client(0);
+  auto& sys = client.sys;
+  auto lines = [&](const std::string& backend, const std::string& placement, int workers) {
+    experiment_config cfg;
+    cfg.nodes = {three.at(), one.at()};
+    cfg.backend = backend;
+    cfg.placement = placement;
+    cfg.workers = workers;
+    cfg.timeout_ms = 20000;
+    cluster c(sys, cfg);
+    std::string out;
+    for (auto& l : c.describe())
+      out += l.substr(l.find("): ") + 3) + "|";
+    return out;
+  };
+  EXPECT_EQ(lines("cuda", "auto", 4), "workers 0,2,3 on GPUs 0,1,2|workers 1 on GPUs 5|");
+  EXPECT_EQ(lines("cuda", "round-robin", 4), "workers 0,2 on GPUs 0,1,2|workers 1,3 on GPUs 5|");
+  EXPECT_EQ(lines("eigen", "auto", 4), "workers 0,2|workers 1,3|");
+  experiment_config cfg;
+  cfg.nodes = {three.at(), one.at()};
+  cfg.backend = "cuda";
+  cfg.workers = 5;  // slots 0,1,0,0, then round again: a fourth worker on node 0's three GPUs
+  cfg.timeout_ms = 20000;
+  cfg.options["allreduce"] = "nccl";
+  try {
+    cluster c(sys, cfg);
+    FAIL() << "a node with one GPU was given two NCCL ranks";
+  } catch (const std::exception& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("node 0 ("), std::string::npos) << what;
+    EXPECT_NE(what.find("would host workers 0,2,3,4 on 3 GPU(s) [0,1,2]"), std::string::npos) << what;
+  }
+}
+
+// The node's side of --allreduce nccl: it checks its own GPUs against the
+// workers it is asked to host before touching a device, and the node of
+// worker 0 makes the unique id (without a GPU: a refusal saying so).
+TEST(Nodes, ANodeRefusesAnNcclJobItCannotHostSayingWhy) {
+  node_child node("nccl_job", {"--devices", "0"});
+  ASSERT_GT(node.port, 0);
+  node_client client(node.port);
+  ASSERT_TRUE(client.handle) << client.error;
+  auto& handle = client.handle;
+  caf::scoped_actor self{client.sys};
+  std::string said;
+  self->request(handle, std::chrono::seconds(20), hello_atom_v, std::string{version}, type_table_hash())
+    .receive([](std::string&) {}, [&](caf::error& err) { said = describe(err); });
+  ASSERT_TRUE(said.empty()) << said;
+  std::vector<int32_t> devices;
+  self->request(handle, std::chrono::seconds(20), devices_atom_v)
+    .receive([&](node_devices& d) { devices = d.devices; }, [&](caf::error& err) { said = describe(err); });
+  EXPECT_EQ(devices, (std::vector<int32_t>{0})) << said;
+  auto args = small_run("sync_sgd", 2);
+  args.erase(args.begin());  // "train"
+  args.insert(args.end(), {"--backend", "cuda", "--allreduce", "nccl"});
+  auto host = [&](std::vector<int32_t> ranks) {
+    std::string answer = "hosted";
+    self->request(handle, std::chrono::seconds(60), host_atom_v, node_job{args, std::move(ranks)})
+      .receive([](hosted_workers&) {}, [&](caf::error& err) { answer = describe(err); });
+    return answer;
+  };
+  auto two = host({0, 1});
+  EXPECT_NE(two.find("would host workers 0,1 on 1 GPU(s) [0]"), std::string::npos) << two;
+  if (device::count() == 0) {
+    auto first = host({0});
+    EXPECT_NE(first.find("make_nccl_id"), std::string::npos) << first;
+  }
 }
 
 TEST(Nodes, TheFlagsSentToANodeDescribeTheSameRun) {
