@@ -81,6 +81,15 @@ std::chrono::nanoseconds link_spec::transmit_time(size_t bytes) const {
   return std::chrono::nanoseconds(static_cast<int64_t>(ns));
 }
 
+void delayed_steps::run(uint64_t id) {
+  auto it = due_.find(id);
+  if (it == due_.end())
+    return;
+  auto step = std::move(it->second);
+  due_.erase(it);
+  step();
+}
+
 std::chrono::nanoseconds link_queue::send(size_t bytes) {
   using namespace std::chrono;
   const auto cap = duration_cast<nanoseconds>(max_injected_wait);
@@ -104,22 +113,14 @@ struct link_stage_state {
   worker_actor worker;
   std::shared_ptr<link_queue> down;
   std::unique_ptr<link_queue> up;
-  uint64_t next_id = 0;
-  std::map<uint64_t, std::function<void()>> due;  // steps waiting for their timer
+  delayed_steps later;  // steps waiting for their timer
 };
 
 using link_stage_pointer = link_stage_actor::stateful_pointer<link_stage_state>;
 
 // Runs `step` after `delay`, on a timer message to the stage itself.
 void after(link_stage_pointer self, std::chrono::nanoseconds delay, std::function<void()> step) {
-  if (delay.count() <= 0) {
-    step();
-    return;
-  }
-  auto& st = self->state;
-  const uint64_t id = st.next_id++;
-  st.due.emplace(id, std::move(step));
-  self->delayed_send(self, delay, caf::tick_atom_v, id);
+  self->state.later.after(self, delay, std::move(step));
 }
 
 size_t payload_bytes(const weights& w) { return w.values.wire_bytes(); }
@@ -172,15 +173,7 @@ link_stage_actor::behavior_type link_stage(link_stage_pointer self, worker_actor
       return forward<ok_atom>(self, bytes, apply_atom_v, std::move(w));
     },
     [self](fetch_atom) { return forward<weights>(self, 0, fetch_atom_v); },
-    [self](caf::tick_atom, uint64_t id) {
-      auto& due = self->state.due;
-      auto it = due.find(id);
-      if (it == due.end())
-        return;
-      auto step = std::move(it->second);
-      due.erase(it);
-      step();
-    },
+    [self](caf::tick_atom, uint64_t id) { self->state.later.run(id); },
   };
 }
 

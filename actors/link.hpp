@@ -19,13 +19,18 @@
 //     run, the protocol actor's NIC; replies (gradients, models up) queue on
 //     the worker's own link.
 //   - gossip: each round peer sends its messages to its neighbours through
-//     its own link_queue (engines/gossip_round_peer.cpp).
+//     its own link_queue (engines/gossip_round_peer.cpp); an asynchronous
+//     peer's exchange request leaves on its own link, and the partner's
+//     reply on the partner's (engines/gossip_async_peer.cpp).
 // --link-delay stays what it was: a latency the worker itself holds its
 // replies back by (actors/injection.hpp), added to this one.
 #pragma once
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -68,6 +73,32 @@ private:
   link_spec spec_;
   std::mutex mutex_;
   std::chrono::steady_clock::time_point free_at_{};
+};
+
+/// Steps an actor runs after a delay (a message's time on a link): each
+/// waits in a map for a timer message (tick_atom, id) that the actor sends
+/// itself, so the wait is on the actor clock, never a sleep, and the step
+/// runs in the actor's own context. The owner's behavior passes
+/// (tick_atom, uint64_t id) to run(id). Not thread-safe: one per actor.
+class delayed_steps {
+public:
+  /// Runs `step` now if `delay` <= 0, else when the timer for it arrives.
+  template <class SelfPointer>
+  void after(SelfPointer self, std::chrono::nanoseconds delay, std::function<void()> step) {
+    if (delay.count() <= 0) {
+      step();
+      return;
+    }
+    const uint64_t id = next_id_++;
+    due_.emplace(id, std::move(step));
+    self->delayed_send(self, delay, caf::tick_atom_v, id);
+  }
+  /// Runs the step of timer `id` (once; an unknown id is ignored).
+  void run(uint64_t id);
+
+private:
+  uint64_t next_id_ = 0;
+  std::map<uint64_t, std::function<void()>> due_;
 };
 
 /// A decorator with the worker interface that puts `worker` behind a link:

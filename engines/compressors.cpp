@@ -134,9 +134,24 @@ inline uint32_t qsgd_uniform_bits(uint32_t key, uint32_t i) {
 
 // QSGD's bit packing, W = 1 + b bits per entry, 32 entries (exactly W
 // 32-bit words) per group, LSB first. With W a template parameter and the
-// group unrolled, every shift and word boundary is a constant.
+// group unrolled, every shift and word boundary is a constant. For W = 2,
+// 4 and 8 (S = 1, 4..7, 64..127) no entry straddles a byte, and a loop over
+// bytes, which the compiler vectorizes, writes the same bits (qsgd:4: the
+// encode's packing and the decode's unpacking took about a third of the
+// round trip before, bench/compressors under perf).
 template <unsigned W>
 void pack_groups(const uint32_t* e, size_t groups, unsigned char* out) {
+  if constexpr (8 % W == 0) {
+    constexpr unsigned per_byte = 8 / W;
+    const size_t bytes = groups * 4 * W;
+    for (size_t i = 0; i < bytes; ++i) {
+      uint32_t x = 0;
+      for (unsigned q = 0; q < per_byte; ++q)
+        x |= e[per_byte * i + q] << (q * W);
+      out[i] = static_cast<unsigned char>(x);
+    }
+    return;
+  }
   for (size_t g = 0; g < groups; ++g, e += 32, out += 4 * W) {
     uint64_t acc = 0;
     unsigned have = 0, word = 0;
@@ -157,6 +172,14 @@ void pack_groups(const uint32_t* e, size_t groups, unsigned char* out) {
 template <unsigned W>
 void unpack_groups(const unsigned char* in, size_t groups, uint32_t* e) {
   constexpr uint32_t mask = (uint32_t{1} << W) - 1;
+  if constexpr (8 % W == 0) {
+    constexpr unsigned per_byte = 8 / W;
+    const size_t bytes = groups * 4 * W;
+    for (size_t i = 0; i < bytes; ++i)
+      for (unsigned q = 0; q < per_byte; ++q)
+        e[per_byte * i + q] = (uint32_t{in[i]} >> (q * W)) & mask;
+    return;
+  }
   for (size_t g = 0; g < groups; ++g, e += 32, in += 4 * W) {
     uint64_t acc = 0;
     unsigned have = 0, word = 0;
@@ -190,10 +213,21 @@ constexpr std::array<unpack_fn, sizeof...(I)> unpack_table(std::index_sequence<I
 constexpr auto packers = pack_table(std::make_index_sequence<18>{});
 constexpr auto unpackers = unpack_table(std::make_index_sequence<18>{});
 
+// Where the CPU has AVX-512, GCC still vectorizes with 256-bit registers
+// unless told otherwise (-mprefer-vector-width); the qsgd entry loop below
+// (and encode_qsgd, into which it is inlined)
+// is arithmetic-bound (three 32-bit multiplies an entry for its uniform), and
+// 512-bit registers took the qsgd:4 encode of 16M floats from 72 to 47 ms.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__AVX512F__)
+#define CHORUS_WIDE_VECTORS __attribute__((target("prefer-vector-width=512")))
+#else
+#define CHORUS_WIDE_VECTORS
+#endif
+
 // The (sign, level) words of entries first .. first + n - 1 (x points at
 // the first), for a finite scale S/||v|| (so every entry is finite): a loop
 // the compiler vectorizes.
-void qsgd_entries(const float* __restrict x, size_t n, uint32_t first, float scale, float top,
+CHORUS_WIDE_VECTORS void qsgd_entries(const float* __restrict x, size_t n, uint32_t first, float scale, float top,
                   uint32_t key, uint32_t* __restrict entry) {
   for (size_t j = 0; j < n; ++j) {
     uint32_t bits;
@@ -216,7 +250,7 @@ void qsgd_entries(const float* __restrict x, size_t n, uint32_t first, float sca
 // Speed (bench/compressors): blocks of 256 entries, first their (sign,
 // level) words in a loop the compiler vectorizes (r_i in float, the
 // uniform from qsgd_uniform_bits), then the bit packing, 32 bits at a time.
-buffer encode_qsgd(cview v, uint32_t s, uint64_t seed) {
+CHORUS_WIDE_VECTORS buffer encode_qsgd(cview v, uint32_t s, uint64_t seed) {
   require_host(v, "qsgd");
   const size_t d = v.size;
   const unsigned b = level_bits(s);
@@ -337,21 +371,39 @@ buffer encode_topk(cview v, double fraction) {
     cand.push_back(static_cast<uint32_t>(i));
     cand_val.push_back(v[i]);
   };
-  // Groups of 16 are tested at once (a loop the compiler vectorizes); few
-  // groups hold a candidate.
-  size_t i = 0;
-  for (; i + 16 <= d; i += 16) {
-    uint32_t any = 0;
-    for (size_t t = 0; t < 16; ++t)
-      any |= magnitude_key(v[i + t]) >= bound ? 1u : 0u;
-    if (any)
-      for (size_t t = 0; t < 16; ++t)
-        if (magnitude_key(v[i + t]) >= bound)
-          take(i + t);
+  // Blocks of 1024: first a byte flag per entry and their count, in a loop
+  // the compiler vectorizes (compared as integers: a NaN's magnitude bits
+  // exceed every bound, as magnitude_key's +infinity does); then, for a
+  // block with a candidate, the flags 8 at a time (one load tests 8). A per-entry test with a
+  // branch ran at a third of the memory's speed (bench/compressors).
+  constexpr size_t block = 1024;
+  alignas(64) uint8_t flag[block];
+  for (size_t base = 0; base < d; base += block) {
+    const size_t m = std::min(block, d - base);
+    const float* x = v.data + base;
+    unsigned count = 0;
+    for (size_t j = 0; j < m; ++j) {
+      uint32_t u;
+      std::memcpy(&u, &x[j], 4);
+      const uint8_t f = (u & 0x7fffffffu) >= bound ? 1 : 0;
+      flag[j] = f;
+      count += f;
+    }
+    if (count == 0)
+      continue;
+    size_t j = 0;
+    for (; j + 8 <= m; j += 8) {
+      uint64_t w;
+      std::memcpy(&w, flag + j, 8);
+      if (w != 0)
+        for (size_t t = 0; t < 8; ++t)
+          if (flag[j + t] != 0)
+            take(base + j + t);
+    }
+    for (; j < m; ++j)
+      if (flag[j] != 0)
+        take(base + j);
   }
-  for (; i < d; ++i)
-    if (magnitude_key(v[i]) >= bound)
-      take(i);
   if (cand.size() < k) {  // the bound was too high: take every index
     cand.clear();
     cand_val.clear();

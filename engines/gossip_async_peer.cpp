@@ -17,7 +17,17 @@
 // bytes count both directions of one exchange per step (also for a peer
 // left without neighbours, which sends nothing: an overcount only after
 // losses).
+//
+// On the link model (--link, actors/link.hpp) an exchange is two messages:
+// the request leaves on the initiator's link (queued behind its earlier
+// ones) and reaches the partner a transmit time + latency later, and the
+// partner's reply leaves on the partner's own link. The initiator's
+// plan.timeout counts from the moment it puts its request on the link, as
+// a centralized protocol's does; the partner applies rule.answer when the
+// request arrives and its reply carries its model from before.
 #include "engines/gossip_peer.hpp"
+
+#include "actors/link.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -34,6 +44,8 @@ using async_peer_actor = caf::typed_actor<
   caf::replies_to<gossip_atom, peer_state>::with<peer_state>,
   // Self: take the next local step.
   caf::reacts_to<caf::tick_atom>,
+  // Self: a message's time on the link is over (delayed_steps).
+  caf::reacts_to<caf::tick_atom, uint64_t>,
   // Coordinator: the model reported after this local step (peer_base::model_at).
   caf::replies_to<fetch_atom, int64_t>::with<peer_state>>;
 
@@ -45,6 +57,8 @@ struct async_peer_state : peer_base {
   std::vector<int32_t> neighbours;  // the ones still answering
   std::mt19937_64 rng;
   int64_t steps = 0;
+  std::unique_ptr<link_queue> link;  // this peer's outgoing link (--link); null: none
+  delayed_steps later;               // requests and replies on their way over it
 };
 
 using async_peer_pointer = async_peer_actor::stateful_pointer<async_peer_state>;
@@ -67,6 +81,15 @@ void step_done(async_peer_pointer self, double loss) {
     yield(self);
 }
 
+// Neighbour j did not answer (or is gone): dropped for the rest of the run.
+void drop_neighbour(async_peer_pointer self, int32_t j, double loss, const caf::error& err) {
+  auto& st = self->state;
+  peer_log(self, "drops neighbour " + std::to_string(j) + " after " + std::to_string(st.steps)
+                   + " steps (" + describe(err) + ")");
+  st.neighbours.erase(std::remove(st.neighbours.begin(), st.neighbours.end(), j), st.neighbours.end());
+  step_done(self, loss);
+}
+
 void start_exchange(async_peer_pointer self, double loss) {
   auto& st = self->state;
   if (st.neighbours.empty()) {
@@ -75,23 +98,25 @@ void start_exchange(async_peer_pointer self, double loss) {
   }
   const int32_t j = st.rule->pick(st.neighbours, st.rng);
   buffer sent = st.x;
-  self
-    ->request(st.peers[static_cast<size_t>(j)], st.timeout, gossip_atom_v,
-              peer_state{st.rank, st.steps, st.outgoing(sent), {}, loss, st.samples})
-    .then(
-      [self, sent, loss](peer_state& theirs) {
-        auto& st = self->state;
-        st.x = st.rule->complete(*st.be, st.x, sent, theirs.x);
-        step_done(self, loss);
-      },
-      [self, j, loss](caf::error& err) {
-        auto& st = self->state;
-        peer_log(self, "drops neighbour " + std::to_string(j) + " after " + std::to_string(st.steps)
-                         + " steps (" + describe(err) + ")");
-        st.neighbours.erase(std::remove(st.neighbours.begin(), st.neighbours.end(), j),
-                            st.neighbours.end());
-        step_done(self, loss);
-      });
+  peer_state request{st.rank, st.steps, st.outgoing(sent), {}, loss, st.samples};
+  // On a link the request arrives `transit` from now; the timeout counts from now.
+  const auto transit = st.link ? st.link->send(request.x.wire_bytes()) : std::chrono::nanoseconds(0);
+  if (transit >= st.timeout) {
+    drop_neighbour(self, j, loss, caf::make_error(caf::sec::request_timeout));
+    return;
+  }
+  const auto left = st.timeout - std::chrono::duration_cast<std::chrono::milliseconds>(transit);
+  st.later.after(self, transit, [self, j, sent, loss, left, request]() mutable {
+    self
+      ->request(self->state.peers[static_cast<size_t>(j)], left, gossip_atom_v, std::move(request))
+      .then(
+        [self, sent, loss](peer_state& theirs) {
+          auto& st = self->state;
+          st.x = st.rule->complete(*st.be, st.x, sent, theirs.x);
+          step_done(self, loss);
+        },
+        [self, j, loss](caf::error& err) { drop_neighbour(self, j, loss, err); });
+  });
 }
 
 void local_step(async_peer_pointer self) {
@@ -122,6 +147,8 @@ async_peer_actor::behavior_type async_peer(async_peer_pointer self, int32_t rank
   st.neighbours = std::move(neighbours);
   st.rule = std::move(rule);
   st.rng.seed(static_cast<uint64_t>(ctx->plan.number("seed")) * 1000003 + static_cast<uint64_t>(rank));
+  if (ctx->link.active())
+    st.link = std::make_unique<link_queue>(ctx->link);
   self->set_down_handler([self](caf::down_msg& dm) { on_worker_down(self, dm); });
   return {
     [self](run_atom, std::vector<caf::actor>& all) {
@@ -131,13 +158,20 @@ async_peer_actor::behavior_type async_peer(async_peer_pointer self, int32_t rank
       self->monitor(st.worker);
       local_step(self);
     },
-    [self](gossip_atom, peer_state& theirs) -> peer_state {
+    [self](gossip_atom, peer_state& theirs) -> caf::result<peer_state> {
       auto& st = self->state;
       peer_state mine{st.rank, st.steps, st.outgoing(st.x), {}, 0, st.samples};
       st.x = st.rule->answer(*st.be, st.x, theirs.x);
-      return mine;
+      if (!st.link)
+        return mine;
+      // The reply crosses this peer's link.
+      auto rp = self->make_response_promise<peer_state>();
+      st.later.after(self, st.link->send(mine.x.wire_bytes()),
+                     [rp, mine]() mutable { rp.deliver(std::move(mine)); });
+      return rp;
     },
     [self](caf::tick_atom) { local_step(self); },
+    [self](caf::tick_atom, uint64_t id) { self->state.later.run(id); },
     [self](fetch_atom, int64_t step) {
       auto& st = self->state;
       return st.model_at(step, st.x, st.steps);

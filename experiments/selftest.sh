@@ -3,7 +3,8 @@
 # table.py's mean ± std, time-to-target and avg: cells, and l1_optimum.py's
 # distances: sync_sgd with full-shard gradients must land on the reference
 # optimum (the same proximal gradient descent) and sync_sgd_avg off it with
-# extra nonzeros. usage: selftest.sh CHORUS_BINARY
+# extra nonzeros; and that run_all.sh lists every experiment script here.
+# usage: selftest.sh CHORUS_BINARY
 set -euo pipefail
 CHORUS=${1:?usage: selftest.sh CHORUS_BINARY}
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -35,4 +36,12 @@ awk -v d="$(dist sync_sgd)" 'BEGIN { exit !(d != "" && d + 0 < 1e-4) }' \
   || fail "l1_optimum.py: sync_sgd is $(dist sync_sgd) from the reference, expected < 1e-4"
 awk -v d="$(dist sync_sgd_avg)" -v e="$(extra sync_sgd_avg)" 'BEGIN { exit !(d + 0 > 1e-3 && e + 0 > 0) }' \
   || fail "l1_optimum.py: sync_sgd_avg is $(dist sync_sgd_avg) away with $(extra sync_sgd_avg) extra nonzeros; expected a biased point"
+# run_all.sh runs every experiment script of this folder: all but the
+# helpers (lib.sh, selftest.sh, run_all.sh itself) must be on its list.
+listed=$("$HERE/run_all.sh" --list) || fail "run_all.sh --list failed"
+for script in "$HERE"/*.sh; do
+  name=$(basename "$script")
+  case "$name" in lib.sh | selftest.sh | run_all.sh) continue ;; esac
+  grep -qx "$name" <<< "$listed" || fail "run_all.sh does not run $name"
+done
 echo "selftest: ok"

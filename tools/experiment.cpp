@@ -155,9 +155,6 @@ std::vector<injection> validate(const experiment_config& cfg) {
   } catch (const std::invalid_argument& e) {
     throw std::invalid_argument(std::string("--link: ") + e.what());
   }
-  require(cfg.link.empty() || cfg.link == "none" || cfg.algorithm != "async_gossip",
-          "--link: async_gossip's pairwise exchanges are not on the link model yet (gossip_sgd, "
-          "gradient_tracking, choco_gossip and the server protocols are)");
   parse_byzantine(cfg.byzantine, cfg.workers);  // throws with what is wrong
   if (algo.spawn_peer && !cfg.byzantine.empty()) {
     // Decentralized: the peers forge (engines/gossip.hpp); it refuses what they cannot.

@@ -9,7 +9,8 @@
 //    without a link, bit for bit;
 //  - compression shortens the round: the encoded gradient is what the link
 //    carries;
-//  - gossip messages go over the peers' own links;
+//  - gossip messages go over the peers' own links, and async_gossip's
+//    exchanges over both partners' links;
 //  - a huge configured delay never hangs the run: it fails by its timeout
 //    and the process goes on at once.
 #include <gtest/gtest.h>
@@ -166,7 +167,7 @@ TEST(link_model, gossip_messages_go_over_each_peers_link) {
 // (the workers' replies never come), and ends at once: the waits are timers.
 TEST(link_model, a_huge_delay_never_hangs_the_run) {
   auto data = make_least_squares(256, 64, 16, 0.1, 44);
-  for (auto algo : {"sync_sgd", "gossip_sgd"}) {
+  for (auto algo : {"sync_sgd", "gossip_sgd", "async_gossip"}) {
     auto cfg = linear_run(algo, 2, 5);
     cfg.link = "1gbit,1e12ms";
     cfg.timeout_ms = 200;
@@ -182,24 +183,44 @@ TEST(link_model, a_huge_delay_never_hangs_the_run) {
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::printf("[ measured ] %s behind a 31-year link: ended after %.2f s\n", algo, s);
     // sync_sgd loses its workers; gossip peers drop their silent neighbours
-    // after twice the timeout and go on alone.
+    // after twice the timeout and go on alone (async_gossip's at once: the
+    // request would arrive after its timeout).
     if (std::string(algo) == "sync_sgd")
       EXPECT_TRUE(failed);
     EXPECT_LT(s, 30.0) << algo;
   }
 }
 
-TEST(link_model, async_gossip_is_refused_by_name) {
-  auto data = make_least_squares(256, 64, 16, 0.1, 45);
-  auto cfg = linear_run("async_gossip", 2, 5);
-  cfg.link = "1gbit";
-  try {
-    run_experiment(cfg, data);
-    FAIL() << "async_gossip with --link ran";
-  } catch (const std::invalid_argument& e) {
-    EXPECT_NE(std::string(e.what()).find("async_gossip"), std::string::npos) << e.what();
+// async_gossip: every local step of a peer waits for one exchange, whose
+// request crosses the initiator's link and whose reply crosses the
+// partner's, before it is reported. The run ends after `steps` reports
+// from all peers together, so some peer took at least steps / n of them:
+// the run lasts at least (steps / n) x 2 b / BW, and a 4x slower link makes
+// it longer.
+TEST(link_model, async_gossip_exchanges_cross_both_peers_links) {
+  const int64_t d = 2000;
+  auto data = make_least_squares(512, 64, d, 0.1, 45);
+  const int64_t peers = 4, per_peer = 5, steps = peers * per_peer;
+  double last_wall = 0;
+  for (double bw : {400e3, 100e3}) {
+    auto cfg = linear_run("async_gossip", static_cast<int>(peers), steps);
+    cfg.link = std::to_string(static_cast<int>(bw / 1e3)) + "KB";
+    auto r = run_experiment(cfg, data).summary;
+    const double b = static_cast<double>(r.final_weights.wire_bytes());
+    const double bound = per_peer * 2 * b / bw;
+    std::printf("[ measured ] async_gossip, 4 peers at %s/s: %.3f s (at least %.3f s), %lld steps\n",
+                cfg.link.c_str(), r.wall_s, bound, static_cast<long long>(r.steps));
+    EXPECT_GE(r.steps, steps);
+    EXPECT_GE(r.wall_s, bound);
+    EXPECT_LE(r.wall_s, 3 * bound + 3.0);
+    EXPECT_GT(r.wall_s, last_wall) << "a 4x slower link must make the run slower";
+    last_wall = r.wall_s;
   }
-  cfg.algorithm = "sync_sgd";
+}
+
+TEST(link_model, a_bad_link_spec_is_refused_by_name) {
+  auto data = make_least_squares(256, 64, 16, 0.1, 45);
+  auto cfg = linear_run("sync_sgd", 2, 5);
   cfg.link = "1gbit,soon";
   try {
     run_experiment(cfg, data);
