@@ -14,7 +14,9 @@ each, then the next repetition), and the lines report the median.
           (mlp:5000, 3.98M floats); `ratio_to_in_process` is the round time
           over the in-process round with as many workers and the same scheduler.
           Each over-processes run is made for sync_sgd and for allreduce_sgd
-          (the same steps, gradients node to node).
+          (the same steps, gradients node to node), and once per data plane
+          in --data-planes (`chorus train --data-plane`, passed to the nodes)
+          [caf,ucx].
   ddp     MLP 784-256-10, batch 64, one epoch: `chorus train --processes 2
           --workers 2` samples/s against `bench/pytorch_mlp.py --modes ddp`
           (2 gloo processes), for sync_sgd (the coordinator's round server
@@ -28,7 +30,8 @@ the ddp part, is made once per CAF scheduler policy in --schedulers (`chorus tra
 --scheduler`, which --processes passes to the nodes) [stealing,sharing].
 
     /usr/bin/python3 bench/cluster_round.py [--build build] [--reps 3]
-        [--parts rounds,ddp] [--schedulers stealing,sharing] [--quick]
+        [--parts rounds,ddp] [--schedulers stealing,sharing]
+        [--data-planes caf,ucx] [--models mlp:5000,...] [--quick]
 
 One JSON line per configuration on stdout ({"bench":"cluster_round",...}),
 progress on stderr. A run that fails gives a line with "error" and exit 1 at
@@ -108,9 +111,11 @@ def interleaved(configs, reps, measure):
     return values, errors
 
 
-def rounds_part(chorus, reps, quick, schedulers):
+def rounds_part(chorus, reps, quick, schedulers, planes, only_models):
     # spec, ~MB, steps: a latency-bound one (mlp:16, 12.7k floats), ~1 MB, ~16 MB
     models = [("mlp:16", 0.05, 1000), ("mlp:334", 1, 200), ("mlp:5000", 16, 30)]
+    if only_models:
+        models = [m for m in models if m[0] in only_models]
     status = 0
     for spec, mb, steps in models:
         if quick:
@@ -121,15 +126,16 @@ def rounds_part(chorus, reps, quick, schedulers):
         runs += [("allreduce_sgd", 2, 2), ("allreduce_sgd", 4, 4)]
         for sched in schedulers:
             for algorithm, workers, procs in runs:
-                args = ["--algorithm", algorithm, "--model", spec, "--batch", "8",
-                        "--workers", str(workers), "--threads", "2", "--steps", str(steps),
-                        "--eval-every", str(steps * 10), "--timeout", "120s"]
-                if procs:
-                    args += ["--processes", str(procs)]
-                args += ["--scheduler", sched]
-                configs.append({"name": f"{spec} {algorithm} w{workers} p{procs} {sched}",
-                                "args": args, "algorithm": algorithm,
-                                "workers": workers, "processes": procs, "scheduler": sched})
+                for plane in (planes if procs else ["-"]):
+                    args = ["--algorithm", algorithm, "--model", spec, "--batch", "8",
+                            "--workers", str(workers), "--threads", "2", "--steps", str(steps),
+                            "--eval-every", str(steps * 10), "--timeout", "120s"]
+                    if procs:
+                        args += ["--processes", str(procs), "--data-plane", plane]
+                    args += ["--scheduler", sched]
+                    configs.append({"name": f"{spec} {algorithm} w{workers} p{procs} {sched} {plane}",
+                                    "args": args, "algorithm": algorithm, "workers": workers,
+                                    "processes": procs, "scheduler": sched, "data_plane": plane})
 
         def measure(c):
             s = run_chorus(chorus, c["args"])
@@ -141,13 +147,13 @@ def rounds_part(chorus, reps, quick, schedulers):
             line = {"bench": "cluster_round", "part": "rounds", "algorithm": c["algorithm"],
                     "model": spec, "model_mb": mb, "batch": 8, "steps": steps,
                     "workers": c["workers"], "processes": c["processes"],
-                    "scheduler": c["scheduler"], "reps": reps}
+                    "scheduler": c["scheduler"], "data_plane": c["data_plane"], "reps": reps}
             if c["name"] in errors:
                 line["error"] = errors[c["name"]]
                 status = 1
             else:
                 # Against sync_sgd in one process with as many workers.
-                base = f"{spec} sync_sgd w{c['workers']} p0 {c['scheduler']}"
+                base = f"{spec} sync_sgd w{c['workers']} p0 {c['scheduler']} -"
                 t = median(values[c["name"]])
                 line["round_ms"] = round(t * 1e3, 3)
                 line["round_ms_all"] = [round(v * 1e3, 3) for v in values[c["name"]]]
@@ -216,6 +222,11 @@ def main():
     ap.add_argument("--parts", default="rounds,ddp")
     ap.add_argument("--schedulers", default="stealing,sharing",
                     help="comma list of stealing | sharing (chorus train --scheduler)")
+    ap.add_argument("--data-planes", default="caf,ucx",
+                    help="comma list of caf | ucx (chorus train --data-plane) for the "
+                         "--processes runs of the rounds part")
+    ap.add_argument("--models", default="",
+                    help="rounds part: only these model specs (comma list, e.g. mlp:5000)")
     ap.add_argument("--python", default=os.environ.get("PYTHON", "/usr/bin/python3"),
                     help="interpreter with torch for bench/pytorch_mlp.py")
     ap.add_argument("--quick", action="store_true", help="a few steps per run (smoke run)")
@@ -238,7 +249,11 @@ def main():
         ap.error(f"--schedulers: {bad} (valid: stealing, sharing)")
     for part in parts:
         if part == "rounds":
-            status |= rounds_part(chorus, args.reps, args.quick, schedulers)
+            planes = [p for p in args.data_planes.split(",") if p]
+            if not planes or any(p not in ("caf", "ucx") for p in planes):
+                ap.error(f"--data-planes: {planes} (valid: caf, ucx)")
+            status |= rounds_part(chorus, args.reps, args.quick, schedulers, planes,
+                                  [m for m in args.models.split(",") if m])
         elif part == "ddp":
             missing = torch_missing(args.python)
             if missing:

@@ -2,13 +2,17 @@
 // against a plain TCP socket between the same two processes, a memcpy of the
 // same size, and buffer serialization alone.
 //
-//   throughput  The parent sends 1 MiB and 16 MiB chorus::buffers to its
+//   throughput  The parent sends 1, 4 and 16 MiB chorus::buffers to its
 //               child, one request at a time, and waits for a small ack
 //               after each. GB/s = payload bytes / wall time, median over
 //               repetitions (each repetition a few requests in a row).
 //     caf       a typed actor published by the child (this binary run with
 //               --serve); the buffer crosses as length + raw bytes
 //               (messages/buffer.hpp), the ack is (floats, last float).
+//     caf+ucx   the same request with the UCX data plane selected (built
+//               with UCX): the buffer crosses as a descriptor and the child
+//               fetches the floats through UCX (messages/data_plane.hpp;
+//               shared memory and cross-memory attach on one host).
 //     socket    the same bytes over one plain TCP connection: an 8-byte
 //               length, the bytes, an 8-byte ack back. The child reads them
 //               into a fresh buffer per message, as the middleman's
@@ -60,6 +64,7 @@
 #include "bench/bench_util.hpp"
 #include "messages/atoms.hpp"
 #include "messages/buffer.hpp"
+#include "messages/data_plane.hpp"
 #include "messages/type_ids.hpp"
 
 using namespace chorus;
@@ -564,12 +569,27 @@ void throughput(const settings& s, caf::scoped_actor& self, const payload_actor&
       caf_send(self, sink, b);
       socket_send(fd, b);
     }
-    std::vector<double> caf_rates, socket_rates;
+    const bool ucx = data_plane::available(data_plane::kind::ucx);
+    if (ucx) {  // warm-up of the data plane (endpoints, the receiver's pool)
+      data_plane::select(data_plane::kind::ucx);
+      for (int i = 0; i < 2; ++i)
+        caf_send(self, sink, b);
+      data_plane::select(data_plane::kind::caf);
+    }
+    std::vector<double> caf_rates, ucx_rates, socket_rates;
     for (int r = 0; r < s.reps; ++r) {
       bench::timer t;
       for (int i = 0; i < n; ++i)
         caf_send(self, sink, b);
       caf_rates.push_back(static_cast<double>(bytes) * n / t.seconds() / 1e9);
+      if (ucx) {
+        data_plane::select(data_plane::kind::ucx);
+        t.reset();
+        for (int i = 0; i < n; ++i)
+          caf_send(self, sink, b);
+        ucx_rates.push_back(static_cast<double>(bytes) * n / t.seconds() / 1e9);
+        data_plane::select(data_plane::kind::caf);
+      }
       t.reset();
       for (int i = 0; i < n; ++i)
         socket_send(fd, b);
@@ -587,13 +607,15 @@ void throughput(const settings& s, caf::scoped_actor& self, const payload_actor&
         .add("gbps", gbps);
       if (rates)
         o.add("max_gbps", *std::max_element(rates->begin(), rates->end()));
-      if (rates == &caf_rates)
-        o.add("ratio_to_socket", caf / sock).add("ratio_to_memcpy", caf / mem);
+      if (rates == &caf_rates || rates == &ucx_rates)
+        o.add("ratio_to_socket", gbps / sock).add("ratio_to_memcpy", gbps / mem);
       if (rates == &socket_rates)
         o.add("ratio_to_memcpy", sock / mem);
       bench::print(o);
     };
     line("caf", caf, &caf_rates);
+    if (ucx)
+      line("caf+ucx", bench::median(ucx_rates), &ucx_rates);
     line("socket", sock, &socket_rates);
     line("memcpy", mem, nullptr);
   }
@@ -616,11 +638,14 @@ void transport(const settings& s) {
 }
 
 int run_parent() {
+  // Every size goes through the data plane when it is selected: the
+  // threshold a run uses is chosen from these lines.
+  data_plane::set_threshold_bytes(0);
   settings s;
   const bool quick = bench::quick();
   s.reps = quick ? 3 : 7;
   s.lat_samples = quick ? 200 : 2000;
-  s.sizes_bytes = {size_t{1} << 20, size_t{16} << 20};
+  s.sizes_bytes = {size_t{1} << 20, size_t{4} << 20, size_t{16} << 20};
   bench::note("remote_payload: serialization in one process");
   for (size_t bytes : s.sizes_bytes)
     serialization(bytes, s.reps, s.requests_for(bytes));

@@ -3,6 +3,7 @@
 #include "messages/buffer.hpp"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <mutex>
 #include <new>
@@ -11,6 +12,8 @@
 #include <vector>
 
 #include <caf/binary_deserializer.hpp>
+
+#include "messages/data_plane.hpp"
 
 namespace chorus {
 
@@ -178,8 +181,29 @@ buffer buffer::to_device(int dev, const device_memory_ops& ops) const {
   return std::move(out).freeze();
 }
 
+namespace {
+// The top bit of the length says the floats come through the data plane: a
+// descriptor (a string) follows instead of the bytes.
+constexpr uint64_t via_data_plane = uint64_t{1} << 63;
+constexpr size_t max_descriptor_bytes = 4096;
+} // namespace
+
 caf::error buffer::save(caf::serializer& sink) const {
   uint64_t n = size();
+  if (n > 0 && data_plane::offers(n * sizeof(float))) {
+    // Leaving the process through the data plane: the peer fetches the
+    // floats from this block (a device block's host copy), kept alive until
+    // it has them.
+    buffer host = to_host();
+    auto descriptor = data_plane::offer(std::shared_ptr<const void>(host.block_), host.data(),
+                                        n * sizeof(float));
+    if (!descriptor.empty()) {
+      uint64_t tagged = n | via_data_plane;
+      if (auto err = sink(tagged))
+        return err;
+      return sink(descriptor);
+    }
+  }
   if (auto err = sink(n))
     return err;
   if (n == 0)
@@ -196,10 +220,14 @@ caf::error buffer::load(caf::deserializer& source) {
   uint64_t n = 0;
   if (auto err = source(n))
     return err;
+  const bool fetch = (n & via_data_plane) != 0;
+  n &= ~via_data_plane;
   // A length that cannot be a real payload means a corrupt or hostile peer.
   constexpr uint64_t max_floats = uint64_t{1} << 34;
   if (n > max_floats)
     return caf::make_error(caf::sec::invalid_argument, "buffer length too large");
+  if (fetch)
+    return load_through_data_plane(source, n);
   // Never allocate more than the bytes at hand can fill: a 20-byte message
   // claiming 2^33 floats would otherwise reserve 32 GB before failing. The
   // middleman reads every message with a binary_deserializer over the whole
@@ -211,6 +239,29 @@ caf::error buffer::load(caf::deserializer& source) {
   if (n > 0)
     if (auto err = source.apply_raw(n * sizeof(float), tmp.data()))
       return err;
+  *this = std::move(tmp).freeze();
+  return caf::none;
+}
+
+caf::error buffer::load_through_data_plane(caf::deserializer& source, uint64_t n) {
+  std::string descriptor;
+  if (auto err = source(descriptor))
+    return err;
+  if (descriptor.size() > max_descriptor_bytes || n == 0)
+    return caf::make_error(caf::sec::invalid_argument, "malformed data-plane descriptor");
+  mutable_buffer tmp(static_cast<size_t>(n));
+  // The data plane keeps the block alive for as long as a transfer may
+  // still write into it (past a timeout, until UCX lets go of it).
+  auto error = data_plane::fetch(descriptor, std::shared_ptr<void>(tmp.block_), tmp.data(),
+                                 n * sizeof(float));
+  if (!error.empty()) {
+    // CAF drops a message it cannot deserialize without a word (its log is
+    // compiled out): say why here.
+    std::fprintf(stderr, "chorus: a buffer of %llu floats did not arrive through the data plane: "
+                         "%s; its message is dropped\n",
+                 static_cast<unsigned long long>(n), error.c_str());
+    return caf::make_error(caf::sec::runtime_error, "data plane: " + error);
+  }
   *this = std::move(tmp).freeze();
   return caf::none;
 }

@@ -87,9 +87,10 @@ void check_cluster_options(const experiment_config& cfg) {
   require(cfg.await_nodes >= 0 && cfg.await_nodes <= 4096, "--await-nodes must be between 0 and 4096");
   require(cfg.await_nodes == 0 || (cfg.processes == 0 && cfg.nodes.empty()),
           "give one of --processes, --nodes and --await-nodes");
+  auto tls = tls_of(cfg);
+  resolve_data_plane(cfg.data_plane, tls.enabled());  // throws invalid_argument saying why
   if (!distributed(cfg))
     return;
-  auto tls = tls_of(cfg);
   if (tls.enabled())
     require(!tls.cert.empty() && !tls.key.empty() && !tls.ca.empty(),
             "TLS needs all of --tls-cert, --tls-key and --tls-ca");
@@ -195,6 +196,14 @@ void check_one_gpu_per_rank(const std::vector<int>& placement,
   }
 }
 
+bool nodes_off_host(const experiment_config& cfg) {
+  if (cfg.await_nodes > 0)
+    return !is_loopback(parse_endpoint(cfg.listen, "--listen").host);
+  return std::any_of(cfg.nodes.begin(), cfg.nodes.end(), [](const std::string& n) {
+    return !is_loopback(parse_endpoint(n, "--nodes").host);
+  });
+}
+
 std::vector<int> process_devices(const std::vector<int>& devices, int processes, int p) {
   std::vector<int> share;
   if (processes < 1 || p < 0 || p >= processes || static_cast<int>(devices.size()) < processes)
@@ -258,6 +267,7 @@ std::vector<int> place_workers(const std::string& spec, int workers, int nodes) 
 
 cluster::cluster(caf::actor_system& sys, const experiment_config& cfg)
   : sys_(sys), timeout_(cfg.timeout_ms), tls_(tls_of(cfg)), scheduler_(cfg.scheduler),
+    data_plane_(data_plane::name(resolve_data_plane(cfg.data_plane, tls_.enabled()))),
     devices_(cfg.devices), backend_(cfg.backend), nccl_(nccl_all_reduce(cfg)) {
   self_ = std::make_unique<caf::scoped_actor>(sys_);
   const int count = cfg.processes > 0   ? cfg.processes
@@ -468,7 +478,8 @@ void cluster::start_processes(int count, const std::string& program) {
     // the cores), at least one.
     auto threads = std::to_string(std::clamp<size_t>(m.ranks.size(), 1, cores));
     std::vector<std::string> argv_text{program, "node", "--listen", "127.0.0.1:0", "--once",
-                                       "--threads", threads, "--scheduler", scheduler_};
+                                       "--threads", threads, "--scheduler", scheduler_,
+                                       "--data-plane", data_plane_};
     // One host, several processes: each takes its own share of the run's
     // GPUs (process p: devices p, p + P, ...), so `--processes 4 --devices
     // 0,1,2,3` is one process per GPU, as NCCL expects.

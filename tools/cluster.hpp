@@ -41,6 +41,10 @@ namespace chorus {
 /// std::invalid_argument.
 void check_cluster_options(const experiment_config& cfg);
 
+/// Whether the run's nodes may be on other hosts (--nodes or --listen off
+/// loopback): then the UCX data plane may use the network.
+bool nodes_off_host(const experiment_config& cfg);
+
 /// The TLS files cfg names (and CHORUS_TLS_PASSPHRASE).
 tls_options tls_of(const experiment_config& cfg);
 
@@ -154,6 +158,8 @@ private:
   // share the host's cores with the coordinator, and polling there made a
   // 2-process MLP run slower (22-23k against 35-50k samples/s, 2 cores).
   std::string scheduler_;
+  // The data plane (caf | ucx) of the node processes it starts.
+  std::string data_plane_;
   // The run's --devices, shared out among the node processes it starts.
   std::vector<int> devices_;
   std::string backend_;

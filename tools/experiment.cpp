@@ -506,8 +506,10 @@ experiment_result run_checked(const experiment_config& cfg, const train_test& da
   // first, then the cluster releases the nodes (and reaps the processes it
   // started).
   std::unique_ptr<cluster> nodes;
-  if (distributed(cfg))
+  if (distributed(cfg)) {
+    use_data_plane(cfg.data_plane, tls_of(cfg).enabled(), nodes_off_host(cfg));
     nodes = std::make_unique<cluster>(sys, cfg);
+  }
   {
     monitor_config mon_cfg;
     mon_cfg.out_dir = cfg.out_dir;
@@ -628,6 +630,7 @@ experiment_result run_checked(const experiment_config& cfg, const train_test& da
   if (nodes) {
     result.nodes_json = nodes->report_json();
     nodes.reset();
+    report_data_plane("chorus");
   }
   if (!summary)
     throw std::runtime_error("training failed: " + describe(summary.error()));

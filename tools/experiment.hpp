@@ -74,6 +74,7 @@ struct experiment_config {
   int32_t await_nodes = 0;          ///< > 0: wait for that many nodes to register (chorus node --coordinator)
   std::string listen = "127.0.0.1:0";  ///< where they register, with await_nodes
   std::string placement = "auto";  ///< auto | devices | round-robin | block | N,N,... (a node per worker)
+  std::string data_plane = "auto";  ///< caf | ucx | auto: how large buffers cross (resolve_data_plane)
   std::string node_program;         ///< the chorus binary for --processes; empty: this one
   std::string tls_cert, tls_key, tls_ca, tls_passphrase;  ///< mutual TLS to the nodes
   bool insecure = false;            ///< plain connections to non-loopback nodes

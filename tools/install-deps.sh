@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Chorus needs on Debian bookworm, only what is missing.
 #   tools/install-deps.sh          build + test + demo: compiler, CMake, CAF,
-#                                  Eigen, GoogleTest, zlib, Fashion-MNIST
+#                                  Eigen, GoogleTest, zlib, Fashion-MNIST, UCX
 #   tools/install-deps.sh bench    also, for bench/ (`make bench`): Debian's
 #                                  PyTorch 1.13 with OpenBLAS (python3-torch,
 #                                  python3-numpy, libopenblas0-pthread, made
@@ -13,7 +13,7 @@ set -euo pipefail
 
 packages=(build-essential cmake pkg-config libcaf-dev libeigen3-dev libgtest-dev
           zlib1g-dev libopenblas-dev dataset-fashion-mnist libcaf-openssl0.17 libssl-dev openssl
-          nlohmann-json3-dev python3-matplotlib)
+          nlohmann-json3-dev python3-matplotlib libucx-dev)
 if [[ "${1:-}" == "bench" ]]; then
   packages+=(python3-torch python3-numpy libopenblas0-pthread python3-venv)
 fi

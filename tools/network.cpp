@@ -116,6 +116,38 @@ endpoint parse_endpoint(const std::string& text, const std::string& what) {
   return ep;
 }
 
+data_plane::kind resolve_data_plane(const std::string& choice, bool tls) {
+  if (choice == "auto")
+    return tls ? data_plane::kind::caf : data_plane::default_kind();
+  auto k = data_plane::parse(choice);  // throws invalid_argument naming the choices
+  if (!data_plane::available(k))
+    throw std::invalid_argument("--data-plane " + choice
+                                + ": this chorus was built without UCX (install libucx-dev and "
+                                  "rebuild), use --data-plane caf");
+  if (k == data_plane::kind::ucx && tls)
+    throw std::invalid_argument("--data-plane ucx with TLS: UCX would carry the payloads outside "
+                                "the TLS connection, unencrypted; use --data-plane caf");
+  return k;
+}
+
+data_plane::kind use_data_plane(const std::string& choice, bool tls, bool off_host) {
+  auto k = resolve_data_plane(choice, tls);
+  data_plane::select(k, off_host);
+  return k;
+}
+
+void report_data_plane(const std::string& who) {
+  auto c = data_plane::stats();
+  if (c.offered + c.fetched + c.failed == 0)
+    return;
+  std::fprintf(stderr,
+               "%s: data plane ucx: %llu buffers offered (%llu fetched by peers, %llu expired), "
+               "%llu fetched, %llu failed\n",
+               who.c_str(), static_cast<unsigned long long>(c.offered),
+               static_cast<unsigned long long>(c.served), static_cast<unsigned long long>(c.expired),
+               static_cast<unsigned long long>(c.fetched), static_cast<unsigned long long>(c.failed));
+}
+
 bool is_loopback(const std::string& host) {
   return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
 }

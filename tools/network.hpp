@@ -22,6 +22,8 @@
 #include <caf/actor_system_config.hpp>
 #include <caf/expected.hpp>
 
+#include "messages/data_plane.hpp"
+
 namespace chorus {
 
 /// Mutual TLS: this side's certificate and key, and the CA the other side's
@@ -52,6 +54,23 @@ endpoint parse_endpoint(const std::string& text, const std::string& what);
 
 /// Whether a host name or address is this machine's loopback.
 bool is_loopback(const std::string& host);
+
+/// The data plane for large buffers (messages/data_plane.hpp) a process
+/// uses: `choice` is caf, ucx or auto (ucx when this build has it, except
+/// with TLS: UCX's transports do not go through CAF's TLS). Throws
+/// std::invalid_argument for an unknown name, ucx in a build without UCX,
+/// or ucx with TLS.
+data_plane::kind resolve_data_plane(const std::string& choice, bool tls);
+
+/// Resolves `choice` and selects it for this process; `off_host`: peers may
+/// be on other hosts (else UCX keeps to shared memory). Throws
+/// std::invalid_argument as resolve_data_plane, std::runtime_error if UCX
+/// cannot start.
+data_plane::kind use_data_plane(const std::string& choice, bool tls, bool off_host);
+
+/// Prints to stderr, as `who`, what went through the UCX data plane (the
+/// buffers this process offered and fetched), if anything did.
+void report_data_plane(const std::string& who);
 
 /// Publishes `whom` at ep (TLS when tls.enabled()); returns the bound port.
 caf::expected<uint16_t> publish_actor(caf::actor_system& sys, const caf::strong_actor_ptr& whom,

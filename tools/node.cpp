@@ -359,6 +359,8 @@ std::string node_help() {
          "  --threads T           CAF scheduler threads [all cores]\n"
          "  --scheduler NAME      CAF scheduler: stealing | sharing [stealing]\n"
          "  --spin-polls N        idle scheduler threads poll N times before they nap [100]\n"
+         "  --data-plane NAME     how buffers of >= 4 MiB leave this node: caf | ucx | auto\n"
+         "                        (ucx when built with it, caf with TLS) [auto]\n"
          "  --once                exit when the first run's job ends\n"
          "  --coordinator H:P     register at `chorus train --await-nodes N --listen H:P` and\n"
          "                        exit when its run ends; the rank comes from SLURM_PROCID,\n"
@@ -374,6 +376,7 @@ std::string node_help() {
 int node_main(const std::vector<std::string>& args) {
   node_options opts;
   std::string cert, key, ca;
+  std::string data_plane_choice = "auto";
   try {
     for (size_t i = 0; i < args.size(); ++i) {
       const auto& a = args[i];
@@ -410,6 +413,9 @@ int node_main(const std::vector<std::string>& args) {
         if (opts.scheduler != "stealing" && opts.scheduler != "sharing")
           throw std::invalid_argument("unknown scheduler '" + opts.scheduler.substr(0, 40)
                                       + "' (valid: stealing, sharing)");
+      } else if (a == "--data-plane") {
+        data_plane_choice = value();
+        data_plane::parse(data_plane_choice == "auto" ? "caf" : data_plane_choice);
       } else if (a == "--once") {
         opts.once = true;
       } else if (a == "--tls-cert") {
@@ -429,6 +435,7 @@ int node_main(const std::vector<std::string>& args) {
       }
     }
     opts.tls = make_tls(cert, key, ca);
+    resolve_data_plane(data_plane_choice, opts.tls.enabled());
     if (!is_loopback(opts.listen.host) && !opts.tls.enabled() && !opts.insecure)
       throw std::invalid_argument(
         "--listen " + opts.listen.str() + " is reachable from other hosts: anyone who can connect "
@@ -445,6 +452,7 @@ int node_main(const std::vector<std::string>& args) {
   stop_switch stop;
   signal_watch signals(stop);
   try {
+    use_data_plane(data_plane_choice, opts.tls.enabled(), !is_loopback(opts.listen.host));
     caf::actor_system_config cfg;
     auto threads = opts.threads > 0 ? static_cast<size_t>(opts.threads)
                                     : std::max(1u, std::thread::hardware_concurrency());
@@ -491,6 +499,7 @@ int node_main(const std::vector<std::string>& args) {
         });
     }
     stop.detach();
+    report_data_plane("chorus node");
     // The actor system's destructor waits for every actor. The node's end
     // sent an exit to each one it spawned; an actor that still does not end
     // (stuck in a computation, or a user's actor that ignores exits) must not

@@ -249,6 +249,53 @@ TEST(Nodes, ANodeRefusesAnUnknownScheduler) {
   EXPECT_NE(node.err().find("valid: stealing, sharing"), std::string::npos) << node.err();
 }
 
+TEST(Nodes, SyncSgdOverTheUcxDataPlaneGivesTheSameWeightsAsOneProcess) {
+  if (!data_plane::available(data_plane::kind::ucx))
+    GTEST_SKIP() << "built without UCX";
+  // Every buffer, however small, crosses through the data plane (the run's
+  // buffers are far below the 4 MiB default): the floats are fetched into
+  // the receiver's block byte for byte, so the weights are the same.
+  ::setenv("CHORUS_DATA_PLANE_MIN_BYTES", "0", 1);
+  auto r = run_one_and_many("sync_ucx", small_run("sync_sgd", 2), 2, {"--data-plane", "ucx"});
+  ::unsetenv("CHORUS_DATA_PLANE_MIN_BYTES");
+  ASSERT_EQ(r.error, "");
+  EXPECT_EQ(r.model_one, r.model_many) << "weights differ between one process and two over UCX";
+  EXPECT_EQ(field(r.summary, "workers_lost"), 0);
+  // The coordinator fetched the gradients and each node the weights.
+  std::regex line(R"((chorus|chorus node): data plane ucx: (\d+) buffers offered \((\d+) fetched by peers, \d+ expired\), (\d+) fetched, (\d+) failed)");
+  int coordinator = 0, nodes = 0;
+  for (std::sregex_iterator it(r.log.begin(), r.log.end(), line), end; it != end; ++it) {
+    const auto& m = *it;
+    EXPECT_GT(std::stoi(m[2]), 0) << m[0];
+    EXPECT_GT(std::stoi(m[4]), 0) << m[0];
+    EXPECT_EQ(std::stoi(m[5]), 0) << m[0];
+    ++(m[1] == "chorus" ? coordinator : nodes);
+  }
+  EXPECT_EQ(coordinator, 1) << r.log;
+  EXPECT_EQ(nodes, 2) << r.log;
+}
+
+TEST(Nodes, TheDataPlaneChoiceIsCheckedAndSaid) {
+  chorus_process node({"node", "--data-plane", "tcp"}, temp_path("node_plane"));
+  EXPECT_EQ(node.wait(), 2);
+  EXPECT_NE(node.err().find("valid: caf, ucx"), std::string::npos) << node.err();
+  chorus_process train(small_run("sync_sgd", 2) + std::vector<std::string>{"--data-plane", "fast"},
+                       temp_path("train_plane"));
+  EXPECT_EQ(train.wait(), 2);
+  EXPECT_NE(train.err().find("valid: caf, ucx"), std::string::npos) << train.err();
+  // UCX does not go through TLS: with TLS, ucx is refused and auto means caf.
+  EXPECT_EQ(resolve_data_plane("auto", true), data_plane::kind::caf);
+  EXPECT_EQ(resolve_data_plane("caf", false), data_plane::kind::caf);
+  EXPECT_EQ(resolve_data_plane("auto", false), data_plane::default_kind());
+  if (data_plane::available(data_plane::kind::ucx))
+    EXPECT_THROW(resolve_data_plane("ucx", true), std::invalid_argument);
+  else
+    EXPECT_THROW(resolve_data_plane("ucx", false), std::invalid_argument);
+  chorus_process help({"train", "--help"}, temp_path("train_help"));
+  EXPECT_EQ(help.wait(), 0);
+  EXPECT_NE(help.out().find("--data-plane"), std::string::npos);
+}
+
 TEST(Nodes, CompressedGradientsCrossTheNetworkEncoded) {
   // The encoder sits beside each worker on its node, so what the
   // coordinator receives is the payload; the run equals the one-process run

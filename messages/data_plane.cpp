@@ -1,0 +1,816 @@
+// The data plane (see data_plane.hpp): the process-wide choice, and the UCX
+// engine when Chorus is built with UCX (CHORUS_HAVE_UCX).
+//
+// How one fetch goes (UCP, the UCX protocol layer: tag matching and active
+// messages):
+//   sender    save(): offer() puts the block in `exports_` under a random
+//             64-bit token and writes {token, bytes, its worker address}.
+//   receiver  load(): fetch() hands the op to the progress thread, which
+//             posts a tag receive into the destination block under a fresh
+//             tag, then sends the sender an active message (id `fetch_am`)
+//             {token, tag, bytes, the receiver's worker address}.
+//   sender    the progress thread's AM handler queues it; the thread looks
+//             the token up, takes the entry out of `exports_` and tag-sends
+//             the block to the receiver under that tag (UCX's rendezvous
+//             protocol for large sizes: the receiver pulls the bytes, with
+//             cross-memory attach on one host). The block is released when
+//             the send completes. An unknown token gets an empty message.
+//   receiver  the receive completes: the length must be `bytes`.
+// Both sides open their endpoints with peer error handling, so a dead peer
+// fails its operations instead of leaving them pending; the caller's wait is
+// bounded by fetch_timeout() in any case, after which the receive is
+// cancelled (the op keeps the destination block alive until UCX lets go).
+#include "messages/data_plane.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <random>
+#include <stdexcept>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#ifdef CHORUS_HAVE_UCX
+#include <poll.h>
+#include <ucp/api/ucp.h>
+#endif
+
+namespace chorus::data_plane {
+
+namespace {
+
+std::atomic<kind> g_kind{kind::caf};
+/// The default threshold, or CHORUS_DATA_PLANE_MIN_BYTES.
+size_t initial_threshold() {
+  size_t bytes = size_t{4} << 20;
+  if (const char* env = std::getenv("CHORUS_DATA_PLANE_MIN_BYTES")) {
+    char* end = nullptr;
+    unsigned long long v = std::strtoull(env, &end, 10);
+    if (end != env && *end == '\0' && env[0] != '-')
+      bytes = static_cast<size_t>(v);
+    else
+      std::fprintf(stderr, "chorus: CHORUS_DATA_PLANE_MIN_BYTES='%.40s' is not a number of bytes; "
+                           "using %zu\n", env, bytes);
+  }
+  return bytes;
+}
+
+std::atomic<size_t> g_threshold{initial_threshold()};
+std::atomic<int64_t> g_timeout_ms{-1};  // -1: not set, read the environment
+
+std::atomic<uint64_t> c_offered{0}, c_served{0}, c_fetched{0}, c_failed{0}, c_expired{0};
+
+constexpr uint32_t descriptor_magic = 0x31504443;  // "CDP1"
+
+/// Little helpers to write and read fixed-size fields of a byte string.
+template <class T>
+void put(std::string& out, T x) {
+  out.append(reinterpret_cast<const char*>(&x), sizeof(T));
+}
+template <class T>
+bool get(const std::string& in, size_t& at, T& x) {
+  if (in.size() < at + sizeof(T))
+    return false;
+  std::memcpy(&x, in.data() + at, sizeof(T));
+  at += sizeof(T);
+  return true;
+}
+
+} // namespace
+
+const char* name(kind k) { return k == kind::ucx ? "ucx" : "caf"; }
+
+kind parse(const std::string& text) {
+  if (text == "caf")
+    return kind::caf;
+  if (text == "ucx")
+    return kind::ucx;
+  throw std::invalid_argument("unknown data plane '" + text.substr(0, 40) + "' (valid: caf, ucx)");
+}
+
+bool available(kind k) {
+#ifdef CHORUS_HAVE_UCX
+  (void)k;
+  return true;
+#else
+  return k == kind::caf;
+#endif
+}
+
+kind default_kind() { return available(kind::ucx) ? kind::ucx : kind::caf; }
+
+kind selected() { return g_kind.load(); }
+
+size_t threshold_bytes() { return g_threshold.load(); }
+void set_threshold_bytes(size_t bytes) { g_threshold = bytes; }
+
+std::chrono::milliseconds fetch_timeout() {
+  int64_t ms = g_timeout_ms.load();
+  if (ms < 0) {
+    ms = 20000;
+    if (const char* env = std::getenv("CHORUS_DATA_PLANE_TIMEOUT_MS")) {
+      char* end = nullptr;
+      long long v = std::strtoll(env, &end, 10);
+      if (end != env && *end == '\0' && v > 0 && v <= 3600000)
+        ms = v;
+      else
+        std::fprintf(stderr, "chorus: CHORUS_DATA_PLANE_TIMEOUT_MS='%.40s' is not a number of "
+                             "milliseconds in 1..3600000; using %lld\n",
+                     env, static_cast<long long>(ms));
+    }
+    g_timeout_ms = ms;
+  }
+  return std::chrono::milliseconds(ms);
+}
+
+void set_fetch_timeout(std::chrono::milliseconds t) { g_timeout_ms = std::max<int64_t>(1, t.count()); }
+
+counters stats() {
+  counters c;
+  c.offered = c_offered.load();
+  c.served = c_served.load();
+  c.fetched = c_fetched.load();
+  c.failed = c_failed.load();
+  c.expired = c_expired.load();
+  return c;
+}
+
+#ifdef CHORUS_HAVE_UCX
+
+namespace {
+
+constexpr uint16_t fetch_am = 17;  // the active message id of a fetch request
+
+std::string ucx_text(ucs_status_t s) { return ucs_status_string(s); }
+
+/// One fetch, shared by the caller (who waits) and the progress thread.
+struct fetch_op {
+  std::string address;  // the sender's worker address
+  uint64_t token = 0;
+  void* dest = nullptr;
+  size_t bytes = 0;
+  std::shared_ptr<void> keep;  // the destination block
+  // progress thread only
+  uint64_t tag = 0;
+  void* recv_req = nullptr;
+  struct peer* via = nullptr;
+  // the outcome
+  std::mutex m;
+  std::condition_variable cv;
+  bool done = false;
+  std::string error;
+
+  void finish(std::string err) {
+    std::lock_guard<std::mutex> lock(m);
+    if (done)
+      return;
+    done = true;
+    error = std::move(err);
+    cv.notify_all();
+  }
+};
+
+/// An endpoint to another process's worker.
+struct peer {
+  ucp_ep_h ep = nullptr;
+  std::string address;
+  bool failed = false;
+  std::string failure;
+};
+
+/// A block offered for one fetch.
+struct offered_block {
+  std::shared_ptr<const void> keep;
+  const void* data = nullptr;
+  size_t bytes = 0;
+  std::chrono::steady_clock::time_point since;
+};
+
+/// A fetch request that reached this process, to be served.
+struct serve_job {
+  uint64_t token = 0, tag = 0, bytes = 0;
+  std::string address;  // the receiver's worker address
+};
+
+class engine;
+
+/// Heap state of a send in flight: freed by its completion callback.
+struct send_ctx {
+  engine* owner = nullptr;
+  std::shared_ptr<const void> keep;  // the block being sent (serving)
+  std::string header;                // the AM header (requesting)
+  std::shared_ptr<fetch_op> op;      // requesting: fails if the request does
+  bool serving = false;
+};
+
+class engine {
+public:
+  explicit engine(bool off_host) : off_host_(off_host) {
+    ucp_config_t* config = nullptr;
+    check(ucp_config_read(nullptr, nullptr, &config), "reading UCX's configuration");
+    // Peers on this host only: shared memory and cross-memory attach, no
+    // network listener at all (UCX's TCP transport would listen on every
+    // interface, unauthenticated). A UCX_TLS the user set wins.
+    if (!off_host && std::getenv("UCX_TLS") == nullptr)
+      ucp_config_modify(config, "TLS", "sm,self");
+    ucp_params_t params{};
+    params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_MT_WORKERS_SHARED;
+    params.features = UCP_FEATURE_TAG | UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
+    params.mt_workers_shared = 0;
+    ucs_status_t st = ucp_init(&params, config, &ctx_);
+    ucp_config_release(config);
+    check(st, "ucp_init");
+    ucp_worker_params_t wp{};
+    wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
+    wp.thread_mode = UCS_THREAD_MODE_SINGLE;  // only the progress thread calls the worker
+    st = ucp_worker_create(ctx_, &wp, &worker_);
+    if (st != UCS_OK) {
+      ucp_cleanup(ctx_);
+      check(st, "ucp_worker_create");
+    }
+    ucp_address_t* addr = nullptr;
+    size_t len = 0;
+    st = ucp_worker_get_address(worker_, &addr, &len);
+    if (st == UCS_OK) {
+      address_.assign(reinterpret_cast<const char*>(addr), len);
+      ucp_worker_release_address(worker_, addr);
+      st = ucp_worker_get_efd(worker_, &efd_);
+    }
+    if (st == UCS_OK) {
+      ucp_am_handler_param_t hp{};
+      hp.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB
+                      | UCP_AM_HANDLER_PARAM_FIELD_ARG;
+      hp.id = fetch_am;
+      hp.cb = &engine::on_request;
+      hp.arg = this;
+      st = ucp_worker_set_am_recv_handler(worker_, &hp);
+    }
+    if (st != UCS_OK) {
+      ucp_worker_destroy(worker_);
+      ucp_cleanup(ctx_);
+      check(st, "setting up the UCX worker");
+    }
+    std::random_device rd;
+    rng_.seed((uint64_t{rd()} << 32) ^ rd());
+    thread_ = std::thread([this] { loop(); });
+  }
+
+  engine(const engine&) = delete;
+  engine& operator=(const engine&) = delete;
+
+  ~engine() {
+    {
+      std::lock_guard<std::mutex> lock(mtx_);
+      stop_ = true;
+    }
+    ucp_worker_signal(worker_);
+    thread_.join();
+    // Fail what is still waiting, give UCX a moment to finish what it
+    // started, then close every endpoint.
+    std::vector<std::shared_ptr<fetch_op>> waiting;
+    for (auto& [tag, op] : active_)
+      waiting.push_back(op);
+    for (auto& op : waiting)
+      fail(*op, "the data plane shut down");
+    for (auto& op : commands_)
+      op->finish("the data plane shut down");
+    drain(std::chrono::milliseconds(500), [&] { return active_.empty() && sending_ == 0; });
+    for (auto& [tag, op] : active_)
+      op->finish("the data plane shut down");
+    {
+      std::lock_guard<std::mutex> lock(mtx_);
+      exports_.clear();
+    }
+    std::vector<void*> closing;
+    auto close_all = [&](auto& peers) {
+      for (auto& p : peers) {
+        ucp_request_param_t cp{};
+        cp.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+        cp.flags = UCP_EP_CLOSE_FLAG_FORCE;
+        void* r = ucp_ep_close_nbx(p->ep, &cp);
+        if (UCS_PTR_IS_PTR(r))
+          closing.push_back(r);
+      }
+      peers.clear();
+    };
+    std::vector<std::unique_ptr<peer>> all;
+    for (auto& [a, p] : peers_)
+      all.push_back(std::move(p));
+    peers_.clear();
+    for (auto& p : failed_)
+      all.push_back(std::move(p));
+    failed_.clear();
+    close_all(all);
+    drain(std::chrono::milliseconds(500), [&] {
+      return std::all_of(closing.begin(), closing.end(), [](void* r) {
+        return ucp_request_check_status(r) != UCS_INPROGRESS;
+      });
+    });
+    for (void* r : closing)
+      ucp_request_free(r);
+    ucp_worker_destroy(worker_);
+    ucp_cleanup(ctx_);
+  }
+
+  std::string offer(std::shared_ptr<const void> keep, const void* data, size_t bytes) {
+    uint64_t token;
+    {
+      std::lock_guard<std::mutex> lock(mtx_);
+      do
+        token = rng_();
+      while (token == 0 || exports_.count(token) != 0);
+      exports_[token] = {std::move(keep), data, bytes, std::chrono::steady_clock::now()};
+    }
+    std::string d;
+    d.reserve(24 + address_.size());
+    put(d, descriptor_magic);
+    put(d, token);
+    put(d, uint64_t{bytes});
+    put(d, static_cast<uint32_t>(address_.size()));
+    d += address_;
+    ++c_offered;
+    return d;
+  }
+
+  std::string fetch(const std::string& descriptor, std::shared_ptr<void> keep, void* dest,
+                    size_t bytes) {
+    size_t at = 0;
+    uint32_t magic = 0, len = 0;
+    uint64_t token = 0, size = 0;
+    if (!get(descriptor, at, magic) || magic != descriptor_magic || !get(descriptor, at, token)
+        || !get(descriptor, at, size) || !get(descriptor, at, len)
+        || descriptor.size() != at + len || len == 0)
+      return "malformed data-plane descriptor";
+    if (size != bytes)
+      return "data-plane descriptor of " + std::to_string(size) + " bytes for a buffer of "
+             + std::to_string(bytes);
+    auto op = std::make_shared<fetch_op>();
+    op->address = descriptor.substr(at);
+    op->token = token;
+    op->dest = dest;
+    op->bytes = bytes;
+    op->keep = std::move(keep);
+    {
+      std::lock_guard<std::mutex> lock(mtx_);
+      if (stop_)
+        return "the data plane shut down";
+      commands_.push_back(op);
+    }
+    ucp_worker_signal(worker_);
+    // The timeout, plus the time the bytes take at 10 MB/s (a slow link).
+    const auto limit = fetch_timeout() + std::chrono::milliseconds(bytes / 10000);
+    std::unique_lock<std::mutex> lock(op->m);
+    if (!op->cv.wait_for(lock, limit, [&] { return op->done; })) {
+      lock.unlock();
+      {
+        std::lock_guard<std::mutex> guard(mtx_);
+        cancels_.push_back(op);
+      }
+      ucp_worker_signal(worker_);
+      return "no data within " + std::to_string(limit.count())
+             + " ms (CHORUS_DATA_PLANE_TIMEOUT_MS)";
+    }
+    return op->error;
+  }
+
+private:
+  static void check(ucs_status_t st, const char* what) {
+    if (st != UCS_OK)
+      throw std::runtime_error(std::string("UCX data plane: ") + what + ": " + ucx_text(st));
+  }
+
+  template <class Done>
+  void drain(std::chrono::milliseconds limit, Done done) {
+    auto until = std::chrono::steady_clock::now() + limit;
+    while (!done() && std::chrono::steady_clock::now() < until) {
+      ucp_worker_progress(worker_);
+      close_failed();
+    }
+  }
+
+  // -- the progress thread ------------------------------------------------------
+
+  void loop() {
+    int spins = 0;
+    auto last_expiry = std::chrono::steady_clock::now();
+    for (;;) {
+      std::deque<std::shared_ptr<fetch_op>> starts;
+      std::vector<std::shared_ptr<fetch_op>> cancels;
+      {
+        std::lock_guard<std::mutex> lock(mtx_);
+        if (stop_)
+          return;
+        starts.swap(commands_);
+        cancels.swap(cancels_);
+      }
+      for (auto& op : starts)
+        start(op);
+      for (auto& op : cancels)
+        if (op->recv_req && active_.count(op->tag)) {
+          op->finish("no data within the timeout");
+          ucp_request_cancel(worker_, op->recv_req);
+        }
+      unsigned events = 0;
+      while (unsigned n = ucp_worker_progress(worker_))
+        events += n;
+      serve();
+      close_failed();
+      auto now = std::chrono::steady_clock::now();
+      if (now - last_expiry > std::chrono::seconds(1)) {
+        expire(now);
+        last_expiry = now;
+      }
+      // While transfers are in flight, poll (the sender must progress for
+      // a rendezvous); else sleep on the worker's event fd.
+      // A transfer whose peer went silent (dead, on one host) must not keep
+      // this thread spinning: poll only while something happened lately.
+      const bool pending = !active_.empty() || sending_ > 0 || !jobs_.empty();
+      if (events > 0 || !jobs_.empty())
+        spins = 0;
+      if (pending && ++spins < 2000)
+        continue;
+      spins = 0;
+      if (ucp_worker_arm(worker_) == UCS_ERR_BUSY)
+        continue;
+      pollfd p{efd_, POLLIN, 0};
+      ::poll(&p, 1, pending ? 1 : 200);
+    }
+  }
+
+  peer* peer_for(const std::string& address, std::string& error) {
+    auto i = peers_.find(address);
+    if (i != peers_.end())
+      return i->second.get();
+    auto p = std::make_unique<peer>();
+    p->address = address;
+    ucp_ep_params_t ep{};
+    ep.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE
+                    | UCP_EP_PARAM_FIELD_ERR_HANDLER;
+    ep.address = reinterpret_cast<const ucp_address_t*>(address.data());
+    // UCX 1.13's shared-memory transports take no endpoint that asks for
+    // peer failure handling ("Destination is unreachable"), and with it the
+    // transfers between processes of one host ran 2-3x slower here (TCP and
+    // cross-memory attach only). On one host, then, a dead sender shows as
+    // an error of the transfer (cross-memory attach fails) or as the fetch
+    // timeout; between hosts UCX watches its peers.
+    ep.err_mode = off_host_ ? UCP_ERR_HANDLING_MODE_PEER : UCP_ERR_HANDLING_MODE_NONE;
+    ep.err_handler.cb = &engine::on_peer_error;
+    ep.err_handler.arg = p.get();
+    ucs_status_t st = ucp_ep_create(worker_, &ep, &p->ep);
+    if (st != UCS_OK) {
+      error = "cannot reach the peer's UCX worker: " + ucx_text(st);
+      return nullptr;
+    }
+    auto* raw = p.get();
+    peers_[address] = std::move(p);
+    return raw;
+  }
+
+  void start(const std::shared_ptr<fetch_op>& op) {
+    if (op->done)
+      return;  // timed out before it started
+    std::string error;
+    peer* via = peer_for(op->address, error);
+    if (!via) {
+      op->finish(error);
+      return;
+    }
+    op->via = via;
+    op->tag = ++next_tag_;
+    active_[op->tag] = op;
+    ucp_request_param_t rp{};
+    rp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA
+                      | UCP_OP_ATTR_FLAG_NO_IMM_CMPL;
+    rp.cb.recv = &engine::on_received;
+    rp.user_data = this;
+    void* r = ucp_tag_recv_nbx(worker_, op->dest, op->bytes, op->tag, ~ucp_tag_t{0}, &rp);
+    if (UCS_PTR_IS_ERR(r)) {
+      active_.erase(op->tag);
+      op->finish("cannot post the receive: " + ucx_text(UCS_PTR_STATUS(r)));
+      return;
+    }
+    op->recv_req = r;
+    // The request: {token, tag, bytes, our address}.
+    auto* ctx = new send_ctx;
+    ctx->owner = this;
+    put(ctx->header, op->token);
+    put(ctx->header, op->tag);
+    put(ctx->header, uint64_t{op->bytes});
+    ctx->header += address_;
+    ctx->op = op;
+    ucp_request_param_t sp{};
+    sp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA
+                      | UCP_OP_ATTR_FIELD_FLAGS;
+    sp.flags = UCP_AM_SEND_FLAG_EAGER;
+    sp.cb.send = &engine::on_sent;
+    sp.user_data = ctx;
+    void* s = ucp_am_send_nbx(via->ep, fetch_am, ctx->header.data(), ctx->header.size(), nullptr,
+                              0, &sp);
+    if (UCS_PTR_IS_PTR(s)) {
+      ++sending_;
+      return;
+    }
+    sent(ctx, UCS_PTR_STATUS(s));
+  }
+
+  /// A request or a served block left (or failed to).
+  void sent(send_ctx* ctx, ucs_status_t st) {
+    if (st != UCS_OK && ctx->op)
+      fail(*ctx->op, "cannot send the fetch request: " + ucx_text(st));
+    if (st == UCS_OK && ctx->serving)
+      ++c_served;
+    delete ctx;
+  }
+
+  /// Fails an op whose receive is posted: cancels it (the callback removes it).
+  void fail(fetch_op& op, const std::string& why) {
+    op.finish(why);
+    if (op.recv_req && active_.count(op.tag))
+      ucp_request_cancel(worker_, op.recv_req);
+  }
+
+  void serve() {
+    std::vector<serve_job> jobs;
+    jobs.swap(jobs_);
+    for (auto& job : jobs) {
+      offered_block block;
+      bool found = false;
+      {
+        std::lock_guard<std::mutex> lock(mtx_);
+        auto i = exports_.find(job.token);
+        if (i != exports_.end() && i->second.bytes == job.bytes) {
+          block = std::move(i->second);
+          exports_.erase(i);
+          found = true;
+        }
+      }
+      std::string error;
+      peer* to = peer_for(job.address, error);
+      if (!to) {
+        std::fprintf(stderr, "chorus: data plane: cannot answer a fetch: %s\n", error.c_str());
+        continue;
+      }
+      auto* ctx = new send_ctx;
+      ctx->owner = this;
+      ctx->serving = found;
+      ctx->keep = std::move(block.keep);
+      ucp_request_param_t sp{};
+      sp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+      sp.cb.send = &engine::on_sent;
+      sp.user_data = ctx;
+      // Not found: an empty message tells the receiver at once.
+      void* s = ucp_tag_send_nbx(to->ep, found ? block.data : nullptr, found ? job.bytes : 0,
+                                 job.tag, &sp);
+      if (UCS_PTR_IS_PTR(s)) {
+        ++sending_;
+        continue;
+      }
+      sent(ctx, UCS_PTR_STATUS(s));
+    }
+  }
+
+  void close_failed() {
+    for (auto i = peers_.begin(); i != peers_.end();) {
+      if (!i->second->failed) {
+        ++i;
+        continue;
+      }
+      peer* p = i->second.get();
+      // (a cancel may complete at once and erase from active_: collect first)
+      std::vector<std::shared_ptr<fetch_op>> lost;
+      for (auto& [tag, op] : active_)
+        if (op->via == p)
+          lost.push_back(op);
+      for (auto& op : lost)
+        fail(*op, "the sending process is unreachable (" + p->failure + ")");
+      failed_.push_back(std::move(i->second));
+      i = peers_.erase(i);
+    }
+    // Close the failed endpoints once nothing of theirs is in flight.
+    for (auto i = failed_.begin(); i != failed_.end();) {
+      peer* p = i->get();
+      bool used = std::any_of(active_.begin(), active_.end(),
+                              [p](const auto& a) { return a.second->via == p; });
+      if (used || p->ep == nullptr) {
+        ++i;
+        continue;
+      }
+      ucp_request_param_t cp{};
+      cp.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+      cp.flags = UCP_EP_CLOSE_FLAG_FORCE;
+      void* r = ucp_ep_close_nbx(p->ep, &cp);
+      if (UCS_PTR_IS_PTR(r))
+        ucp_request_free(r);  // completes on its own; nobody waits for it
+      i = failed_.erase(i);
+    }
+  }
+
+  void expire(std::chrono::steady_clock::time_point now) {
+    // An offer nobody fetched (the receiver died, or the message never got
+    // there) is released after a while.
+    const auto ttl = std::max<std::chrono::milliseconds>(fetch_timeout() * 3, std::chrono::seconds(60));
+    std::vector<std::shared_ptr<const void>> released;
+    std::lock_guard<std::mutex> lock(mtx_);
+    for (auto i = exports_.begin(); i != exports_.end();) {
+      if (now - i->second.since > ttl) {
+        released.push_back(std::move(i->second.keep));
+        i = exports_.erase(i);
+        ++c_expired;
+      } else {
+        ++i;
+      }
+    }
+  }
+
+  // -- UCX callbacks (on the progress thread, inside ucp_worker_progress) --------
+
+  static ucs_status_t on_request(void* arg, const void* header, size_t header_length, void*,
+                                 size_t, const ucp_am_recv_param_t*) {
+    auto* self = static_cast<engine*>(arg);
+    std::string h(static_cast<const char*>(header), header_length);
+    serve_job job;
+    size_t at = 0;
+    if (!get(h, at, job.token) || !get(h, at, job.tag) || !get(h, at, job.bytes) || at == h.size())
+      return UCS_OK;  // malformed: ignore
+    job.address = h.substr(at);
+    self->jobs_.push_back(std::move(job));
+    return UCS_OK;
+  }
+
+  static void on_sent(void* request, ucs_status_t st, void* user_data) {
+    auto* ctx = static_cast<send_ctx*>(user_data);
+    engine* self = ctx->owner;
+    ucp_request_free(request);
+    --self->sending_;
+    self->sent(ctx, st);
+  }
+
+  static void on_received(void* request, ucs_status_t st, const ucp_tag_recv_info_t* info,
+                          void* user_data) {
+    auto* self = static_cast<engine*>(user_data);
+    settle(self, request, st, info);
+    ucp_request_free(request);
+  }
+
+  static void settle(engine* self, void* request, ucs_status_t st, const ucp_tag_recv_info_t* info) {
+    // Find the op by its request.
+    for (auto i = self->active_.begin(); i != self->active_.end(); ++i) {
+      auto& op = i->second;
+      if (op->recv_req != request)
+        continue;
+      // (info is filled only for a completed receive)
+      if (st == UCS_OK && info->length == op->bytes && info->sender_tag == op->tag) {
+        ++c_fetched;
+        op->finish("");
+      } else if (st == UCS_OK && info->length == 0) {
+        op->finish("the sender no longer holds this buffer (fetched already, expired, or its "
+                   "process restarted)");
+      } else if (st == UCS_OK) {
+        op->finish("received " + std::to_string(info->length) + " bytes, expected "
+                   + std::to_string(op->bytes));
+      } else {
+        op->finish("the transfer failed: " + ucx_text(st));
+      }
+      op->recv_req = nullptr;
+      self->active_.erase(i);
+      return;
+    }
+  }
+
+  static void on_peer_error(void* arg, ucp_ep_h, ucs_status_t st) {
+    auto* p = static_cast<peer*>(arg);
+    p->failed = true;
+    p->failure = ucx_text(st);
+  }
+
+  bool off_host_ = false;
+  ucp_context_h ctx_ = nullptr;
+  ucp_worker_h worker_ = nullptr;
+  std::string address_;
+  int efd_ = -1;
+  std::thread thread_;
+  std::mt19937_64 rng_;  // under mtx_
+
+  std::mutex mtx_;  // guards what follows up to the progress thread's own
+  bool stop_ = false;
+  std::deque<std::shared_ptr<fetch_op>> commands_;
+  std::vector<std::shared_ptr<fetch_op>> cancels_;
+  std::unordered_map<uint64_t, offered_block> exports_;
+
+  // the progress thread's own
+  std::unordered_map<std::string, std::unique_ptr<peer>> peers_;
+  std::vector<std::unique_ptr<peer>> failed_;
+  std::unordered_map<uint64_t, std::shared_ptr<fetch_op>> active_;  // by tag
+  std::vector<serve_job> jobs_;
+  uint64_t next_tag_ = 0;
+  long sending_ = 0;
+};
+
+std::mutex g_engine_mtx;
+std::unique_ptr<engine> g_engine;
+bool g_shut = false;
+bool g_off_host = false;  // what select() asked for; the engine keeps what it started with
+
+/// The engine, started on first use; null (with `error`) if UCX cannot start.
+engine* the_engine(std::string& error) {
+  std::lock_guard<std::mutex> lock(g_engine_mtx);
+  if (g_shut) {
+    error = "the data plane shut down";
+    return nullptr;
+  }
+  if (!g_engine) {
+    try {
+      g_engine = std::make_unique<engine>(g_off_host);
+      std::atexit([] { shutdown(); });
+    } catch (const std::exception& e) {
+      error = e.what();
+      return nullptr;
+    }
+  }
+  return g_engine.get();
+}
+
+} // namespace
+
+void select(kind k, bool off_host) {
+  if (!available(k))
+    throw std::runtime_error(std::string("data plane '") + name(k)
+                             + "' is not in this build (rebuild with libucx-dev installed)");
+  {
+    std::lock_guard<std::mutex> lock(g_engine_mtx);
+    if (g_engine && off_host != g_off_host && k == kind::ucx)
+      throw std::runtime_error("the UCX data plane already runs for peers "
+                               + std::string(g_off_host ? "on other hosts" : "on this host only"));
+    g_off_host = off_host;
+  }
+  if (k == kind::ucx) {
+    std::string error;
+    if (!the_engine(error))
+      throw std::runtime_error("cannot start the UCX data plane: " + error);
+  }
+  g_kind = k;
+}
+
+bool offers(size_t bytes) { return g_kind.load() == kind::ucx && bytes >= g_threshold.load(); }
+
+std::string offer(std::shared_ptr<const void> keep, const void* data, size_t bytes) {
+  std::string error;
+  engine* e = the_engine(error);
+  return e ? e->offer(std::move(keep), data, bytes) : std::string();
+}
+
+std::string fetch(const std::string& descriptor, std::shared_ptr<void> keep, void* dest,
+                  size_t bytes) {
+  std::string error;
+  engine* e = the_engine(error);
+  if (!e) {
+    ++c_failed;
+    return "cannot start the UCX data plane to fetch a buffer: " + error;
+  }
+  error = e->fetch(descriptor, std::move(keep), dest, bytes);
+  if (!error.empty())
+    ++c_failed;
+  return error;
+}
+
+void shutdown() {
+  std::unique_ptr<engine> e;
+  {
+    std::lock_guard<std::mutex> lock(g_engine_mtx);
+    g_shut = true;
+    e = std::move(g_engine);
+  }
+  e.reset();  // outside the lock: joins the progress thread
+  g_kind = kind::caf;
+}
+
+#else  // built without UCX
+
+void select(kind k, bool) {
+  if (!available(k))
+    throw std::runtime_error(std::string("data plane '") + name(k)
+                             + "' is not in this build (rebuild with libucx-dev installed)");
+  g_kind = k;
+}
+
+bool offers(size_t) { return false; }
+
+std::string offer(std::shared_ptr<const void>, const void*, size_t) { return {}; }
+
+std::string fetch(const std::string&, std::shared_ptr<void>, void*, size_t) {
+  ++c_failed;
+  return "the sender used the UCX data plane, but this process was built without UCX "
+         "(run every process with --data-plane caf, or rebuild with libucx-dev)";
+}
+
+void shutdown() {}
+
+#endif
+
+} // namespace chorus::data_plane

@@ -1,0 +1,91 @@
+// The data plane: how a large buffer's floats cross processes.
+//
+// CAF (the control plane) carries every message. A buffer serializes as its
+// length and raw bytes (messages/buffer.hpp), which CAF's middleman moves at
+// about 1 GB/s on loopback. With the UCX data plane selected, a host buffer
+// of at least `threshold_bytes()` leaving the process is written as a small
+// descriptor instead (a one-time token, its length, the sender's UCX worker
+// address); the receiver's deserialization fetches the floats through UCX
+// (UCX picks the transport: cross-memory attach or shared memory between
+// processes of one host, TCP or RDMA between hosts) into a host block, and
+// the sender keeps its block alive, uncopied, until the transfer completed.
+//
+// One UCX worker per process, driven by one progress thread; it is started
+// on first use (a process that only receives starts it when the first
+// descriptor arrives). A fetch that fails (the sender died, the transport
+// failed, `fetch_timeout()` passed) is an error for that message, named on
+// stderr: never a hang, never garbage floats.
+//
+// Without UCX (built without libucx-dev), `available(kind::ucx)` is false,
+// select(kind::ucx) throws, and a descriptor that arrives is refused with an
+// error that says so.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace chorus::data_plane {
+
+enum class kind : uint8_t { caf = 0, ucx = 1 };
+
+/// "caf" or "ucx".
+const char* name(kind k);
+/// Parses "caf" / "ucx"; throws std::invalid_argument naming the choices.
+kind parse(const std::string& text);
+/// True if this build can use `k` (caf always; ucx when built with UCX).
+bool available(kind k);
+/// The kind to use when the user names none: the faster one this build has.
+kind default_kind();
+
+/// Selects how this process sends large buffers (process-wide). Throws
+/// std::runtime_error if `k` is not available or UCX cannot start.
+/// `off_host`: peers may be on other hosts (UCX may use TCP or RDMA, and
+/// watches its peers); else UCX uses shared memory and cross-memory attach
+/// only, and opens no network listener. Fixed once UCX started.
+void select(kind k, bool off_host = false);
+kind selected();
+
+/// Buffers of at least this many bytes go through the selected data plane
+/// (smaller ones always take CAF's bytes path); 4 MiB unless the
+/// environment says CHORUS_DATA_PLANE_MIN_BYTES=N.
+size_t threshold_bytes();
+void set_threshold_bytes(size_t bytes);
+
+/// How long a fetch may take before it is an error (env
+/// CHORUS_DATA_PLANE_TIMEOUT_MS overrides the default of 20 s).
+std::chrono::milliseconds fetch_timeout();
+void set_fetch_timeout(std::chrono::milliseconds t);
+
+/// True if a buffer of `bytes` in host memory leaving this process now goes
+/// as a descriptor.
+bool offers(size_t bytes);
+
+/// Registers `bytes` at `data` (kept alive by `keep`) for one fetch and
+/// returns the descriptor to send in its place; "" if the data plane could
+/// not take it (then the caller sends the bytes).
+std::string offer(std::shared_ptr<const void> keep, const void* data, size_t bytes);
+
+/// Fetches the floats a descriptor names into `dest` (`bytes` long, kept
+/// alive by `keep` for as long as the transfer may still write into it).
+/// Returns "" on success, else what went wrong.
+std::string fetch(const std::string& descriptor, std::shared_ptr<void> keep, void* dest,
+                  size_t bytes);
+
+/// Counters of this process (for tests and benchmarks).
+struct counters {
+  uint64_t offered = 0;         // descriptors written
+  uint64_t served = 0;          // offers fetched by a peer
+  uint64_t fetched = 0;         // descriptors this process fetched
+  uint64_t failed = 0;          // fetches that failed
+  uint64_t expired = 0;         // offers nobody fetched in time, released
+};
+counters stats();
+
+/// Stops the progress thread and releases UCX (also run at exit). Offers not
+/// yet fetched are released; later fetches of them fail.
+void shutdown();
+
+} // namespace chorus::data_plane

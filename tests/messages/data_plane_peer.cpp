@@ -1,0 +1,85 @@
+// The peer process of tests/messages/data_plane_test.cpp: publishes a
+// data_plane_peer on 127.0.0.1 (a kernel-chosen port), prints "ready PORT"
+// and serves until its stdin closes (it dies with its parent too).
+//   data_plane_peer --data-plane caf|ucx [--threshold BYTES]
+#include <caf/io/all.hpp>
+
+#include <signal.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <thread>
+
+#include "messages/data_plane.hpp"
+#include "messages/type_ids.hpp"
+#include "tests/messages/data_plane_peer.hpp"
+
+using namespace chorus;
+using namespace chorus::test;
+
+namespace {
+
+data_plane_peer::behavior_type peer_behavior() {
+  return {
+    [](hash_atom, const buffer& b) -> caf::result<uint64_t, uint64_t> {
+      return {static_cast<uint64_t>(b.size()), bytes_hash(b)};
+    },
+    [](give_atom, uint64_t n, int32_t seed) { return pattern(n, seed); },
+    [](give_atom, uint64_t n, int32_t seed, die_atom) {
+      auto b = pattern(n, seed);
+      // Dies while the receiver fetches the floats (a large buffer takes
+      // far longer than this to cross).
+      std::thread([] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        ::raise(SIGKILL);
+      }).detach();
+      return b;
+    },
+  };
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  try {
+    for (int i = 1; i + 1 < argc; i += 2) {
+      std::string a = argv[i];
+      if (a == "--data-plane")
+        data_plane::select(data_plane::parse(argv[i + 1]));
+      else if (a == "--threshold")
+        data_plane::set_threshold_bytes(std::stoull(argv[i + 1]));
+      else
+        throw std::invalid_argument("unknown argument " + a);
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "data_plane_peer: %s\n", e.what());
+    return 2;
+  }
+  caf::actor_system_config cfg;
+  cfg.load<caf::io::middleman>();
+  cfg.add_message_types<caf::id_block::chorus>();
+  caf::actor_system sys{cfg};
+  auto peer = sys.spawn(peer_behavior);
+  auto port = sys.middleman().publish(peer, 0, "127.0.0.1", true);
+  int rc = 0;
+  if (!port) {
+    std::fprintf(stderr, "data_plane_peer: publish failed: %s\n", sys.render(port.error()).c_str());
+    rc = 1;
+  } else {
+    std::printf("ready %u\n", static_cast<unsigned>(*port));
+    std::fflush(stdout);
+    char c;
+    for (;;) {
+      ssize_t k = ::read(STDIN_FILENO, &c, 1);
+      if (k == 0 || (k < 0 && errno != EINTR))
+        break;
+    }
+  }
+  caf::anon_send_exit(peer, caf::exit_reason::user_shutdown);  // else ~actor_system waits forever
+  return rc;
+}

@@ -1,0 +1,46 @@
+// What tests/messages/data_plane_test.cpp and its peer process
+// (data_plane_peer.cpp) share: the peer's interface and the payloads.
+#pragma once
+
+#include <caf/all.hpp>
+
+#include <cstdint>
+#include <cstring>
+
+#include "messages/buffer.hpp"
+
+namespace chorus::test {
+
+using hash_atom = caf::atom_constant<caf::atom("hash")>;
+using give_atom = caf::atom_constant<caf::atom("give")>;
+using die_atom = caf::atom_constant<caf::atom("die")>;
+
+/// The peer: hashes a buffer it receives (floats, FNV-1a of the bytes);
+/// gives a patterned buffer of n floats (seeded); with die_atom, gives it
+/// and kills itself (SIGKILL) a few milliseconds later.
+using data_plane_peer = caf::typed_actor<
+  caf::replies_to<hash_atom, buffer>::with<uint64_t, uint64_t>,
+  caf::replies_to<give_atom, uint64_t, int32_t>::with<buffer>,
+  caf::replies_to<give_atom, uint64_t, int32_t, die_atom>::with<buffer>>;
+
+/// FNV-1a over the bytes of `b`: equal hashes for bit-identical floats.
+inline uint64_t bytes_hash(const buffer& b) {
+  uint64_t h = 1469598103934665603ull;
+  const auto* p = reinterpret_cast<const unsigned char*>(b.data());
+  for (size_t i = 0; i < b.size() * sizeof(float); ++i)
+    h = (h ^ p[i]) * 1099511628211ull;
+  return h;
+}
+
+/// n floats from `seed`, every bit pattern position-dependent (NaN-free).
+inline buffer pattern(uint64_t n, int32_t seed) {
+  mutable_buffer m(static_cast<size_t>(n));
+  uint32_t x = static_cast<uint32_t>(seed) * 2654435761u + 1;
+  for (size_t i = 0; i < m.size(); ++i) {
+    x = x * 1664525u + 1013904223u;
+    m[i] = static_cast<float>(x >> 8) * 1e-3f - 8000.0f;
+  }
+  return std::move(m).freeze();
+}
+
+} // namespace chorus::test

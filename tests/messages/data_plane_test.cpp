@@ -1,0 +1,247 @@
+// The UCX data plane (messages/data_plane.hpp) between this test and a peer
+// process (data_plane_peer.cpp) on 127.0.0.1: buffers arrive bit-identical
+// whichever way they cross, and a peer that dies mid-transfer is an error
+// for that message, not a hang and not garbage. Skipped in a build without
+// UCX, but for the parts that need no peer.
+#include <gtest/gtest.h>
+
+#include <caf/all.hpp>
+#include <caf/binary_deserializer.hpp>
+#include <caf/binary_serializer.hpp>
+#include <caf/io/all.hpp>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "messages/data_plane.hpp"
+#include "messages/type_ids.hpp"
+#include "tests/messages/data_plane_peer.hpp"
+
+using namespace chorus;
+using namespace chorus::test;
+
+namespace {
+
+/// data_plane_peer started with `args`; killed and reaped at the end.
+class peer_process {
+public:
+  explicit peer_process(std::vector<std::string> args) {
+    args.insert(args.begin(), DATA_PLANE_PEER);
+    std::vector<char*> argv;
+    for (auto& a : args)
+      argv.push_back(a.data());
+    argv.push_back(nullptr);
+    int to[2], from[2];
+    if (::pipe2(to, O_CLOEXEC) != 0 || ::pipe2(from, O_CLOEXEC) != 0)
+      throw std::runtime_error("pipe");
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::dup2(to[0], STDIN_FILENO);
+      ::dup2(from[1], STDOUT_FILENO);
+      ::execv(argv[0], argv.data());
+      ::_exit(127);
+    }
+    ::close(to[0]);
+    ::close(from[1]);
+    stdin_ = to[1];
+    std::string line;
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (line.find('\n') == std::string::npos && std::chrono::steady_clock::now() < until) {
+      pollfd p{from[0], POLLIN, 0};
+      if (::poll(&p, 1, 100) <= 0)
+        continue;
+      char chunk[64];
+      ssize_t k = ::read(from[0], chunk, sizeof(chunk));
+      if (k <= 0)
+        break;
+      line.append(chunk, static_cast<size_t>(k));
+    }
+    ::close(from[0]);
+    unsigned p = 0;
+    if (std::sscanf(line.c_str(), "ready %u", &p) == 1)
+      port_ = static_cast<uint16_t>(p);
+  }
+  peer_process(const peer_process&) = delete;
+  peer_process& operator=(const peer_process&) = delete;
+  ~peer_process() {
+    ::close(stdin_);
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+  }
+  uint16_t port() const { return port_; }
+  pid_t pid() const { return pid_; }
+
+private:
+  pid_t pid_ = -1;
+  int stdin_ = -1;
+  uint16_t port_ = 0;
+};
+
+/// An actor system with the middleman, connected to a peer.
+struct connection {
+  caf::actor_system_config cfg;
+  std::unique_ptr<caf::actor_system> sys;
+  data_plane_peer peer;
+  explicit connection(uint16_t port) {
+    cfg.load<caf::io::middleman>();
+    cfg.add_message_types<caf::id_block::chorus>();
+    sys = std::make_unique<caf::actor_system>(cfg);
+    auto h = sys->middleman().remote_actor<data_plane_peer>("127.0.0.1", port);
+    if (!h)
+      throw std::runtime_error("remote_actor: " + sys->render(h.error()));
+    peer = *h;
+  }
+};
+
+/// Restores the process-wide data-plane settings at the end of a test.
+struct plane_settings {
+  data_plane::kind kind = data_plane::selected();
+  size_t threshold = data_plane::threshold_bytes();
+  std::chrono::milliseconds timeout = data_plane::fetch_timeout();
+  ~plane_settings() {
+    data_plane::select(kind);
+    data_plane::set_threshold_bytes(threshold);
+    data_plane::set_fetch_timeout(timeout);
+  }
+};
+
+constexpr auto request_timeout = std::chrono::seconds(60);
+
+/// Sends `b` to the peer; its (size, hash) reply, or an error text.
+std::string send_and_hash(connection& c, const buffer& b, uint64_t& size, uint64_t& hash) {
+  caf::scoped_actor self{*c.sys};
+  std::string error;
+  self->request(c.peer, request_timeout, hash_atom::value, b)
+    .receive([&](uint64_t n, uint64_t h) { size = n, hash = h; },
+             [&](caf::error& e) { error = c.sys->render(e); });
+  return error;
+}
+
+/// Asks the peer for a patterned buffer.
+template <class... Extra>
+std::string receive(connection& c, uint64_t n, int32_t seed, buffer& out, Extra... extra) {
+  caf::scoped_actor self{*c.sys};
+  std::string error;
+  self->request(c.peer, request_timeout, give_atom::value, n, seed, extra...)
+    .receive([&](buffer& b) { out = std::move(b); },
+             [&](caf::error& e) { error = c.sys->render(e); });
+  return error;
+}
+
+} // namespace
+
+TEST(DataPlane, ParsesItsNamesAndRefusesOthers) {
+  EXPECT_EQ(data_plane::parse("caf"), data_plane::kind::caf);
+  EXPECT_EQ(data_plane::parse("ucx"), data_plane::kind::ucx);
+  EXPECT_THROW(data_plane::parse("tcp"), std::invalid_argument);
+  EXPECT_TRUE(data_plane::available(data_plane::kind::caf));
+}
+
+TEST(DataPlane, AMalformedDescriptorIsAnErrorNotACrash) {
+  // The wire form of a buffer whose floats come through the data plane: the
+  // length with its top bit set, then a descriptor; this one is garbage.
+  std::vector<char> wire;
+  {
+    caf::binary_serializer sink{nullptr, wire};
+    uint64_t n = uint64_t{1000} | (uint64_t{1} << 63);
+    std::string descriptor = "not a descriptor";
+    ASSERT_FALSE(sink(n, descriptor));
+  }
+  caf::binary_deserializer source{nullptr, wire};
+  buffer b;
+  EXPECT_TRUE(b.load(source));
+  EXPECT_TRUE(b.empty());
+}
+
+TEST(DataPlane, LargeAndTinyBuffersCrossProcessesBitIdentical) {
+  if (!data_plane::available(data_plane::kind::ucx))
+    GTEST_SKIP() << "built without UCX";
+  plane_settings restore;
+  peer_process child({"--data-plane", "ucx", "--threshold", "0"});
+  ASSERT_NE(child.port(), 0) << "the peer did not start";
+  connection c(child.port());
+  data_plane::select(data_plane::kind::ucx);
+  data_plane::set_threshold_bytes(0);
+  for (uint64_t n : {uint64_t{4} << 20, uint64_t{1}, uint64_t{3}}) {  // 16 MiB and tiny
+    const auto before = data_plane::stats();
+    const buffer b = pattern(n, static_cast<int32_t>(n));
+    uint64_t size = 0, hash = 0;
+    ASSERT_EQ(send_and_hash(c, b, size, hash), "");
+    EXPECT_EQ(size, n);
+    EXPECT_EQ(hash, bytes_hash(b)) << n << " floats";
+    EXPECT_EQ(data_plane::stats().offered, before.offered + 1) << "did not go through the data plane";
+  }
+  // Below the threshold a buffer takes CAF's bytes path.
+  data_plane::set_threshold_bytes(size_t{1} << 20);
+  {
+    const auto before = data_plane::stats();
+    const buffer small = pattern(1000, 7);
+    uint64_t size = 0, hash = 0;
+    ASSERT_EQ(send_and_hash(c, small, size, hash), "");
+    EXPECT_EQ(hash, bytes_hash(small));
+    EXPECT_EQ(data_plane::stats().offered, before.offered);
+  }
+  // The other way: the peer offers, this process fetches.
+  for (uint64_t n : {uint64_t{4} << 20, uint64_t{2}}) {
+    const auto before = data_plane::stats();
+    buffer got;
+    ASSERT_EQ(receive(c, n, 11, got), "");
+    EXPECT_EQ(got.size(), n);
+    EXPECT_EQ(bytes_hash(got), bytes_hash(pattern(n, 11)));
+    EXPECT_EQ(data_plane::stats().fetched, before.fetched + 1);
+  }
+}
+
+TEST(DataPlane, AProcessThatSendsOverCafStillFetchesWhatItIsOffered) {
+  if (!data_plane::available(data_plane::kind::ucx))
+    GTEST_SKIP() << "built without UCX";
+  plane_settings restore;
+  peer_process child({"--data-plane", "caf"});  // its data plane starts on the first descriptor
+  ASSERT_NE(child.port(), 0) << "the peer did not start";
+  connection c(child.port());
+  data_plane::select(data_plane::kind::ucx);
+  data_plane::set_threshold_bytes(size_t{1} << 20);
+  const buffer b = pattern(uint64_t{4} << 20, 3);
+  for (int i = 0; i < 3; ++i) {
+    uint64_t size = 0, hash = 0;
+    ASSERT_EQ(send_and_hash(c, b, size, hash), "");
+    EXPECT_EQ(hash, bytes_hash(b));
+  }
+}
+
+TEST(DataPlane, APeerKilledMidTransferIsAnErrorNotAHang) {
+  if (!data_plane::available(data_plane::kind::ucx))
+    GTEST_SKIP() << "built without UCX";
+  plane_settings restore;
+  data_plane::set_fetch_timeout(std::chrono::seconds(5));
+  peer_process child({"--data-plane", "ucx", "--threshold", "0"});
+  ASSERT_NE(child.port(), 0) << "the peer did not start";
+  connection c(child.port());
+  // 256 MiB: the peer kills itself 3 ms after its reply left, while this
+  // process is fetching the floats (or before it started).
+  const auto before = data_plane::stats();
+  buffer got;
+  auto error = receive(c, uint64_t{64} << 20, 5, got, die_atom::value);
+  EXPECT_NE(error, "") << "a buffer arrived from a peer killed while sending it";
+  EXPECT_TRUE(got.empty());
+  EXPECT_EQ(data_plane::stats().failed, before.failed + 1);
+  // The data plane still serves other peers.
+  peer_process other({"--data-plane", "ucx"});
+  ASSERT_NE(other.port(), 0);
+  connection c2(other.port());
+  data_plane::select(data_plane::kind::ucx);
+  data_plane::set_threshold_bytes(0);
+  const buffer b = pattern(uint64_t{1} << 20, 9);
+  uint64_t size = 0, hash = 0;
+  ASSERT_EQ(send_and_hash(c2, b, size, hash), "");
+  EXPECT_EQ(hash, bytes_hash(b));
+}
