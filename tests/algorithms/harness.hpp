@@ -129,7 +129,10 @@ struct node_log {
 /// the other messages are refused.
 inline node_actor fake_node(caf::actor_system& sys, node_mode mode, run_context ctx, std::string algorithm,
                      caf::actor job, std::shared_ptr<node_log> log) {
-  return sys.spawn([=](node_actor::pointer self) -> node_actor::behavior_type {
+  // mode and log are spawn arguments, not captures: CAF 0.17 dereferences a
+  // null argument tuple when a function actor is spawned with none (UBSan).
+  return sys.spawn([ctx, algorithm, job](node_actor::pointer self, node_mode mode,
+                                         std::shared_ptr<node_log> log) -> node_actor::behavior_type {
     auto no = [] { return make_error(errc::bad_request, "not served by this test node"); };
     return {
       [no](hello_atom, const std::string&, uint64_t) -> caf::result<std::string> { return no(); },
@@ -150,7 +153,7 @@ inline node_actor fake_node(caf::actor_system& sys, node_mode mode, run_context 
       [no](mesh_atom, const std::string&) -> caf::result<ok_atom> { return no(); },
       [](release_atom) {},
     };
-  });
+  }, mode, std::move(log));
 }
 
 /// Points g.ctx.beside at a fake_node that spawns `algorithm`'s actors here
@@ -159,7 +162,9 @@ inline node_actor fake_node(caf::actor_system& sys, node_mode mode, run_context 
 /// process. Call it once the workers, plan and options are set.
 inline void beside_here(graph& g, const std::string& algorithm, node_mode mode = node_mode::spawns,
                         std::shared_ptr<node_log> log = std::make_shared<node_log>()) {
-  auto job = g.guard.add(caf::actor{g.ts.sys.spawn([] { return caf::behavior{[](int32_t) {}}; })});
+  // The job's identity only; named by an argument (see fake_node on why one).
+  auto job = g.guard.add(caf::actor{g.ts.sys.spawn(
+    [](const std::string&) { return caf::behavior{[](int32_t) {}}; }, std::string{"test job"})});
   auto node = g.guard.add(fake_node(g.ts.sys, mode, g.ctx, algorithm, job, std::move(log)));
   g.ctx.beside = [node, job, monitor = g.ctx.monitor](int32_t) {
     return beside_site{node, job, caf::actor_cast<caf::actor>(monitor), "test node", nullptr};

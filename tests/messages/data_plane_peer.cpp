@@ -23,18 +23,21 @@ using namespace chorus::test;
 
 namespace {
 
-data_plane_peer::behavior_type peer_behavior() {
+// `die_after`: how long the give-and-die handler lives after handing out its
+// buffer. (It is an argument also because CAF 0.17 dereferences a null
+// argument tuple when a function actor is spawned with none: UBSan stops it.)
+data_plane_peer::behavior_type peer_behavior(std::chrono::milliseconds die_after) {
   return {
     [](hash_atom, const buffer& b) -> caf::result<uint64_t, uint64_t> {
       return {static_cast<uint64_t>(b.size()), bytes_hash(b)};
     },
     [](give_atom, uint64_t n, int32_t seed) { return pattern(n, seed); },
-    [](give_atom, uint64_t n, int32_t seed, die_atom) {
+    [die_after](give_atom, uint64_t n, int32_t seed, die_atom) {
       auto b = pattern(n, seed);
       // Dies while the receiver fetches the floats (a large buffer takes
       // far longer than this to cross).
-      std::thread([] {
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      std::thread([die_after] {
+        std::this_thread::sleep_for(die_after);
         ::raise(SIGKILL);
       }).detach();
       return b;
@@ -64,7 +67,7 @@ int main(int argc, char** argv) {
   cfg.load<caf::io::middleman>();
   cfg.add_message_types<caf::id_block::chorus>();
   caf::actor_system sys{cfg};
-  auto peer = sys.spawn(peer_behavior);
+  auto peer = sys.spawn(peer_behavior, std::chrono::milliseconds(10));
   auto port = sys.middleman().publish(peer, 0, "127.0.0.1", true);
   int rc = 0;
   if (!port) {
