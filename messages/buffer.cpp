@@ -249,6 +249,18 @@ caf::error buffer::load_through_data_plane(caf::deserializer& source, uint64_t n
     return err;
   if (descriptor.size() > max_descriptor_bytes || n == 0)
     return caf::make_error(caf::sec::invalid_argument, "malformed data-plane descriptor");
+  // The block is taken before the sender is asked, on the descriptor's word:
+  // bound it (a forged length would otherwise allocate up to 64 GiB; found by
+  // fuzz_buffer). CHORUS_DATA_PLANE_MAX_BYTES raises the 1 GiB default.
+  static const uint64_t max_bytes = [] {
+    const char* e = std::getenv("CHORUS_DATA_PLANE_MAX_BYTES");
+    return e ? std::strtoull(e, nullptr, 10) : uint64_t{1} << 30;
+  }();
+  if (n * sizeof(float) > max_bytes)
+    return caf::make_error(caf::sec::invalid_argument,
+                           "data-plane buffer of " + std::to_string(n * sizeof(float))
+                             + " bytes is over CHORUS_DATA_PLANE_MAX_BYTES ("
+                             + std::to_string(max_bytes) + ")");
   mutable_buffer tmp(static_cast<size_t>(n));
   // The data plane keeps the block alive for as long as a transfer may
   // still write into it (past a timeout, until UCX lets go of it).
