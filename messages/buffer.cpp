@@ -249,6 +249,13 @@ caf::error buffer::load_through_data_plane(caf::deserializer& source, uint64_t n
     return err;
   if (descriptor.size() > max_descriptor_bytes || n == 0)
     return caf::make_error(caf::sec::invalid_argument, "malformed data-plane descriptor");
+  // Nothing is allocated on a descriptor this process would not fetch.
+  if (auto why = data_plane::check(descriptor, n * sizeof(float)); !why.empty()) {
+    std::fprintf(stderr, "chorus: a buffer of %llu floats sent through the data plane is "
+                         "refused: %s; its message is dropped\n",
+                 static_cast<unsigned long long>(n), why.c_str());
+    return caf::make_error(caf::sec::invalid_argument, "data plane: " + why);
+  }
   // The block is taken before the sender is asked, on the descriptor's word:
   // bound it (a forged length would otherwise allocate up to 64 GiB; found by
   // fuzz_buffer). CHORUS_DATA_PLANE_MAX_BYTES raises the 1 GiB default.

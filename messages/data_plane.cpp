@@ -46,6 +46,9 @@ namespace chorus::data_plane {
 namespace {
 
 std::atomic<kind> g_kind{kind::caf};
+/// Whether this process fetches the descriptors its peers send (select(ucx)
+/// and set_accepting turn it on; off until then).
+std::atomic<bool> g_accepting{false};
 /// The default threshold, or CHORUS_DATA_PLANE_MIN_BYTES.
 size_t initial_threshold() {
   size_t bytes = size_t{4} << 20;
@@ -82,7 +85,42 @@ bool get(const std::string& in, size_t& at, T& x) {
   return true;
 }
 
+/// A descriptor's fields, or why it is not one.
+struct parsed_descriptor {
+  uint64_t token = 0;
+  uint64_t size = 0;
+  std::string address;
+  std::string error;
+};
+
+parsed_descriptor parse_descriptor(const std::string& descriptor, size_t bytes) {
+  parsed_descriptor d;
+  size_t at = 0;
+  uint32_t magic = 0, len = 0;
+  if (!get(descriptor, at, magic) || magic != descriptor_magic || !get(descriptor, at, d.token)
+      || !get(descriptor, at, d.size) || !get(descriptor, at, len)
+      || descriptor.size() != at + len || len == 0) {
+    d.error = "malformed data-plane descriptor";
+  } else if (d.size != bytes) {
+    d.error = "data-plane descriptor of " + std::to_string(d.size) + " bytes for a buffer of "
+              + std::to_string(bytes);
+  } else {
+    d.address = descriptor.substr(at);
+  }
+  return d;
+}
+
 } // namespace
+
+void set_accepting(bool on) { g_accepting = on; }
+bool accepting() { return g_accepting.load(); }
+
+std::string check(const std::string& descriptor, size_t bytes) {
+  if (!accepting())
+    return "this process does not take buffers through the data plane (its --data-plane is caf "
+           "with TLS, or it never selected one): the sender must use --data-plane caf";
+  return parse_descriptor(descriptor, bytes).error;
+}
 
 const char* name(kind k) { return k == kind::ucx ? "ucx" : "caf"; }
 
@@ -340,19 +378,12 @@ public:
 
   std::string fetch(const std::string& descriptor, std::shared_ptr<void> keep, void* dest,
                     size_t bytes) {
-    size_t at = 0;
-    uint32_t magic = 0, len = 0;
-    uint64_t token = 0, size = 0;
-    if (!get(descriptor, at, magic) || magic != descriptor_magic || !get(descriptor, at, token)
-        || !get(descriptor, at, size) || !get(descriptor, at, len)
-        || descriptor.size() != at + len || len == 0)
-      return "malformed data-plane descriptor";
-    if (size != bytes)
-      return "data-plane descriptor of " + std::to_string(size) + " bytes for a buffer of "
-             + std::to_string(bytes);
+    auto d = parse_descriptor(descriptor, bytes);
+    if (!d.error.empty())
+      return d.error;
     auto op = std::make_shared<fetch_op>();
-    op->address = descriptor.substr(at);
-    op->token = token;
+    op->address = std::move(d.address);
+    op->token = d.token;
     op->dest = dest;
     op->bytes = bytes;
     op->keep = std::move(keep);
@@ -753,6 +784,7 @@ void select(kind k, bool off_host) {
     std::string error;
     if (!the_engine(error))
       throw std::runtime_error("cannot start the UCX data plane: " + error);
+    g_accepting = true;
   }
   g_kind = k;
 }

@@ -68,6 +68,19 @@ bool offers(size_t bytes);
 /// not take it (then the caller sends the bytes).
 std::string offer(std::shared_ptr<const void> keep, const void* data, size_t bytes);
 
+/// Whether this process fetches the descriptors its peers send. Off until
+/// select(kind::ucx) or set_accepting(true) (tools/network.cpp's
+/// use_data_plane: on for every process without TLS in a UCX build, so a
+/// peer's choice of plane need not match this one's). A process under TLS
+/// never fetches: the floats would travel outside the TLS connection.
+void set_accepting(bool on);
+bool accepting();
+
+/// Checks a descriptor before anything is allocated for it: this process
+/// accepts descriptors, it is well formed and names `bytes`. "" if so, else
+/// what is wrong.
+std::string check(const std::string& descriptor, size_t bytes);
+
 /// Fetches the floats a descriptor names into `dest` (`bytes` long, kept
 /// alive by `keep` for as long as the transfer may still write into it).
 /// Returns "" on success, else what went wrong.

@@ -133,6 +133,9 @@ data_plane::kind resolve_data_plane(const std::string& choice, bool tls) {
 data_plane::kind use_data_plane(const std::string& choice, bool tls, bool off_host) {
   auto k = resolve_data_plane(choice, tls);
   data_plane::select(k, off_host);
+  // Descriptors from peers are fetched whatever plane this process sends
+  // with, unless the connection is TLS (the floats would bypass it).
+  data_plane::set_accepting(!tls && data_plane::available(data_plane::kind::ucx));
   return k;
 }
 

@@ -59,6 +59,9 @@ int main(int argc, char** argv) {
       else
         throw std::invalid_argument("unknown argument " + a);
     }
+    // As use_data_plane does for a process without TLS: descriptors are
+    // fetched whichever plane this one sends with.
+    data_plane::set_accepting(data_plane::available(data_plane::kind::ucx));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "data_plane_peer: %s\n", e.what());
     return 2;

@@ -162,6 +162,60 @@ TEST(DataPlane, AMalformedDescriptorIsAnErrorNotACrash) {
   EXPECT_TRUE(b.empty());
 }
 
+namespace {
+
+/// A descriptor in the data plane's wire form (data_plane.cpp): magic "CDP1",
+/// token, byte count, address length, address bytes.
+std::string forged_descriptor(uint64_t bytes, const std::string& address) {
+  std::string d;
+  auto put = [&](auto x) { d.append(reinterpret_cast<const char*>(&x), sizeof(x)); };
+  put(uint32_t{0x31504443});
+  put(uint64_t{42});
+  put(bytes);
+  put(static_cast<uint32_t>(address.size()));
+  return d + address;
+}
+
+/// Turns accepting on or off for one test.
+struct accepting_as {
+  bool before = data_plane::accepting();
+  explicit accepting_as(bool on) { data_plane::set_accepting(on); }
+  ~accepting_as() { data_plane::set_accepting(before); }
+};
+
+} // namespace
+
+TEST(DataPlane, ADescriptorIsCheckedBeforeAnythingIsAllocatedForIt) {
+  const auto well_formed = forged_descriptor(4000, "some worker address");
+  {
+    accepting_as off(false);
+    // A process that never took the data plane (or runs TLS) fetches nothing,
+    // however well formed the descriptor is.
+    EXPECT_NE(data_plane::check(well_formed, 4000).find("does not take buffers"),
+              std::string::npos);
+    std::vector<char> wire;
+    {
+      caf::binary_serializer sink{nullptr, wire};
+      uint64_t n = uint64_t{1000} | (uint64_t{1} << 63);
+      std::string descriptor = well_formed;
+      ASSERT_FALSE(sink(n, descriptor));
+    }
+    caf::binary_deserializer source{nullptr, wire};
+    buffer b;
+    auto err = b.load(source);
+    ASSERT_TRUE(err);
+    EXPECT_EQ(err.category(), caf::atom("system"));
+    EXPECT_TRUE(b.empty());
+  }
+  accepting_as on(true);
+  EXPECT_EQ(data_plane::check(well_formed, 4000), "");
+  EXPECT_NE(data_plane::check(well_formed, 4004).find("of 4000 bytes for a buffer of 4004"),
+            std::string::npos);
+  EXPECT_EQ(data_plane::check("CDP1", 4000), "malformed data-plane descriptor");
+  EXPECT_EQ(data_plane::check(forged_descriptor(4000, ""), 4000), "malformed data-plane descriptor");
+  EXPECT_EQ(data_plane::check(well_formed + "x", 4000), "malformed data-plane descriptor");
+}
+
 TEST(DataPlane, LargeAndTinyBuffersCrossProcessesBitIdentical) {
   if (!data_plane::available(data_plane::kind::ucx))
     GTEST_SKIP() << "built without UCX";

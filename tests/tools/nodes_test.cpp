@@ -291,6 +291,12 @@ TEST(Nodes, TheDataPlaneChoiceIsCheckedAndSaid) {
     EXPECT_THROW(resolve_data_plane("ucx", true), std::invalid_argument);
   else
     EXPECT_THROW(resolve_data_plane("ucx", false), std::invalid_argument);
+  // A process under TLS fetches no peer's descriptor; one without TLS fetches
+  // them whichever plane it sends with (a UCX build).
+  use_data_plane("caf", true, false);
+  EXPECT_FALSE(data_plane::accepting());
+  use_data_plane("caf", false, false);
+  EXPECT_EQ(data_plane::accepting(), data_plane::available(data_plane::kind::ucx));
   chorus_process help({"train", "--help"}, temp_path("train_help"));
   EXPECT_EQ(help.wait(), 0);
   EXPECT_NE(help.out().find("--data-plane"), std::string::npos);
