@@ -49,7 +49,7 @@ void select(kind k, bool off_host = false);
 kind selected();
 
 /// Buffers of at least this many bytes go through the selected data plane
-/// (smaller ones always take CAF's bytes path); 4 MiB unless the
+/// (smaller ones always take CAF's bytes path); 256 KiB unless the
 /// environment says CHORUS_DATA_PLANE_MIN_BYTES=N.
 size_t threshold_bytes();
 void set_threshold_bytes(size_t bytes);
