@@ -5,12 +5,14 @@
 // messages):
 //   sender    save(): offer() puts the block in `exports_` under a random
 //             64-bit token and writes {token, bytes, its worker address}.
-//   receiver  load(): fetch() hands the op to the progress thread, which
-//             posts a tag receive into the destination block under a fresh
-//             tag, then sends the sender an active message (id `fetch_am`)
-//             {token, tag, bytes, the receiver's worker address}.
-//   sender    the progress thread's AM handler queues it; the thread looks
-//             the token up, takes the entry out of `exports_` and tag-sends
+//   receiver  load(): fetch(), on the deserializing thread, posts a tag
+//             receive into the destination block under a fresh tag, sends
+//             the sender an active message (id `fetch_am`) {token, tag,
+//             bytes, the receiver's worker address} and drives the worker
+//             itself until the block is in (5 ms at most; then the progress
+//             thread takes over and the caller waits).
+//   sender    the AM handler queues it; whichever thread drives the worker
+//             (the progress thread, or one fetching) looks the token up, takes the entry out of `exports_` and tag-sends
 //             the block to the receiver under that tag (UCX's rendezvous
 //             protocol for large sizes: the receiver pulls the bytes, with
 //             cross-memory attach on one host). The block is released when
