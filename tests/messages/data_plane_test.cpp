@@ -107,10 +107,8 @@ struct plane_settings {
   data_plane::kind kind = data_plane::selected();
   size_t threshold = data_plane::threshold_bytes();
   std::chrono::milliseconds timeout = data_plane::fetch_timeout();
-  bool accepting = data_plane::accepting();
   ~plane_settings() {
     data_plane::select(kind);
-    data_plane::set_accepting(accepting);
     data_plane::set_threshold_bytes(threshold);
     data_plane::set_fetch_timeout(timeout);
   }
@@ -280,8 +278,6 @@ TEST(DataPlane, APeerKilledMidTransferIsAnErrorNotAHang) {
   plane_settings restore;
   accepting_as fetching(true);  // this process fetches what the peer offers
   data_plane::set_fetch_timeout(std::chrono::seconds(5));
-  // (this process takes descriptors whichever test ran before it)
-  data_plane::set_accepting(true);
   peer_process child({"--data-plane", "ucx", "--threshold", "0"});
   ASSERT_NE(child.port(), 0) << "the peer did not start";
   connection c(child.port());
