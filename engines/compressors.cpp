@@ -262,8 +262,8 @@ inline uint32_t qsgd_entry(float x, float scale, float top, uint32_t bits) {
 // multiple of qsgd_lanes in the vector, for a finite scale S/||v|| (so
 // every entry is finite). Whole rounds of the 32 streams go through a loop
 // the compiler vectorizes; only the vector's last, partial round is scalar.
-CHORUS_WIDE_VECTORS void qsgd_entries(const float* __restrict x, size_t n, float scale, float top,
-                                      qsgd_streams& r, uint32_t* __restrict entry) {
+CHORUS_WIDE_VECTORS void qsgd_entries(const float* __restrict x, size_t n, float scale,
+                                      float top, qsgd_streams& r, uint32_t* __restrict entry) {
   size_t j = 0;
   for (; j + qsgd_lanes <= n; j += qsgd_lanes)
     for (size_t l = 0; l < qsgd_lanes; ++l)
