@@ -276,6 +276,7 @@ TEST(DataPlane, APeerKilledMidTransferIsAnErrorNotAHang) {
   if (!data_plane::available(data_plane::kind::ucx))
     GTEST_SKIP() << "built without UCX";
   plane_settings restore;
+  accepting_as fetching(true);  // this process fetches what the peer offers
   data_plane::set_fetch_timeout(std::chrono::seconds(5));
   peer_process child({"--data-plane", "ucx", "--threshold", "0"});
   ASSERT_NE(child.port(), 0) << "the peer did not start";
