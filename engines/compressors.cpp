@@ -169,6 +169,17 @@ struct qsgd_streams {
 // move them to and from W * 8 contiguous bits, LSB first, the payload's
 // order (for W < 8 that does not divide 8: 3, 5, 6, 7 bits, S = 4..127
 // outside 4..7; W = 2, 4 take the byte loops below).
+// AMD's Zen 1 and 2 run pext/pdep in microcode (tens to hundreds of cycles,
+// depending on the mask): there the generic loop below is the faster one.
+// Hosts vary, so this is asked of the CPU once, not fixed at build time.
+bool pext_is_fast() {
+  static const bool fast = [] {
+    __builtin_cpu_init();
+    return !(__builtin_cpu_is("znver1") || __builtin_cpu_is("znver2"));
+  }();
+  return fast;
+}
+
 template <unsigned W>
 constexpr uint64_t byte_fields = 0x0101010101010101ull * ((uint64_t{1} << W) - 1);
 
@@ -201,18 +212,20 @@ template <unsigned W>
 void pack_groups(const uint32_t* e, size_t groups, unsigned char* out) {
 #if defined(__BMI2__)
   if constexpr (W < 8 && 8 % W != 0) {
-    for (size_t g = 0; g < groups; ++g, e += 32, out += 4 * W) {
-      unsigned char narrow[32];  // the entries as bytes: a loop the compiler vectorizes
-      for (unsigned t = 0; t < 32; ++t)
-        narrow[t] = static_cast<unsigned char>(e[t]);
-      for (unsigned q = 0; q < 4; ++q) {
-        uint64_t x;
-        std::memcpy(&x, narrow + 8 * q, 8);
-        x = _pext_u64(x, byte_fields<W>);
-        std::memcpy(out + W * q, &x, W);  // little-endian: the low W bytes
+    if (pext_is_fast()) {
+      for (size_t g = 0; g < groups; ++g, e += 32, out += 4 * W) {
+        unsigned char narrow[32];  // the entries as bytes: a loop the compiler vectorizes
+        for (unsigned t = 0; t < 32; ++t)
+          narrow[t] = static_cast<unsigned char>(e[t]);
+        for (unsigned q = 0; q < 4; ++q) {
+          uint64_t x;
+          std::memcpy(&x, narrow + 8 * q, 8);
+          x = _pext_u64(x, byte_fields<W>);
+          std::memcpy(out + W * q, &x, W);  // little-endian: the low W bytes
+        }
       }
+      return;
     }
-    return;
   }
 #endif
   if constexpr (8 % W == 0) {
@@ -250,13 +263,15 @@ void unpack_groups(const unsigned char* in, size_t groups, uint32_t* e) {
   if constexpr (W < 8 && 8 % W != 0) {
     // Each 8 bytes widen to 8 words in one AVX2 instruction (through a
     // byte array, the wide reloads of four 8-byte stores stalled).
-    for (size_t g = 0; g < groups; ++g, in += 4 * W)
-      for (unsigned q = 0; q < 4; ++q, e += 8) {
-        const uint64_t x = _pdep_u64(low_bytes<W>(in + W * q), byte_fields<W>);
-        const __m256i words = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<long long>(x)));
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(e), words);
-      }
-    return;
+    if (pext_is_fast()) {
+      for (size_t g = 0; g < groups; ++g, in += 4 * W)
+        for (unsigned q = 0; q < 4; ++q, e += 8) {
+          const uint64_t x = _pdep_u64(low_bytes<W>(in + W * q), byte_fields<W>);
+          const __m256i words = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<long long>(x)));
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(e), words);
+        }
+      return;
+    }
   }
 #endif
   if constexpr (8 % W == 0) {
