@@ -429,6 +429,8 @@ void lose(replica_pointer self, size_t i, const std::string& why) {
 // Worker i's request failed (or its deadline passed: deadlines.hpp).
 void on_ask_error(replica_pointer self, size_t i, const caf::error& err) {
   auto& st = self->state;
+  if (ended_before_asked(err))
+    return;  // the down handler drops it, saying why
   if (is_run_failure(err)) {
     if (settle(st, i))
       fail_run(self, err);
