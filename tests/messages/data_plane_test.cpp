@@ -277,6 +277,9 @@ TEST(DataPlane, APeerKilledMidTransferIsAnErrorNotAHang) {
     GTEST_SKIP() << "built without UCX";
   plane_settings restore;
   data_plane::set_fetch_timeout(std::chrono::seconds(5));
+  // This process fetches what the peer offers (alone under ctest, no test
+  // before it has turned that on).
+  data_plane::set_accepting(true);
   peer_process child({"--data-plane", "ucx", "--threshold", "0"});
   ASSERT_NE(child.port(), 0) << "the peer did not start";
   connection c(child.port());
