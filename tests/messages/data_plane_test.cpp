@@ -276,6 +276,7 @@ TEST(DataPlane, APeerKilledMidTransferIsAnErrorNotAHang) {
   if (!data_plane::available(data_plane::kind::ucx))
     GTEST_SKIP() << "built without UCX";
   plane_settings restore;
+  accepting_as fetching(true);  // this process fetches what the peer offers
   data_plane::set_fetch_timeout(std::chrono::seconds(5));
   // This process fetches what the peer offers (alone under ctest, no test
   // before it has turned that on).
