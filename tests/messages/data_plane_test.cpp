@@ -278,9 +278,6 @@ TEST(DataPlane, APeerKilledMidTransferIsAnErrorNotAHang) {
   plane_settings restore;
   accepting_as fetching(true);  // this process fetches what the peer offers
   data_plane::set_fetch_timeout(std::chrono::seconds(5));
-  // This process fetches what the peer offers (alone under ctest, no test
-  // before it has turned that on).
-  data_plane::set_accepting(true);
   peer_process child({"--data-plane", "ucx", "--threshold", "0"});
   ASSERT_NE(child.port(), 0) << "the peer did not start";
   connection c(child.port());
