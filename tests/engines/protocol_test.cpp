@@ -11,8 +11,10 @@
 // log the worker's own reason (and go on with the others).
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "algorithms/registry.hpp"
 #include "tests/algorithms/harness.hpp"
@@ -40,22 +42,56 @@ worker_actor::behavior_type bouncing_worker(worker_actor::pointer self) {
   };
 }
 
+// A worker that answers with zeros, but holds its replies until `gate`
+// has ended: the run cannot finish (an asynchronous one would, on the
+// others' replies alone) before the bouncing worker is gone.
+worker_actor::behavior_type gated_worker(worker_actor::pointer self, caf::actor gate, int32_t rank) {
+  struct held {
+    bool open = false;
+    std::vector<std::function<void()>> replies;
+  };
+  auto h = std::make_shared<held>();
+  self->monitor(gate);
+  self->set_down_handler([h](caf::down_msg&) {
+    h->open = true;
+    for (auto& reply : h->replies)
+      reply();
+    h->replies.clear();
+  });
+  auto answer = [self, h](auto reply) -> caf::result<decltype(reply)> {
+    if (h->open)
+      return reply;
+    auto promise = self->make_response_promise<decltype(reply)>();
+    h->replies.push_back([promise, reply]() mutable { promise.deliver(reply); });
+    return promise;
+  };
+  auto zeros = [](const weights& w) { return buffer::from(std::vector<float>(w.values.size(), 0.0f)); };
+  return {
+    [=](compute_atom, weights& w) { return answer(gradient{rank, w.step, zeros(w), 0.0f, 1}); },
+    [=](local_atom, weights& w, local_plan&) {
+      return answer(local_result{rank, w.step, w.values, 0.0f, 1});
+    },
+    [=](evaluate_atom, weights& w) { return evaluation{rank, w.step, 0.5, 0.5, 1}; },
+    [](apply_atom, weights&) { return ok_atom_v; },
+    [](fetch_atom) { return weights{}; },
+  };
+}
+
 class BouncedRequest : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(BouncedRequest, TheWorkerIsLostWithItsOwnReason) {
   test::graph g;
   auto rec = std::make_shared<test::recording>();
   g.ctx.monitor = g.guard.add(g.ts.sys.spawn(test::recorder, rec));
-  auto steady = [](const test::scripted_call& c) {
-    return test::scripted_reply{std::vector<float>(c.w.size(), 0.0f)};
-  };
-  g.ctx.workers.push_back(g.guard.add(test::spawn_scripted(g.ts.sys, 0, steady)));
-  g.ctx.workers.push_back(g.guard.add(g.ts.sys.spawn(bouncing_worker)));
-  g.ctx.workers.push_back(g.guard.add(test::spawn_scripted(g.ts.sys, 2, steady)));
-  g.ctx.evaluator = g.guard.add(test::spawn_scripted(g.ts.sys, -1, steady));
+  auto bouncing = g.guard.add(g.ts.sys.spawn(bouncing_worker));
+  auto gate = caf::actor_cast<caf::actor>(bouncing);
+  g.ctx.workers.push_back(g.guard.add(g.ts.sys.spawn(gated_worker, gate, int32_t{0})));
+  g.ctx.workers.push_back(bouncing);
+  g.ctx.workers.push_back(g.guard.add(g.ts.sys.spawn(gated_worker, gate, int32_t{2})));
+  g.ctx.evaluator = g.guard.add(g.ts.sys.spawn(gated_worker, gate, int32_t{-1}));
   g.ctx.shard_sizes.assign(3, 1);
-  g.ctx.plan.steps = 6;
-  g.ctx.plan.eval_every = 3;
+  g.ctx.plan.steps = 40;
+  g.ctx.plan.eval_every = 20;
   g.ctx.plan.lr = 0.1f;
   g.ctx.initial = buffer::from(std::vector<float>(4, 0.0f));
   auto s = g.run(GetParam());
