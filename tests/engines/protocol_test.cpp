@@ -28,9 +28,11 @@ const std::string why = "worker 1 on node 1 (test:1 at 127.0.0.1:1) is gone";
 
 // A worker whose node died: it answers its first request the way CAF
 // bounces one to an ended actor, and ends with the reason a stand-in gives.
-worker_actor::behavior_type bouncing_worker(worker_actor::pointer self) {
-  auto bounce = [self] {
-    self->quit(make_error(errc::worker_lost, why));
+// (`reason` is a spawn argument: CAF 0.17 dereferences a null argument
+// tuple when a function actor is spawned with none.)
+worker_actor::behavior_type bouncing_worker(worker_actor::pointer self, std::string reason) {
+  auto bounce = [self, reason] {
+    self->quit(make_error(errc::worker_lost, reason));
     return caf::make_error(caf::sec::request_receiver_down);
   };
   return {
@@ -83,7 +85,7 @@ TEST_P(BouncedRequest, TheWorkerIsLostWithItsOwnReason) {
   test::graph g;
   auto rec = std::make_shared<test::recording>();
   g.ctx.monitor = g.guard.add(g.ts.sys.spawn(test::recorder, rec));
-  auto bouncing = g.guard.add(g.ts.sys.spawn(bouncing_worker));
+  auto bouncing = g.guard.add(g.ts.sys.spawn(bouncing_worker, why));
   auto gate = caf::actor_cast<caf::actor>(bouncing);
   g.ctx.workers.push_back(g.guard.add(g.ts.sys.spawn(gated_worker, gate, int32_t{0})));
   g.ctx.workers.push_back(bouncing);
