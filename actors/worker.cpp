@@ -35,6 +35,10 @@ struct worker_state {
   std::vector<int64_t> order;  // the current pass over the shard
   size_t cursor = 0;           // next position in `order`
   weights replica;
+  // The heavy-ball buffer m of local steps with momentum (local_plan::
+  // momentum > 0), in the backend's memory; kept across requests, empty
+  // until the first such request and after a non-finite local model.
+  mutable_buffer momentum;
 
   // The next mini-batch, as a pointer into `order` (refilled between passes,
   // so a batch never straddles two permutations: it may be short at the end
@@ -240,6 +244,8 @@ worker_actor::behavior_type worker_behavior(worker_pointer self, worker_config c
               || !std::all_of(plan.lrs.begin(), plan.lrs.end(),
                               [](float x) { return x >= 0 && std::isfinite(x); })))
         return make_error(errc::bad_request, "local steps: lrs needs one finite lr >= 0 per step");
+      if (!(plan.momentum >= 0 && plan.momentum < 1))
+        return make_error(errc::bad_request, "local steps: momentum needs 0 <= beta < 1");
       return guarded(self, [&]() -> caf::result<local_result> {
         auto started = compute_started(st);
         auto wv = st.be->adopt(w.values);
@@ -252,11 +258,27 @@ worker_actor::behavior_type worker_behavior(worker_pointer self, worker_config c
           auto [idx, n] = st.next_batch();
           loss_sum += st.net->loss_grad(x.data(), *st.cfg.data, idx, n, g.data());
           samples += static_cast<int32_t>(n);
-          st.be->prox_step(plan.reg, plan.lr_of(k), g.span(), x.span());
+          if (plan.momentum > 0) {
+            // m <- beta m + g;  x <- Prox(x - lr m)  (Polyak's heavy ball).
+            // m = 0 before the worker's first such step: then m <- g, a copy
+            // into a fresh block (whose contents never matter).
+            if (st.momentum.size() != x.size()) {
+              st.momentum = st.be->allocate(x.size());
+              st.be->copy(g.span(), st.momentum.span());
+            } else {
+              st.be->scale(plan.momentum, st.momentum.span());
+              st.be->axpy(1.0f, g.span(), st.momentum.span());
+            }
+            st.be->prox_step(plan.reg, plan.lr_of(k), st.momentum.span(), x.span());
+          } else {
+            st.be->prox_step(plan.reg, plan.lr_of(k), g.span(), x.span());
+          }
         }
         auto extra = injected_extra(st, started);
-        if (!std::isfinite(loss_sum) || !st.be->all_finite(x.span()))
+        if (!std::isfinite(loss_sum) || !st.be->all_finite(x.span())) {
+          st.momentum = mutable_buffer();  // start over from m = 0
           return st.non_finite("local model", w.step);
+        }
         float mean_loss = plan.steps > 0 ? static_cast<float>(loss_sum / plan.steps) : 0.0f;
         return reply(self, arrived, extra,
                      local_result{st.cfg.rank, w.step, std::move(x).freeze(), mean_loss, samples});

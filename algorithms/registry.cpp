@@ -17,6 +17,11 @@ const protocol_option fraction{"fraction", "F", "1",
                                "share of the live workers sampled per round (FedAvg)"};
 const protocol_option post_local{"post_local", "K", "0",
                                  "synchronous (tau 1) for the first K rounds, then local"};
+const protocol_option local_momentum{
+  "local_momentum", "BETA", "0",
+  "heavy-ball momentum in the local steps: m <- BETA m + g, x <- Prox(x - lr m), m kept on the "
+  "worker across rounds; not checked against Gao, Xu, Huang's (AAAI 2021) momentum variant "
+  "(its text was not found)"};
 const protocol_option topology_option{
   "topology", "SPEC", "ring",
   "graph: ring | torus | complete | star | hypercube | exp | onepeer-exp | erdos:P | file:PATH"};
@@ -87,8 +92,8 @@ const std::vector<algorithm_info>& algorithm_registry() {
      true, {}, {}, check_async_sgd},
     {"local_sgd", "local SGD / FedAvg: tau local steps, then w+ = sum_i n_i/n x_i",
      "one communication round (tau local steps per worker)", spawn_local_sgd,
-     {tau_local, fraction, post_local, compress, compress_down, error_feedback, allow_biased,
-      aggregator_option, pre_option, f_option},
+     {tau_local, fraction, post_local, local_momentum, compress, compress_down, error_feedback,
+      allow_biased, aggregator_option, pre_option, f_option},
      true, {}, {}, check_local_sgd, true},
     {"lazy_sgd", "event-triggered sync SGD (LAG): upload g_i only if it changed enough",
      "one round: every worker computes a gradient, some skip the upload", spawn_lazy_sgd,
@@ -97,7 +102,8 @@ const std::vector<algorithm_info>& algorithm_registry() {
      false, {}, {}, {}, true},
     {"ri_sgd", "redundancy-infused local SGD: local_sgd over shards held with redundancy mu",
      "one communication round (tau local steps per worker)", spawn_ri_sgd,
-     {tau_local, fraction, post_local, compress, compress_down, error_feedback, allow_biased,
+     {tau_local, fraction, post_local, local_momentum, compress, compress_down, error_feedback,
+      allow_biased,
       {"redundancy", "MU", "0.25", "each worker also holds a MU share of the others' shards"}},
      true, ri_sgd_shards, {}, {}, true},
     {"gossip_sgd",

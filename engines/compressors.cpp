@@ -4,6 +4,9 @@
 #include <array>
 #include <cmath>
 #include <cstring>
+#if defined(__BMI2__)
+#include <immintrin.h>
+#endif
 #include <functional>
 #include <limits>
 #include <numeric>
@@ -119,18 +122,40 @@ buffer encode_none(cview v) {
   return std::move(w).done();
 }
 
-// The uniform QSGD rounds entry i with: 24 bits of a 32-bit mix of
-// (seed, i) (murmur3's finalizer), so it needs no sequential generator and
-// the block loop below vectorizes. Distinct i < 2^32 give distinct inputs.
-inline uint32_t qsgd_uniform_bits(uint32_t key, uint32_t i) {
-  uint32_t x = (i * 0x9e3779b9u) ^ key;
-  x ^= x >> 16;
-  x *= 0x85ebca6bu;
-  x ^= x >> 13;
-  x *= 0xc2b2ae35u;
-  x ^= x >> 16;
-  return x >> 8;
-}
+// QSGD's uniforms: 32 interleaved xorshift128 streams (Marsaglia 2003,
+// "Xorshift RNGs", J. Stat. Softw. 8(14): t = x ^ (x << 11), x, y, z <- y,
+// z, w, w <- (w ^ (w >> 19)) ^ (t ^ (t >> 8)); period 2^128 - 1). Entry j of
+// the vector takes the next output of stream j mod 32, and its uniform is
+// the output's top 24 bits. The streams' states are drawn from the seed by
+// splitmix64, so a seed gives the same payload on every platform and vector
+// width. Shifts and xors only: the counter-based murmur3 mix it replaced
+// (three 32-bit multiplies an entry) took 40% of the qsgd:4 encode of 16M
+// floats (bench/compressors; the payload bytes differ from that version's).
+constexpr size_t qsgd_lanes = 32;
+struct qsgd_streams {
+  alignas(64) uint32_t x[qsgd_lanes], y[qsgd_lanes], z[qsgd_lanes], w[qsgd_lanes];
+  explicit qsgd_streams(uint64_t seed) {
+    rng r{seed};
+    for (size_t l = 0; l < qsgd_lanes; ++l) {
+      const uint64_t a = r.next(), b = r.next();
+      x[l] = static_cast<uint32_t>(a);
+      y[l] = static_cast<uint32_t>(a >> 32);
+      z[l] = static_cast<uint32_t>(b);
+      w[l] = static_cast<uint32_t>(b >> 32);
+      if ((a | b) == 0)
+        w[l] = 1;  // the all-zero state is a fixed point
+    }
+  }
+  // The next output of stream l.
+  uint32_t next(size_t l) {
+    const uint32_t t = x[l] ^ (x[l] << 11);
+    x[l] = y[l];
+    y[l] = z[l];
+    z[l] = w[l];
+    w[l] = (w[l] ^ (w[l] >> 19)) ^ (t ^ (t >> 8));
+    return w[l];
+  }
+};
 
 // QSGD's bit packing, W = 1 + b bits per entry, 32 entries (exactly W
 // 32-bit words) per group, LSB first. With W a template parameter and the
@@ -139,8 +164,57 @@ inline uint32_t qsgd_uniform_bits(uint32_t key, uint32_t i) {
 // bytes, which the compiler vectorizes, writes the same bits (qsgd:4: the
 // encode's packing and the decode's unpacking took about a third of the
 // round trip before, bench/compressors under perf).
+#if defined(__BMI2__)
+// Eight W-bit fields, one in the low bits of each byte: BMI2's pext/pdep
+// move them to and from W * 8 contiguous bits, LSB first, the payload's
+// order (for W < 8 that does not divide 8: 3, 5, 6, 7 bits, S = 4..127
+// outside 4..7; W = 2, 4 take the byte loops below).
+template <unsigned W>
+constexpr uint64_t byte_fields = 0x0101010101010101ull * ((uint64_t{1} << W) - 1);
+
+// The N < 8 bytes at p as the low bytes of a word (little-endian, as x86 is),
+// read in registers: a memcpy of N bytes into a zeroed word went through the
+// stack and stalled the 8-byte reload (a third of the decode).
+template <unsigned N>
+uint64_t low_bytes(const unsigned char* p) {
+  uint64_t x = 0;
+  unsigned at = 0;
+  if constexpr ((N & 4) != 0) {
+    uint32_t a;
+    std::memcpy(&a, p, 4);
+    x = a;
+    at = 4;
+  }
+  if constexpr ((N & 2) != 0) {
+    uint16_t b;
+    std::memcpy(&b, p + at, 2);
+    x |= uint64_t{b} << (8 * at);
+    at += 2;
+  }
+  if constexpr ((N & 1) != 0)
+    x |= uint64_t{p[at]} << (8 * at);
+  return x;
+}
+#endif
+
 template <unsigned W>
 void pack_groups(const uint32_t* e, size_t groups, unsigned char* out) {
+#if defined(__BMI2__)
+  if constexpr (W < 8 && 8 % W != 0) {
+    for (size_t g = 0; g < groups; ++g, e += 32, out += 4 * W) {
+      unsigned char narrow[32];  // the entries as bytes: a loop the compiler vectorizes
+      for (unsigned t = 0; t < 32; ++t)
+        narrow[t] = static_cast<unsigned char>(e[t]);
+      for (unsigned q = 0; q < 4; ++q) {
+        uint64_t x;
+        std::memcpy(&x, narrow + 8 * q, 8);
+        x = _pext_u64(x, byte_fields<W>);
+        std::memcpy(out + W * q, &x, W);  // little-endian: the low W bytes
+      }
+    }
+    return;
+  }
+#endif
   if constexpr (8 % W == 0) {
     constexpr unsigned per_byte = 8 / W;
     const size_t bytes = groups * 4 * W;
@@ -172,6 +246,19 @@ void pack_groups(const uint32_t* e, size_t groups, unsigned char* out) {
 template <unsigned W>
 void unpack_groups(const unsigned char* in, size_t groups, uint32_t* e) {
   constexpr uint32_t mask = (uint32_t{1} << W) - 1;
+#if defined(__BMI2__) && defined(__AVX2__)
+  if constexpr (W < 8 && 8 % W != 0) {
+    // Each 8 bytes widen to 8 words in one AVX2 instruction (through a
+    // byte array, the wide reloads of four 8-byte stores stalled).
+    for (size_t g = 0; g < groups; ++g, in += 4 * W)
+      for (unsigned q = 0; q < 4; ++q, e += 8) {
+        const uint64_t x = _pdep_u64(low_bytes<W>(in + W * q), byte_fields<W>);
+        const __m256i words = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<long long>(x)));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(e), words);
+      }
+    return;
+  }
+#endif
   if constexpr (8 % W == 0) {
     constexpr unsigned per_byte = 8 / W;
     const size_t bytes = groups * 4 * W;
@@ -216,30 +303,38 @@ constexpr auto unpackers = unpack_table(std::make_index_sequence<18>{});
 // Where the CPU has AVX-512, GCC still vectorizes with 256-bit registers
 // unless told otherwise (-mprefer-vector-width); the qsgd entry loop below
 // (and encode_qsgd, into which it is inlined)
-// is arithmetic-bound (three 32-bit multiplies an entry for its uniform), and
-// 512-bit registers took the qsgd:4 encode of 16M floats from 72 to 47 ms.
+// was arithmetic-bound (three 32-bit multiplies an entry for its uniform, before
+// qsgd_streams), and 512-bit registers took the qsgd:4 encode of 16M floats
+// from 72 to 47 ms.
 #if defined(__GNUC__) && !defined(__clang__) && defined(__AVX512F__)
 #define CHORUS_WIDE_VECTORS __attribute__((target("prefer-vector-width=512")))
 #else
 #define CHORUS_WIDE_VECTORS
 #endif
 
-// The (sign, level) words of entries first .. first + n - 1 (x points at
-// the first), for a finite scale S/||v|| (so every entry is finite): a loop
-// the compiler vectorizes.
-CHORUS_WIDE_VECTORS void qsgd_entries(const float* __restrict x, size_t n, uint32_t first, float scale, float top,
-                  uint32_t key, uint32_t* __restrict entry) {
-  for (size_t j = 0; j < n; ++j) {
-    uint32_t bits;
-    std::memcpy(&bits, &x[j], 4);
-    const float a = std::min(std::fabs(x[j]) * scale, top);  // 0 <= a <= S
-    const int32_t l = static_cast<int32_t>(a);                // floor: a >= 0
-    const float u = static_cast<float>(static_cast<int32_t>(
-                      qsgd_uniform_bits(key, first + static_cast<uint32_t>(j))))
-                    * 0x1.0p-24f;
-    const int32_t up = u < a - static_cast<float>(l);
-    entry[j] = (bits >> 31) | (static_cast<uint32_t>(l + up) << 1);
-  }
+// The (sign, level) word of one entry x with uniform bits `bits` (24 used).
+inline uint32_t qsgd_entry(float x, float scale, float top, uint32_t bits) {
+  uint32_t raw;
+  std::memcpy(&raw, &x, 4);
+  const float a = std::min(std::fabs(x) * scale, top);  // 0 <= a <= S
+  const int32_t l = static_cast<int32_t>(a);            // floor: a >= 0
+  const float u = static_cast<float>(static_cast<int32_t>(bits >> 8)) * 0x1.0p-24f;
+  const int32_t up = u < a - static_cast<float>(l);
+  return (raw >> 31) | (static_cast<uint32_t>(l + up) << 1);
+}
+
+// The (sign, level) words of n entries from x, the first of them at a
+// multiple of qsgd_lanes in the vector, for a finite scale S/||v|| (so
+// every entry is finite). Whole rounds of the 32 streams go through a loop
+// the compiler vectorizes; only the vector's last, partial round is scalar.
+CHORUS_WIDE_VECTORS void qsgd_entries(const float* __restrict x, size_t n, float scale,
+                                      float top, qsgd_streams& r, uint32_t* __restrict entry) {
+  size_t j = 0;
+  for (; j + qsgd_lanes <= n; j += qsgd_lanes)
+    for (size_t l = 0; l < qsgd_lanes; ++l)
+      entry[j + l] = qsgd_entry(x[j + l], scale, top, r.next(l));
+  for (size_t l = 0; j + l < n; ++l)
+    entry[j + l] = qsgd_entry(x[j + l], scale, top, r.next(l));
 }
 
 // QSGD (Alistarh et al. 2017): with r_i = S |v_i| / ||v||_2 and l = floor(r_i),
@@ -249,7 +344,7 @@ CHORUS_WIDE_VECTORS void qsgd_entries(const float* __restrict x, size_t n, uint3
 //
 // Speed (bench/compressors): blocks of 256 entries, first their (sign,
 // level) words in a loop the compiler vectorizes (r_i in float, the
-// uniform from qsgd_uniform_bits), then the bit packing, 32 bits at a time.
+// uniform from qsgd_streams), then the bit packing, 32 bits at a time.
 CHORUS_WIDE_VECTORS buffer encode_qsgd(cview v, uint32_t s, uint64_t seed) {
   require_host(v, "qsgd");
   const size_t d = v.size;
@@ -276,8 +371,8 @@ CHORUS_WIDE_VECTORS buffer encode_qsgd(cview v, uint32_t s, uint64_t seed) {
                                                       : 0.0f;
   const bool scaled = scale > 0 && std::isfinite(scale);
   const float top = static_cast<float>(s);
-  const auto key = static_cast<uint32_t>(seed ^ (seed >> 32));
-  constexpr size_t block = 256;
+  qsgd_streams streams(seed);
+  constexpr size_t block = 256;  // a multiple of qsgd_lanes
   uint32_t entry[block];
   const float* x = v.data;
   uint64_t acc = 0;  // packed bits not yet written, LSB first
@@ -286,7 +381,7 @@ CHORUS_WIDE_VECTORS buffer encode_qsgd(cview v, uint32_t s, uint64_t seed) {
   for (size_t base = 0; base < d; base += block) {
     const size_t m = std::min(block, d - base);
     if (scaled)
-      qsgd_entries(x + base, m, static_cast<uint32_t>(base), scale, top, key, entry);
+      qsgd_entries(x + base, m, scale, top, streams, entry);
     else
       for (size_t j = 0; j < m; ++j) {
         uint32_t bits;

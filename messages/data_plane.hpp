@@ -10,9 +10,9 @@
 // processes of one host, TCP or RDMA between hosts) into a host block, and
 // the sender keeps its block alive, uncopied, until the transfer completed.
 //
-// One UCX worker per process, driven by one progress thread; it is started
-// on first use (a process that only receives starts it when the first
-// descriptor arrives). A fetch that fails (the sender died, the transport
+// One UCX worker per process, driven by a fetching thread while it fetches
+// and by one progress thread otherwise; it is started on first use (a
+// process that only receives starts it when the first descriptor arrives). A fetch that fails (the sender died, the transport
 // failed, `fetch_timeout()` passed) is an error for that message, named on
 // stderr: never a hang, never garbage floats.
 //
@@ -49,7 +49,7 @@ void select(kind k, bool off_host = false);
 kind selected();
 
 /// Buffers of at least this many bytes go through the selected data plane
-/// (smaller ones always take CAF's bytes path); 4 MiB unless the
+/// (smaller ones always take CAF's bytes path); 256 KiB unless the
 /// environment says CHORUS_DATA_PLANE_MIN_BYTES=N.
 size_t threshold_bytes();
 void set_threshold_bytes(size_t bytes);

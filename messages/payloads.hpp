@@ -63,13 +63,18 @@ struct local_plan {
   float lr = 0.1f;
   regularizer reg;
   std::vector<float> lrs;  ///< empty, or one step size per local step
+  /// Heavy-ball momentum beta in [0, 1) over the local steps (local_sgd's
+  /// --local-momentum): m <- beta m + g, x <- Prox(x - lr m), with m kept on
+  /// the worker across requests. 0: plain proximal steps, no buffer.
+  float momentum = 0;
 
   float lr_of(int32_t step) const { return lrs.empty() ? lr : lrs[static_cast<size_t>(step)]; }
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, local_plan& x) {
-  return f(caf::meta::type_name("local_plan"), x.steps, x.lr, x.reg, x.lrs);
+  return f(caf::meta::type_name("local_plan"), x.steps, x.lr, x.reg, x.lrs,
+           x.momentum);
 }
 
 /// The weights a worker reached after local steps.

@@ -359,7 +359,7 @@ std::string node_help() {
          "  --threads T           CAF scheduler threads [all cores]\n"
          "  --scheduler NAME      CAF scheduler: stealing | sharing [stealing]\n"
          "  --spin-polls N        idle scheduler threads poll N times before they nap [100]\n"
-         "  --data-plane NAME     how buffers of >= 4 MiB leave this node: caf | ucx | auto\n"
+         "  --data-plane NAME     how buffers of >= 256 KiB leave this node: caf | ucx | auto\n"
          "                        (ucx when built with it, caf with TLS) [auto]\n"
          "  --once                exit when the first run's job ends\n"
          "  --coordinator H:P     register at `chorus train --await-nodes N --listen H:P` and\n"

@@ -259,7 +259,7 @@ std::vector<option_spec> general_options() {
      [](auto& c, auto& v) { c.listen = v; }},
     {"placement", "SPEC", "which node hosts which worker: auto | devices | round-robin | block | N,N,... (node index per worker); auto: on cuda one worker per device of each node, else round-robin [auto]",
      [](auto& c, auto& v) { c.placement = v; }},
-    {"data-plane", "NAME", "how buffers of >= 4 MiB cross processes: caf (CAF's serializer, ~1 GB/s) | ucx (a descriptor on CAF, the floats fetched through UCX: shared memory on one host, TCP/RDMA between hosts; ~2-3x faster at 16 MiB) | auto: ucx when built with it, caf with TLS (UCX does not go through TLS); --processes passes it to the nodes [auto]",
+    {"data-plane", "NAME", "how buffers of >= 256 KiB cross processes: caf (CAF's serializer, ~1 GB/s) | ucx (a descriptor on CAF, the floats fetched through UCX: shared memory on one host, TCP/RDMA between hosts; ~2x faster at 1 MiB, ~6x at 16 MiB) | auto: ucx when built with it, caf with TLS (UCX does not go through TLS); --processes passes it to the nodes [auto]",
      [](auto& c, auto& v) { c.data_plane = v; }},
     {"tls-cert", "FILE", "with --nodes: this side's certificate (PEM) for mutual TLS",
      [](auto& c, auto& v) { c.tls_cert = v; }},

@@ -35,6 +35,37 @@ caf::expected<T> ask(caf::scoped_actor& self, const worker_actor& w, Ts... xs) {
   return out;
 }
 
+// A linear-model worker on tiny_regression with full batches, so its local
+// steps are deterministic.
+worker_config full_batch_linear() {
+  worker_config cfg;
+  cfg.model = "linear";
+  cfg.data = tiny_regression();
+  cfg.batch = 4;
+  cfg.order = sampling::sequential;
+  return cfg;
+}
+
+// `steps` local steps by hand, in double, on tiny_regression's full batch
+// with an l1 prox: m <- beta m + g, x <- Prox(x - lr m) (beta 0: plain
+// proximal gradient steps).
+void steps_by_hand(const dataset& d, int steps, double lr, double l1, double beta, double x[2],
+                   double m[2]) {
+  const float* X = d.x.data();
+  for (int k = 0; k < steps; ++k) {
+    double g[2] = {0, 0};
+    for (int i = 0; i < 4; ++i) {
+      double res = X[2 * i] * x[0] + X[2 * i + 1] * x[1] - d.y[i];
+      g[0] += res * X[2 * i] / 4, g[1] += res * X[2 * i + 1] / 4;
+    }
+    for (int j = 0; j < 2; ++j) {
+      m[j] = beta * m[j] + g[j];
+      double v = x[j] - lr * m[j];
+      x[j] = std::copysign(std::max(std::fabs(v) - lr * l1, 0.0), v);
+    }
+  }
+}
+
 } // namespace
 
 TEST(worker, gradient_at_weights_is_the_batch_mean_gradient) {
@@ -64,11 +95,7 @@ TEST(worker, gradient_at_weights_is_the_batch_mean_gradient) {
 TEST(worker, local_steps_equal_repeated_proximal_gradient_steps) {
   test::test_system ts;
   test::actor_guard guard;
-  worker_config cfg;
-  cfg.model = "linear";
-  cfg.data = tiny_regression();
-  cfg.batch = 4;  // full batch: local steps are deterministic
-  cfg.order = sampling::sequential;
+  auto cfg = full_batch_linear();
   auto w = guard.add(spawn_worker(ts.sys, cfg));
   caf::scoped_actor self{ts.sys};
   local_plan plan{3, 0.1f, regularizer::parse("l1:0.05")};
@@ -76,22 +103,52 @@ TEST(worker, local_steps_equal_repeated_proximal_gradient_steps) {
                              plan);
   ASSERT_TRUE(r) << describe(r.error());
   // The same three steps by hand, in double.
-  double x[2] = {0, 0};
-  const float* X = cfg.data->x.data();
-  for (int k = 0; k < 3; ++k) {
-    double g[2] = {0, 0};
-    for (int i = 0; i < 4; ++i) {
-      double res = X[2 * i] * x[0] + X[2 * i + 1] * x[1] - cfg.data->y[i];
-      g[0] += res * X[2 * i] / 4, g[1] += res * X[2 * i + 1] / 4;
-    }
-    for (int j = 0; j < 2; ++j) {
-      double v = x[j] - 0.1 * g[j];
-      x[j] = std::copysign(std::max(std::fabs(v) - 0.1 * 0.05, 0.0), v);
-    }
-  }
+  double x[2] = {0, 0}, m[2] = {0, 0};
+  steps_by_hand(*cfg.data, 3, 0.1, 0.05, 0.0, x, m);
   EXPECT_NEAR(r->values[0], x[0], 1e-5);
   EXPECT_NEAR(r->values[1], x[1], 1e-5);
   EXPECT_EQ(r->samples, 12);
+}
+
+// Local steps with momentum (local_plan::momentum, local_sgd's
+// --local-momentum): heavy ball m <- beta m + g, x <- Prox(x - lr m), with
+// m = 0 before the worker's first step and kept across requests: the second
+// request starts from new weights but the first request's buffer.
+TEST(worker, local_steps_with_momentum_are_heavy_ball_steps_with_the_buffer_kept) {
+  test::test_system ts;
+  test::actor_guard guard;
+  auto cfg = full_batch_linear();
+  auto w = guard.add(spawn_worker(ts.sys, cfg));
+  caf::scoped_actor self{ts.sys};
+  const double beta = 0.7;
+  local_plan plan{3, 0.1f, regularizer::parse("l1:0.05"), {}, float(beta)};
+  double m[2] = {0, 0}, x[2] = {0, 0};
+  for (auto start : {std::vector<float>{0.0f, 0.0f}, std::vector<float>{0.5f, -0.5f}}) {
+    auto r = ask<local_result>(self, w, local_atom_v, weights{-1, 0, buffer::from(start)}, plan);
+    ASSERT_TRUE(r) << describe(r.error());
+    x[0] = start[0], x[1] = start[1];
+    steps_by_hand(*cfg.data, 3, 0.1, 0.05, beta, x, m);
+    EXPECT_NEAR(r->values[0], x[0], 1e-5);
+    EXPECT_NEAR(r->values[1], x[1], 1e-5);
+  }
+  // Without the buffer the second result would differ: the check can fail.
+  auto fresh = guard.add(spawn_worker(ts.sys, cfg));
+  auto r = ask<local_result>(self, fresh, local_atom_v,
+                             weights{-1, 0, buffer::from({0.5f, -0.5f})}, plan);
+  ASSERT_TRUE(r) << describe(r.error());
+  EXPECT_GT(std::fabs(r->values[0] - x[0]) + std::fabs(r->values[1] - x[1]), 1e-3);
+  // A momentum outside [0, 1) is refused, and the worker survives.
+  for (float bad : {-0.1f, 1.0f, NAN}) {
+    plan.momentum = bad;
+    auto e = ask<local_result>(self, w, local_atom_v, weights{-1, 0, buffer::from({0.0f, 0.0f})},
+                               plan);
+    ASSERT_FALSE(e);
+    EXPECT_EQ(static_cast<errc>(e.error().code()), errc::bad_request);
+    EXPECT_NE(describe(e.error()).find("momentum"), std::string::npos) << describe(e.error());
+  }
+  plan.momentum = 0;
+  EXPECT_TRUE(ask<local_result>(self, w, local_atom_v, weights{-1, 0, buffer::from({0.0f, 0.0f})},
+                                plan));
 }
 
 TEST(worker, wrong_size_weights_are_an_error_and_the_worker_survives) {

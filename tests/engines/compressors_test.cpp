@@ -166,6 +166,42 @@ TEST(compressors, qsgd_is_unbiased_and_its_variance_is_within_its_bound) {
             d / 2);
 }
 
+// QSGD's uniforms come from 32 interleaved streams (engines/compressors.cpp,
+// qsgd_streams): the same seed gives the same payload, another seed another
+// one, and the roundings of neighbouring entries (the next stream) and of
+// entries 32 apart (the same stream's next output) are uncorrelated. A
+// length past several 256-entry blocks, with a partial last round (1000 =
+// 31 x 32 + 8). Fails if the streams were seeded alike (correlation 1).
+TEST(compressors, qsgd_is_deterministic_per_seed_and_its_roundings_are_uncorrelated) {
+  const size_t d = 1000;
+  const uint32_t s = 16;
+  const std::vector<float> v(d, 0.25f);  // r_i = 16/sqrt(1000) = 0.506 for every i
+  const double r = s / std::sqrt(double(d)), p = r - std::floor(r);
+  auto c = make_compressor("qsgd:" + std::to_string(s));
+  EXPECT_EQ(c.encode(buffer::from(v), 5).to_vector(), c.encode(buffer::from(v), 5).to_vector());
+  EXPECT_NE(c.encode(buffer::from(v), 5).to_vector(), c.encode(buffer::from(v), 6).to_vector());
+  const int seeds = 400;
+  double ups = 0, lag1 = 0, lag32 = 0;
+  for (int t = 0; t < seeds; ++t) {
+    auto x = decode(c.encode(buffer::from(v), 1000 + t), d).to_vector();
+    std::vector<double> z(d);  // (up_i - p) / sqrt(p (1 - p)): mean 0, variance 1
+    for (size_t i = 0; i < d; ++i) {
+      const double up = x[i] > 0 ? 1 : 0;
+      ups += up;
+      z[i] = (up - p) / std::sqrt(p * (1 - p));
+    }
+    for (size_t i = 0; i + 32 < d; ++i) {
+      lag1 += z[i] * z[i + 1];
+      lag32 += z[i] * z[i + 32];
+    }
+  }
+  const double pairs = double(seeds) * (d - 32);
+  // Each mean is over 387k products of variance 1: std 0.0016.
+  EXPECT_NEAR(lag1 / pairs, 0.0, 0.01);
+  EXPECT_NEAR(lag32 / pairs, 0.0, 0.01);
+  EXPECT_NEAR(ups / (double(seeds) * d), p, 0.01);  // std 0.0008
+}
+
 TEST(compressors, randk_is_unbiased_keeps_k_entries_and_scales_them_by_d_over_k) {
   const size_t d = 200;
   auto v = random_vector(d, 4);

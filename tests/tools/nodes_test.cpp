@@ -257,7 +257,7 @@ TEST(Nodes, SyncSgdOverTheUcxDataPlaneGivesTheSameWeightsAsOneProcess) {
   if (!data_plane::available(data_plane::kind::ucx))
     GTEST_SKIP() << "built without UCX";
   // Every buffer, however small, crosses through the data plane (the run's
-  // buffers are far below the 4 MiB default): the floats are fetched into
+  // buffers are far below the 256 KiB default): the floats are fetched into
   // the receiver's block byte for byte, so the weights are the same.
   ::setenv("CHORUS_DATA_PLANE_MIN_BYTES", "0", 1);
   auto r = run_one_and_many("sync_ucx", small_run("sync_sgd", 2), 2, {"--data-plane", "ucx"});

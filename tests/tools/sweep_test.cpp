@@ -166,6 +166,24 @@ TEST_F(sweep, plot_draws_a_png_and_an_svg_with_the_labels) {
           + log_png.string());
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_EQ(read_text(log_png).substr(1, 3), "PNG");
+  // The flag reaches the axis: a log axis labels its ticks 10^k or
+  // c x 10^k (matplotlib writes each label's TeX into the SVG), the same
+  // plot without it does not (at most a linear axis's one offset label).
+  auto powers = [&](const std::string& flags) {
+    auto out = fs::path(runs_) / "log_axis.svg";
+    auto rr = run("plot " + runs_ + "/tiny --x steps --y test_loss " + flags + " --out "
+                  + out.string());
+    EXPECT_EQ(rr.status, 0) << rr.output;
+    auto svg_text = read_text(out);
+    size_t n = 0;
+    for (size_t at = svg_text.find("10^{"); at != std::string::npos;
+         at = svg_text.find("10^{", at + 1))
+      ++n;
+    return n;
+  };
+  const size_t log_ticks = powers("--logy"), linear_ticks = powers("");
+  EXPECT_GE(log_ticks, 2u);
+  EXPECT_LE(linear_ticks, 1u);
 }
 
 TEST_F(sweep, plot_errors_are_clear) {
