@@ -81,15 +81,6 @@ std::chrono::nanoseconds link_spec::transmit_time(size_t bytes) const {
   return std::chrono::nanoseconds(static_cast<int64_t>(ns));
 }
 
-void delayed_steps::run(uint64_t id) {
-  auto it = due_.find(id);
-  if (it == due_.end())
-    return;
-  auto step = std::move(it->second);
-  due_.erase(it);
-  step();
-}
-
 std::chrono::nanoseconds link_queue::send(size_t bytes) {
   using namespace std::chrono;
   const auto cap = duration_cast<nanoseconds>(max_injected_wait);

@@ -38,6 +38,7 @@
 #include <caf/actor_system.hpp>
 
 #include "actors/interfaces.hpp"
+#include "actors/pending_calls.hpp"
 
 namespace chorus {
 
@@ -89,16 +90,13 @@ public:
       step();
       return;
     }
-    const uint64_t id = next_id_++;
-    due_.emplace(id, std::move(step));
-    self->delayed_send(self, delay, caf::tick_atom_v, id);
+    self->delayed_send(self, delay, caf::tick_atom_v, due_.add(std::move(step)));
   }
   /// Runs the step of timer `id` (once; an unknown id is ignored).
-  void run(uint64_t id);
+  void run(uint64_t id) { due_.call(id); }
 
 private:
-  uint64_t next_id_ = 0;
-  std::map<uint64_t, std::function<void()>> due_;
+  pending_calls<> due_;
 };
 
 /// A decorator with the worker interface that puts `worker` behind a link:

@@ -1,11 +1,10 @@
 #include "actors/remote_worker.hpp"
 
-#include <functional>
-#include <unordered_map>
 #include <utility>
 
 #include <caf/all.hpp>
 
+#include "actors/pending_calls.hpp"
 #include "messages/errors.hpp"
 
 namespace chorus {
@@ -16,9 +15,8 @@ struct stand_in_state {
   worker_actor remote;
   std::string where;
   std::shared_ptr<link_counters> link;
-  // Pending requests by our own number: how to fail each one.
-  std::unordered_map<uint64_t, std::function<void(const caf::error&)>> pending;
-  uint64_t next = 0;
+  // Pending requests: how to fail each one.
+  pending_calls<const caf::error&> pending;
 };
 
 using stand_in = worker_actor::stateful_pointer<stand_in_state>;
@@ -45,19 +43,18 @@ template <class Reply, class... Ts>
 caf::typed_response_promise<Reply> forward(stand_in self, int64_t sent, Ts... xs) {
   auto& st = self->state;
   auto promise = self->template make_response_promise<Reply>();
-  auto id = st.next++;
-  st.pending.emplace(id, [promise](const caf::error& err) mutable { promise.deliver(err); });
+  auto id = st.pending.add([promise](const caf::error& err) mutable { promise.deliver(err); });
   st.link->sent += sent;
   self->request(st.remote, caf::infinite, std::move(xs)...)
     .then(
       [self, id, promise](Reply& reply) mutable {
-        if (self->state.pending.erase(id) == 0)
+        if (!self->state.pending.drop(id))
           return;
         self->state.link->received += bytes_of(reply);
         promise.deliver(std::move(reply));
       },
       [self, id, promise](caf::error& err) mutable {
-        if (self->state.pending.erase(id) == 0)
+        if (!self->state.pending.drop(id))
           return;
         // A dead connection can answer a request before our down handler
         // runs (CAF's own error for it); the caller hears the same
@@ -83,10 +80,7 @@ worker_actor::behavior_type stand_in_behavior(stand_in self, worker_actor remote
     if (msg.source != st.remote.address())
       return;
     auto err = make_error(errc::worker_lost, st.where + " is gone (" + to_string(msg.reason) + ")");
-    auto pending = std::move(st.pending);
-    st.pending.clear();
-    for (auto& [id, fail] : pending)
-      fail(err);
+    st.pending.call_all(err);
     self->quit(err);
   });
   self->attach_functor([remote](const caf::error&) {

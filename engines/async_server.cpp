@@ -248,6 +248,8 @@ void lose(async_pointer self, size_t i, const std::string& why) {
 // Worker i's request failed (or its deadline passed: deadlines.hpp).
 void on_ask_error(async_pointer self, size_t i, const caf::error& err) {
   auto& st = self->state;
+  if (ended_before_asked(err))
+    return;  // the down handler drops it, saying why
   if (st.rule.reject_non_finite && st.in_flight[i] && err.category() == errc_category
       && err.code() == static_cast<uint8_t>(errc::non_finite)) {
     log_line(self, "worker " + std::to_string(i) + " rejected at step "

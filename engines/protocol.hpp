@@ -245,6 +245,17 @@ void spawn_all_beside(Self self, const caf::actor& coordinator, Local local, Don
   }
 }
 
+/// Whether a request to a worker failed only because the worker had already
+/// ended when the request reached it. CAF closes an ending actor's mailbox
+/// before it sends its down messages (monitorable_actor::cleanup runs after
+/// the mailbox is closed), so this bounce can overtake the down message that
+/// says why the worker ended ("worker 1 on node 1 (...) is gone"). An engine
+/// that monitors its workers leaves such a loss to its down handler; the
+/// reply's deadline still stands guard.
+inline bool ended_before_asked(const caf::error& err) {
+  return err == caf::sec::request_receiver_down;
+}
+
 /// Gives up on worker i (it died, timed out or became unreachable) and says
 /// so in the log. Returns false if it was already given up on.
 template <class Self>

@@ -190,17 +190,8 @@ void with_replicas(replica_pointer self, Reads reads, Next next, int tries = 3) 
   for (size_t i : stale) {
     // Counted once: by the reply, the error, or the agent's loss (a request
     // to a killed process is answered only by its timeout).
-    const auto id = ++st.fetch_ids;
-    st.fetches[i][id] = all_back;
-    auto done = [self, i, id] {
-      auto& waiting = self->state.fetches[i];
-      auto it = waiting.find(id);
-      if (it == waiting.end())
-        return;
-      auto call = std::move(it->second);
-      waiting.erase(it);
-      call();
-    };
+    const auto id = st.fetches[i].add(all_back);
+    auto done = [self, i, id] { self->state.fetches[i].call(id); };
     self->request(st.agents[i], st.ctx.plan.timeout, fetch_atom_v, st.updates[i])
       .then(
         [self, i, done](weights& w) mutable {
@@ -221,10 +212,9 @@ void with_replicas(replica_pointer self, Reads reads, Next next, int tries = 3) 
 
 // Agent i is gone: its fetches still out count as answered.
 void forget_fetches(replica_pointer self, size_t i) {
-  auto waiting = std::move(self->state.fetches[i]);
-  self->state.fetches.erase(i);
-  for (auto& [id, call] : waiting)
-    call();
+  // The table stays: its numbers keep counting, so no late reply of a
+  // fetch counted here can match a later one.
+  self->state.fetches[i].call_all();
 }
 
 auto every_live(replica_pointer self) {
@@ -429,6 +419,8 @@ void lose(replica_pointer self, size_t i, const std::string& why) {
 // Worker i's request failed (or its deadline passed: deadlines.hpp).
 void on_ask_error(replica_pointer self, size_t i, const caf::error& err) {
   auto& st = self->state;
+  if (ended_before_asked(err))
+    return;  // the down handler drops it, saying why
   if (is_run_failure(err)) {
     if (settle(st, i))
       fail_run(self, err);

@@ -36,6 +36,7 @@
 
 #include <caf/actor_system.hpp>
 
+#include "actors/pending_calls.hpp"
 #include "engines/protocol.hpp"
 
 namespace chorus {
@@ -102,8 +103,7 @@ struct replica_state : protocol_state {
   std::deque<std::function<void()>> rule_waiting;  ///< rule calls queued behind it
   bool finishing = false;           ///< the final fetch for the summary is out
   /// Per agent: its fetches still out (by id), each to be counted once.
-  std::map<size_t, std::map<uint64_t, std::function<void()>>> fetches;
-  uint64_t fetch_ids = 0;
+  std::map<size_t, pending_calls<>> fetches;
 
   /// The step size of the update being applied: eta_t at t = the engine's
   /// step (sync: the round, from 0; async: the updates applied before it).

@@ -242,6 +242,8 @@ void on_error(server_pointer self, int64_t round, size_t i, const caf::error& er
   auto& st = self->state;
   if (!st.tracker.running() || round != st.round_id || !st.awaiting[i])
     return;
+  if (ended_before_asked(err))
+    return;  // the down handler drops it, saying why
   if (st.rule.reject_non_finite && err.category() == errc_category
       && err.code() == static_cast<uint8_t>(errc::non_finite)) {
     log_line(self, "worker " + std::to_string(i) + " rejected at step "

@@ -265,6 +265,59 @@ std::vector<int> place_workers(const std::string& spec, int workers, int nodes) 
   return given;
 }
 
+// While the run is set up, the coordinator waits for one node's reply at a
+// time, and CAF answers a request to a node that died only when the
+// request's own timeout expires (FACTS.md §2): a node killed while it loads
+// its data would be noticed after --timeout plus the two minutes that
+// loading may take. So the cluster's actor monitors every node as soon as it
+// has its handle (CAF reports a closed connection at once, a silent one after
+// the heartbeats' connection timeout, network.hpp), and every wait for a
+// reply looks at its down messages between short slices of waiting: a node
+// gone at any point of the set-up ends it with an error naming that node.
+namespace {
+constexpr auto watch_slice = std::chrono::milliseconds(100);
+} // namespace
+
+void cluster::watch(size_t i) {
+  (*self_)->monitor(members_[i].handle);
+}
+
+void cluster::throw_if_a_node_is_gone() {
+  caf::error reason;
+  caf::actor_addr source;
+  // A blocking actor keeps the down messages it skipped while it waited for
+  // a reply; one look at the mailbox, without waiting.
+  (*self_)->receive(
+    [&](caf::down_msg& dm) {
+      source = dm.source;
+      reason = std::move(dm.reason);
+    },
+    caf::after(std::chrono::seconds(0)) >> [] {});
+  if (!source)
+    return;
+  for (size_t i = 0; i < members_.size(); ++i)
+    if (members_[i].handle && members_[i].handle.address() == source)
+      throw std::runtime_error(label(i) + " is gone while the run was being set up ("
+                               + chorus::describe(reason)
+                               + "): its process ended or its connection dropped");
+  throw_if_a_node_is_gone();  // not a node's: look at the next one
+}
+
+template <class Handle, class OnReply>
+caf::error cluster::await_reply(Handle& request, OnReply on_reply) {
+  caf::error failed;
+  for (;;) {
+    throw_if_a_node_is_gone();
+    bool sliced = false;
+    caf::blocking_actor::accept_one_cond once;
+    (*self_)->varargs_receive(once, request.id(), on_reply,
+                              [&](caf::error& err) { failed = std::move(err); },
+                              caf::after(watch_slice) >> [&] { sliced = true; });
+    if (!sliced)
+      return failed;
+  }
+}
+
 cluster::cluster(caf::actor_system& sys, const experiment_config& cfg)
   : sys_(sys), timeout_(cfg.timeout_ms), tls_(tls_of(cfg)), scheduler_(cfg.scheduler),
     data_plane_(data_plane::name(resolve_data_plane(cfg.data_plane, tls_.enabled()))),
@@ -296,24 +349,24 @@ cluster::cluster(caf::actor_system& sys, const experiment_config& cfg)
           throw std::runtime_error("node " + std::to_string(i) + ": " + chorus::describe(ptr.error()));
         m.handle = caf::actor_cast<node_actor>(*ptr);
       }
-      caf::error refused;
-      (*self_)
-        ->request(m.handle, timeout_, hello_atom_v, std::string{version}, type_table_hash())
-        .receive([&](std::string& name) { m.name = std::move(name); },
-                 [&](caf::error& err) { refused = std::move(err); });
+      watch(i);
+      auto hello = (*self_)->request(m.handle, timeout_, hello_atom_v, std::string{version},
+                                     type_table_hash());
+      auto refused = await_reply(hello, [&](std::string& name) { m.name = std::move(name); });
+      if (refused == caf::sec::request_timeout)
+        throw std::runtime_error("node " + std::to_string(i) + " at " + m.at.str()
+                                 + " did not answer hello within " + std::to_string(timeout_.count())
+                                 + " ms (is a Chorus node listening there, and not stopped?)");
       if (refused)
         throw std::runtime_error("node " + std::to_string(i) + " at " + m.at.str() + ": "
                                  + chorus::describe(refused));
       // Same version from here on: the node says which GPUs it has.
-      (*self_)
-        ->request(m.handle, timeout_, devices_atom_v)
-        .receive(
-          [&](node_devices& d) {
-            m.devices.assign(d.devices.begin(), d.devices.end());
-            if (m.devices.empty())
-              m.devices = devices_;  // it takes the coordinator's list
-          },
-          [&](caf::error& err) { refused = std::move(err); });
+      auto devices = (*self_)->request(m.handle, timeout_, devices_atom_v);
+      refused = await_reply(devices, [&](node_devices& d) {
+        m.devices.assign(d.devices.begin(), d.devices.end());
+        if (m.devices.empty())
+          m.devices = devices_;  // it takes the coordinator's list
+      });
       if (refused)
         throw std::runtime_error(label(i) + " did not say which devices it has: "
                                  + chorus::describe(refused));
@@ -600,9 +653,7 @@ std::vector<worker_actor> cluster::host(const std::vector<std::string>& args, in
   for (auto& [i, handle] : asked) {
     auto& m = members_[i];
     hosted_workers got;
-    caf::error refused;
-    handle.receive([&](hosted_workers& h) { got = std::move(h); },
-                   [&](caf::error& err) { refused = std::move(err); });
+    auto refused = await_reply(handle, [&](hosted_workers& h) { got = std::move(h); });
     if (refused)
       throw std::runtime_error(label(i) + " did not take its workers: " + chorus::describe(refused));
     if (got.fingerprint != fingerprint)
@@ -642,10 +693,9 @@ std::vector<worker_actor> cluster::host(const std::vector<std::string>& args, in
       std::string later;
       for (size_t j = i + 1; j < members_.size(); ++j)
         later += (later.empty() ? "" : ",") + members_[j].at.str();
-      caf::error failed;
-      (*self_)
-        ->request(members_[i].handle, timeout_ + std::chrono::seconds(30), mesh_atom_v, later)
-        .receive([](ok_atom) {}, [&](caf::error& err) { failed = std::move(err); });
+      auto dialed = (*self_)->request(members_[i].handle, timeout_ + std::chrono::seconds(30),
+                                      mesh_atom_v, later);
+      auto failed = await_reply(dialed, [](ok_atom) {});
       if (failed)
         throw std::runtime_error(label(i) + " could not connect to the other nodes: "
                                  + chorus::describe(failed));

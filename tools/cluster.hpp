@@ -145,6 +145,17 @@ private:
   };
 
   void place(const experiment_config& cfg);
+  // Waits for the reply to `request` (a request to a node), calling
+  // `on_reply` with it; returns the error that came instead (the node's
+  // own, or the request's timeout). Throws std::runtime_error naming the
+  // node as soon as any node of this cluster is gone (see cluster.cpp).
+  template <class Handle, class OnReply>
+  caf::error await_reply(Handle& request, OnReply on_reply);
+  // Watches node i's connection from now on (its handle is set).
+  void watch(size_t i);
+  // Throws std::runtime_error naming the first node whose down message
+  // came (its process died, its connection dropped or went silent).
+  void throw_if_a_node_is_gone();
   void start_processes(int count, const std::string& program);
   void await_registrations(const endpoint& listen);
   void stop_processes();

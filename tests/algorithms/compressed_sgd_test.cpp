@@ -21,27 +21,14 @@ struct outcome {
 
 outcome run_least_squares(const std::map<std::string, std::string>& options, int64_t steps) {
   auto data = make_least_squares(512, 64, 40, 0.5, 3);
-  const int n = 4;
-  auto parts = partition_iid(*data.train, n, 2);
   graph g;
-  for (int i = 0; i < n; ++i) {
-    worker_config wc;
-    wc.rank = i;
-    wc.model = "linear";
-    wc.data = data.train;
-    wc.shard = parts[i];
-    wc.batch = static_cast<int32_t>(parts[i].size());
-    wc.order = sampling::sequential;
-    g.add_worker(wc);
-  }
-  worker_config ec;
-  ec.model = "linear";
-  ec.data = data.test;
-  g.set_evaluator(ec);
+  test::least_squares_setup setup;
+  setup.partition_seed = 2;
+  setup.batch = 0;  // full-shard steps: deterministic up to the compressor's seeds
+  test::add_least_squares(g, data, setup);
   g.ctx.plan.steps = steps;
   g.ctx.plan.lr = 0.2f;
   g.ctx.plan.options = options;
-  g.ctx.initial = buffer::from(std::vector<float>(40, 0.0f));
   auto s = g.run("sync_sgd");
   EXPECT_TRUE(s) << describe(s.error());
   if (!s)

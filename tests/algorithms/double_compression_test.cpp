@@ -40,33 +40,16 @@ constexpr int64_t dim = 40;
 outcome run_least_squares(const std::string& algorithm, options opts, int64_t steps, float lr,
                           bool shared = false) {
   auto data = make_least_squares(512, 64, dim, 0.5, 3);
-  auto parts = partition_iid(*data.train, workers, 2);
-  if (shared) {
-    std::vector<int64_t> all(512);
-    for (int64_t j = 0; j < 512; ++j)
-      all[static_cast<size_t>(j)] = j;
-    for (auto& p : parts)
-      p = all;
-  }
   graph g;
-  for (int i = 0; i < workers; ++i) {
-    worker_config wc;
-    wc.rank = i;
-    wc.model = "linear";
-    wc.data = data.train;
-    wc.shard = parts[i];
-    wc.batch = static_cast<int32_t>(parts[i].size());
-    wc.order = sampling::sequential;
-    g.add_worker(wc);
-  }
-  worker_config ec;
-  ec.model = "linear";
-  ec.data = data.test;
-  g.set_evaluator(ec);
+  test::least_squares_setup setup;
+  setup.workers = workers;
+  setup.partition_seed = 2;
+  setup.batch = 0;  // full-shard batches
+  setup.whole_set = shared;
+  test::add_least_squares(g, data, setup);
   g.ctx.plan.steps = steps;
   g.ctx.plan.lr = lr;
   g.ctx.plan.options = std::move(opts);
-  g.ctx.initial = buffer::from(std::vector<float>(dim, 0.0f));
   auto s = g.run(algorithm);
   EXPECT_TRUE(s) << algorithm << ": " << describe(s.error());
   if (!s)

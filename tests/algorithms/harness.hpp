@@ -3,6 +3,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -45,6 +46,47 @@ struct graph {
     return rg.run(std::move(proto), caf::duration{std::chrono::seconds(120)});
   }
 };
+
+/// The least-squares set-up protocol tests share (add_least_squares).
+struct least_squares_setup {
+  int workers = 4;
+  uint64_t partition_seed = 3;  ///< partition_iid's seed
+  int32_t batch = 16;           ///< 0: each worker's whole shard (full-shard gradient steps)
+  sampling order = sampling::sequential;
+  bool whole_set = false;  ///< every worker holds all of data.train (a full gradient)
+  /// Adjusts worker i's config before it is added (a seed, an injection).
+  std::function<void(int, worker_config&)> each;
+};
+
+/// `s.workers` linear workers on an iid partition of data.train, a linear
+/// evaluator on data.test, and w0 = 0; the plan (steps, lr, options) is the
+/// caller's.
+inline void add_least_squares(graph& g, const train_test& data, const least_squares_setup& s) {
+  auto parts = partition_iid(*data.train, s.workers, s.partition_seed);
+  if (s.whole_set)
+    for (auto& p : parts) {
+      p.resize(data.train->size());
+      for (size_t j = 0; j < p.size(); ++j)
+        p[j] = static_cast<int64_t>(j);
+    }
+  for (int i = 0; i < s.workers; ++i) {
+    worker_config wc;
+    wc.rank = i;
+    wc.model = "linear";
+    wc.data = data.train;
+    wc.shard = parts[static_cast<size_t>(i)];
+    wc.batch = s.batch > 0 ? s.batch : static_cast<int32_t>(wc.shard.size());
+    wc.order = s.order;
+    if (s.each)
+      s.each(i, wc);
+    g.add_worker(wc);
+  }
+  worker_config ec;
+  ec.model = "linear";
+  ec.data = data.test;
+  g.set_evaluator(ec);
+  g.ctx.initial = buffer::from(std::vector<float>(static_cast<size_t>(data.train->num_features), 0.0f));
+}
 
 // Worker i holds samples x = (1, ..., 1), y = -i: the linear model's
 // gradient at w = 0 is exactly i in every coordinate.

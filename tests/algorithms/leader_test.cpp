@@ -48,15 +48,11 @@ struct lsq_run {
 // ~ 8; the noise floor is 0.5 * 0.1^2 = 0.005.
 run_summary train_lsq(spawn_fn spawn, const lsq_run& r) {
   static const auto data = make_least_squares(4096, 512, 16, 0.1, 21);
-  auto parts = partition_iid(*data.train, r.workers, 3);
   graph g;
-  for (int i = 0; i < r.workers; ++i) {
-    worker_config wc;
-    wc.rank = i;
-    wc.model = "linear";
-    wc.data = data.train;
-    wc.shard = parts[static_cast<size_t>(i)];
-    wc.batch = 16;
+  test::least_squares_setup setup;
+  setup.workers = r.workers;
+  setup.order = worker_config{}.order;
+  setup.each = [&](int i, worker_config& wc) {
     wc.seed = 100 + static_cast<uint64_t>(i);
     // Asynchronous runs give each worker its own thread (a step delay makes
     // a worker detached), as on real machines: on the shared 2-thread
@@ -67,19 +63,14 @@ run_summary train_lsq(spawn_fn spawn, const lsq_run& r) {
       wc.inject.step_delay = delay_spec::parse("fixed:0.02ms");
     if (i == r.crash_rank)
       wc.inject.crash_at_step = r.crash_step;
-    g.add_worker(wc);
     g.ctx.shard_sizes.push_back(static_cast<int64_t>(wc.shard.size()));
-  }
-  worker_config ec;
-  ec.model = "linear";
-  ec.data = data.test;
-  g.set_evaluator(ec);
+  };
+  test::add_least_squares(g, data, setup);
   g.ctx.plan.steps = r.steps;
   g.ctx.plan.eval_every = r.steps / 4;
   g.ctx.plan.lr = 0.02f;
   g.ctx.plan.train_size = data.train->size();
   g.ctx.plan.options = r.options;
-  g.ctx.initial = buffer::from(std::vector<float>(16, 0.0f));
   if (!r.agents_of.empty())
     test::beside_here(g, r.agents_of);
   auto s = g.run(spawn(g.ts.sys, g.ctx));

@@ -40,24 +40,11 @@ double seconds_since(clock_type::time_point t0) {
 // A least-squares graph: n linear workers on IID shards (host workers),
 // the protocol actor on `server_backend`.
 void least_squares_graph(graph& g, const train_test& data, int n, const std::string& server_backend) {
-  auto parts = partition_iid(*data.train, n, 3);
-  for (int i = 0; i < n; ++i) {
-    worker_config wc;
-    wc.rank = i;
-    wc.model = "linear";
-    wc.data = data.train;
-    wc.shard = parts[i];
-    wc.batch = 16;
-    wc.order = sampling::sequential;
-    g.add_worker(wc);
-  }
-  worker_config ec;
-  ec.model = "linear";
-  ec.data = data.test;
-  g.set_evaluator(ec);
+  test::least_squares_setup setup;
+  setup.workers = n;
+  test::add_least_squares(g, data, setup);
   g.ctx.plan.steps = 40;
   g.ctx.plan.lr = 0.05f;
-  g.ctx.initial = buffer::from(std::vector<float>(static_cast<size_t>(data.train->num_features), 0.0f));
   g.ctx.backend = server_backend;
   g.ctx.device = 0;
 }

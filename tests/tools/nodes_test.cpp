@@ -10,9 +10,13 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <fcntl.h>
 #include <zlib.h>
 
 #include <cstdlib>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <random>
 #include <regex>
@@ -550,6 +554,66 @@ TEST(Nodes, ANodeThatNeverAnswersIsAClearErrorAfterTheTimeout) {
                      temp_path("no_node"));
   EXPECT_EQ(run.wait(), 1);
   EXPECT_NE(run.err().find("127.0.0.1:" + port), std::string::npos) << run.err();
+}
+
+// A node SIGKILLed while the run is set up (connected, its job taken, its
+// data loading) is an error naming it, from its closed connection: not
+// after the coordinator's wait for the job (--timeout plus two minutes).
+// The node's data folder holds a FIFO for the images that nobody writes, so
+// it is sure to be inside its set-up when the test kills it.
+TEST(Nodes, ANodeKilledDuringTheSetUpIsAnErrorNamingItWithinTheTimeout) {
+  auto dir = temp_path("fifo_data");
+  std::filesystem::create_directories(dir);
+  auto fifo = dir + "/train-images-idx3-ubyte.gz";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0) << std::strerror(errno);
+  node_child good("setup_good"), stuck("setup_stuck", {"--data-dir", dir});
+  ASSERT_GT(good.port, 0);
+  ASSERT_GT(stuck.port, 0);
+  chorus_process run(small_run("sync_sgd", 2) + std::vector<std::string>{"--nodes", good.at() + "," + stuck.at(),
+                                                                     "--timeout", "10s"},
+                     temp_path("setup_kill"));
+  // A writer opens a FIFO without blocking only once a reader waits in it:
+  // the stuck node, loading its job's data.
+  int writer = -1;
+  ASSERT_TRUE(wait_for([&] { return (writer = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK)) >= 0; }))
+    << run.err();
+  stuck.proc->signal(SIGKILL);
+  stuck.proc->wait();
+  ::close(writer);
+  // The bound is generous (a loaded machine), far below the 130 s of a
+  // coordinator that waits out its request.
+  ASSERT_TRUE(wait_for([&] { return exited(run.pid()); }, std::chrono::seconds(10 + 20)))
+    << "the coordinator still waits for a node that is gone: " << run.err();
+  EXPECT_EQ(run.wait(), 1) << run.err();
+  EXPECT_NE(run.err().find(stuck.at() + ") is gone"), std::string::npos) << run.err();
+}
+
+// A CAF actor that takes the connection and never answers hello: the
+// coordinator says so, naming where, after --timeout.
+TEST(Nodes, ANodeThatNeverAnswersHelloIsNamedAfterTheTimeout) {
+  node_client host(0);
+  using promises = std::vector<caf::response_promise>;
+  // The promises kept (never delivered) are a spawn argument: CAF 0.17
+  // dereferences a null argument tuple for a function actor spawned with none.
+  auto mute = host.sys.spawn(
+    [](caf::event_based_actor* self, std::shared_ptr<promises> kept) -> caf::behavior {
+      return {[self, kept](hello_atom, const std::string&, uint64_t) {
+        kept->push_back(self->make_response_promise());
+        return kept->back();
+      }};
+    },
+    std::make_shared<promises>());
+  auto port = publish_actor(host.sys, caf::actor_cast<caf::strong_actor_ptr>(mute),
+                            {"127.0.0.1", 0}, {});
+  ASSERT_TRUE(port) << describe(port.error());
+  auto at = "127.0.0.1:" + std::to_string(*port);
+  chorus_process run(small_run("sync_sgd", 2) + std::vector<std::string>{"--nodes", at, "--timeout", "2s"},
+                     temp_path("mute_node"));
+  EXPECT_TRUE(wait_for([&] { return exited(run.pid()); }, std::chrono::seconds(2 + 20))) << run.err();
+  EXPECT_EQ(run.wait(), 1) << run.err();
+  EXPECT_NE(run.err().find("node 0 at " + at + " did not answer hello within 2000 ms"), std::string::npos)
+    << run.err();
+  caf::anon_send_exit(mute, caf::exit_reason::user_shutdown);  // published: before the system ends
 }
 
 TEST(Nodes, ANodeRefusesAnotherVersionSayingSo) {
