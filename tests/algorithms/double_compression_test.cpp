@@ -208,12 +208,16 @@ TEST(double_compression, sync_sgd_with_a_compressed_broadcast_converges) {
 TEST(double_compression, async_sgd_with_qsgd_pushes_converges) {
   // Every worker holds the whole set: with shards that differ, async_sgd
   // itself circles the optimum at O(lr) in an order the scheduler decides.
+  // The step shrinks with the push's staleness (eta / (1 + tau)): at a fixed
+  // lr 0.2, a push delayed by tens of steps on a loaded machine threw top-k's
+  // run 5 orders of magnitude off (1.6e-2 instead of 2.6e-7, once in ~20).
   const int64_t steps = 3000;
   const float lr = 0.2f;
-  auto exact = run_least_squares("async_sgd", {}, steps, lr, true);
-  auto qsgd = run_least_squares("async_sgd", {{"compress", "qsgd:16"}}, steps, lr, true);
-  auto topk = run_least_squares("async_sgd", {{"compress", "topk:0.1"}, {"error_feedback", "ef"}},
-                                steps, lr, true);
+  const options base{{"staleness_lr", "1"}};
+  auto exact = run_least_squares("async_sgd", base, steps, lr, true);
+  auto qsgd = run_least_squares("async_sgd", with(base, {{"compress", "qsgd:16"}}), steps, lr, true);
+  auto topk = run_least_squares(
+    "async_sgd", with(base, {{"compress", "topk:0.1"}, {"error_feedback", "ef"}}), steps, lr, true);
   auto ref = run_least_squares("sync_sgd", {}, 3000, 0.2f);  // the optimum
   ASSERT_TRUE(exact.ok && qsgd.ok && topk.ok && ref.ok);
   const double d_exact = relative_distance(exact.w, ref.w);
