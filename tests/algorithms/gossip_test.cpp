@@ -663,15 +663,15 @@ TEST(async_gossip, converges_on_least_squares) {
   EXPECT_LT(ls.loss(r->final_weights) - ls.f_star, 5e-3 * (f0 - ls.f_star));
   EXPECT_EQ(r->steps, 8 * 300);
   // The peers take turns: none is starved (see async_gossip.cpp). Which peer
-  // runs when is the scheduler's, so the spread is not deterministic; the
-  // window is +-20% of the mean (+-60 steps) where the spread measured was
-  // 291..312 beside two busy loops (pinned to one core or not; 293..307 with
-  // no load):
-  // 3x margin. A starved peer (the bug the turns fix) sat at 0.
+  // runs when is the scheduler's, so the spread is not deterministic: 291..312
+  // beside two busy loops (pinned to one core or not), 293..307 with no load,
+  // but 263..374 while ctest ran the multi-process Nodes tests beside it (the
+  // +-20% window failed there). A starved peer (the bug the turns fix) sat at
+  // 0, so the window is +-50% of the mean.
   std::printf("[ measured ] async_gossip: local steps per peer %g .. %g (mean 300)\n",
               metric(*r, "peer_steps_min"), metric(*r, "peer_steps_max"));
-  EXPECT_GT(metric(*r, "peer_steps_min"), 240);
-  EXPECT_LT(metric(*r, "peer_steps_max"), 360);
+  EXPECT_GT(metric(*r, "peer_steps_min"), 150);
+  EXPECT_LT(metric(*r, "peer_steps_max"), 450);
   const int64_t exchange = 2 * static_cast<int64_t>(buffer::from(std::vector<float>(16)).wire_bytes());
   EXPECT_EQ(r->bytes_sent, r->steps * exchange);
   EXPECT_EQ(nw.rows().size(), 3u);
