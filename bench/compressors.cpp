@@ -16,6 +16,7 @@
 // repetition loop, right before). Timings on a shared machine: compare the
 // ratios, not the GB/s.
 #include <cstdint>
+#include <cstdio>
 #include <random>
 #include <string>
 #include <vector>
@@ -53,6 +54,15 @@ int main(int argc, char** argv) {
   std::vector<std::string> specs = {"none", "qsgd:4", "qsgd:16", "topk:0.01", "randk:0.01", "sign"};
   if (argc > 1)
     specs.assign(argv + 1, argv + argc);
+  for (const auto& spec : specs) {  // every spec checked before any is timed
+    try {
+      (void)make_compressor(spec);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "usage: compressors [SPEC...] (default: none qsgd:4 qsgd:16 topk:0.01 randk:0.01 sign; CHORUS_BENCH_QUICK=1 "
+                           "for 1M floats)\n  %s\n", e.what());
+      return 2;
+    }
+  }
   for (const auto& spec : specs) {
     auto c = make_compressor(spec);
     std::vector<double> stream, enc, dec;
