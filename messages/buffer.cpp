@@ -55,22 +55,17 @@ public:
     }
     if (where >= 0)
       return static_cast<float*>(ops->allocate(bytes, where));
-    if (bytes >= huge_page) {
-      // Large blocks on transparent huge pages (where the kernel does them
-      // on request): a 512th of the page faults when a block is first
-      // written, and the data plane's cross-memory attach (process_vm_readv)
-      // pins and walks 2 MiB pages instead of 4 KiB ones: 16 MiB through
-      // UCX at 6.0-6.9 GB/s against 4.5-4.7 (bench/remote_payload).
-      const size_t whole = host_bytes(bytes);
-      auto* p = static_cast<float*>(std::aligned_alloc(huge_page, whole));
-      if (p == nullptr)
-        throw std::bad_alloc();
-      ::madvise(p, whole, MADV_HUGEPAGE);  // advice: failing is harmless
-      return p;
-    }
-    auto* p = static_cast<float*>(std::aligned_alloc(alignment, bytes));
+    // Large blocks on transparent huge pages (where the kernel does them on
+    // request): a 512th of the page faults when a block is first written,
+    // and the data plane's cross-memory attach (process_vm_readv) pins and
+    // walks 2 MiB pages instead of 4 KiB ones: 16 MiB through UCX at
+    // 6.0-6.9 GB/s against 4.5-4.7 (bench/remote_payload).
+    const bool huge = bytes >= huge_page;
+    auto* p = static_cast<float*>(std::aligned_alloc(huge ? huge_page : alignment, host_bytes(bytes)));
     if (p == nullptr)
       throw std::bad_alloc();
+    if (huge)
+      ::madvise(p, host_bytes(bytes), MADV_HUGEPAGE);  // advice: failing is harmless
     return p;
   }
 
@@ -269,38 +264,24 @@ caf::error buffer::load_through_data_plane(caf::deserializer& source, uint64_t n
     return err;
   if (descriptor.size() > max_descriptor_bytes || n == 0)
     return caf::make_error(caf::sec::invalid_argument, "malformed data-plane descriptor");
+  // CAF drops a message it cannot deserialize without a word (its log is
+  // compiled out): say why here.
+  auto dropped = [n](caf::sec code, const char* what, const std::string& why) {
+    std::fprintf(stderr, "chorus: a buffer of %llu floats %s the data plane: %s; its "
+                         "message is dropped\n",
+                 static_cast<unsigned long long>(n), what, why.c_str());
+    return caf::make_error(code, "data plane: " + why);
+  };
   // Nothing is allocated on a descriptor this process would not fetch.
-  if (auto why = data_plane::check(descriptor, n * sizeof(float)); !why.empty()) {
-    std::fprintf(stderr, "chorus: a buffer of %llu floats sent through the data plane is "
-                         "refused: %s; its message is dropped\n",
-                 static_cast<unsigned long long>(n), why.c_str());
-    return caf::make_error(caf::sec::invalid_argument, "data plane: " + why);
-  }
-  // The block is taken before the sender is asked, on the descriptor's word:
-  // bound it (a forged length would otherwise allocate up to 64 GiB; found by
-  // fuzz_buffer). CHORUS_DATA_PLANE_MAX_BYTES raises the 1 GiB default.
-  static const uint64_t max_bytes = [] {
-    const char* e = std::getenv("CHORUS_DATA_PLANE_MAX_BYTES");
-    return e ? std::strtoull(e, nullptr, 10) : uint64_t{1} << 30;
-  }();
-  if (n * sizeof(float) > max_bytes)
-    return caf::make_error(caf::sec::invalid_argument,
-                           "data-plane buffer of " + std::to_string(n * sizeof(float))
-                             + " bytes is over CHORUS_DATA_PLANE_MAX_BYTES ("
-                             + std::to_string(max_bytes) + ")");
+  if (auto why = data_plane::check(descriptor, n * sizeof(float)); !why.empty())
+    return dropped(caf::sec::invalid_argument, "was refused by", why);
   mutable_buffer tmp(static_cast<size_t>(n));
   // The data plane keeps the block alive for as long as a transfer may
   // still write into it (past a timeout, until UCX lets go of it).
   auto error = data_plane::fetch(descriptor, std::shared_ptr<void>(tmp.block_), tmp.data(),
                                  n * sizeof(float));
-  if (!error.empty()) {
-    // CAF drops a message it cannot deserialize without a word (its log is
-    // compiled out): say why here.
-    std::fprintf(stderr, "chorus: a buffer of %llu floats did not arrive through the data plane: "
-                         "%s; its message is dropped\n",
-                 static_cast<unsigned long long>(n), error.c_str());
-    return caf::make_error(caf::sec::runtime_error, "data plane: " + error);
-  }
+  if (!error.empty())
+    return dropped(caf::sec::runtime_error, "did not arrive through", error);
   *this = std::move(tmp).freeze();
   return caf::none;
 }

@@ -51,22 +51,27 @@ std::atomic<kind> g_kind{kind::caf};
 /// Whether this process fetches the descriptors its peers send (select(ucx)
 /// and set_accepting turn it on; off until then).
 std::atomic<bool> g_accepting{false};
+/// A byte count from the environment variable `name`, or `fallback` (with a
+/// word on stderr) when it is set to something that is not one.
+size_t env_bytes(const char* name, size_t fallback) {
+  const char* env = std::getenv(name);
+  if (env == nullptr)
+    return fallback;
+  char* end = nullptr;
+  unsigned long long v = std::strtoull(env, &end, 10);
+  if (end != env && *end == '\0' && env[0] != '-')
+    return static_cast<size_t>(v);
+  std::fprintf(stderr, "chorus: %s='%.40s' is not a number of bytes; using %zu\n", name, env,
+               fallback);
+  return fallback;
+}
+
 /// The default threshold, or CHORUS_DATA_PLANE_MIN_BYTES.
 size_t initial_threshold() {
   // Where UCX overtakes CAF's serializer (bench/remote_payload, one host,
   // request + ack at a time: 256 KiB 0.54-0.71 GB/s against 0.39-0.51,
   // 1 MiB 1.8-2.0 against 0.9-1.1).
-  size_t bytes = size_t{256} << 10;
-  if (const char* env = std::getenv("CHORUS_DATA_PLANE_MIN_BYTES")) {
-    char* end = nullptr;
-    unsigned long long v = std::strtoull(env, &end, 10);
-    if (end != env && *end == '\0' && env[0] != '-')
-      bytes = static_cast<size_t>(v);
-    else
-      std::fprintf(stderr, "chorus: CHORUS_DATA_PLANE_MIN_BYTES='%.40s' is not a number of bytes; "
-                           "using %zu\n", env, bytes);
-  }
-  return bytes;
+  return env_bytes("CHORUS_DATA_PLANE_MIN_BYTES", size_t{256} << 10);
 }
 
 std::atomic<size_t> g_threshold{initial_threshold()};
@@ -124,7 +129,16 @@ std::string check(const std::string& descriptor, size_t bytes) {
   if (!accepting())
     return "this process does not take buffers through the data plane (its --data-plane is caf "
            "with TLS, or it never selected one): the sender must use --data-plane caf";
-  return parse_descriptor(descriptor, bytes).error;
+  if (auto error = parse_descriptor(descriptor, bytes).error; !error.empty())
+    return error;
+  // The receiver takes the block before it asks the sender, on the
+  // descriptor's word: bound it (a forged length would otherwise allocate up
+  // to 64 GiB; found by fuzz_buffer).
+  static const size_t max_bytes = env_bytes("CHORUS_DATA_PLANE_MAX_BYTES", size_t{1} << 30);
+  if (bytes > max_bytes)
+    return "a buffer of " + std::to_string(bytes) + " bytes is over CHORUS_DATA_PLANE_MAX_BYTES ("
+           + std::to_string(max_bytes) + ")";
+  return {};
 }
 
 const char* name(kind k) { return k == kind::ucx ? "ucx" : "caf"; }

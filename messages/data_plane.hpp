@@ -77,8 +77,8 @@ void set_accepting(bool on);
 bool accepting();
 
 /// Checks a descriptor before anything is allocated for it: this process
-/// accepts descriptors, it is well formed and names `bytes`. "" if so, else
-/// what is wrong.
+/// accepts descriptors, it is well formed, names `bytes`, and `bytes` is at
+/// most CHORUS_DATA_PLANE_MAX_BYTES (1 GiB). "" if so, else what is wrong.
 std::string check(const std::string& descriptor, size_t bytes);
 
 /// Fetches the floats a descriptor names into `dest` (`bytes` long, kept

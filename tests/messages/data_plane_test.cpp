@@ -214,6 +214,11 @@ TEST(DataPlane, ADescriptorIsCheckedBeforeAnythingIsAllocatedForIt) {
   EXPECT_EQ(data_plane::check("CDP1", 4000), "malformed data-plane descriptor");
   EXPECT_EQ(data_plane::check(forged_descriptor(4000, ""), 4000), "malformed data-plane descriptor");
   EXPECT_EQ(data_plane::check(well_formed + "x", 4000), "malformed data-plane descriptor");
+  // Past CHORUS_DATA_PLANE_MAX_BYTES (1 GiB unless set), however well formed.
+  const uint64_t huge = uint64_t{2} << 30;
+  EXPECT_NE(data_plane::check(forged_descriptor(huge, "some worker address"), huge)
+              .find("over CHORUS_DATA_PLANE_MAX_BYTES"),
+            std::string::npos);
 }
 
 TEST(DataPlane, LargeAndTinyBuffersCrossProcessesBitIdentical) {
