@@ -459,6 +459,7 @@ public:
       exports_.clear();
     }
     mappings_.clear();  // (before the endpoints their keys came through)
+    mapped_bytes_ = 0;
     std::vector<void*> closing;
     auto close_all = [&](auto& peers) {
       for (auto& p : peers) {
@@ -581,14 +582,19 @@ private:
   /// A sender's arena mapped into this process (its remote key unpacked).
   struct mapping {
     ucp_rkey_h rkey = nullptr;
+    size_t bytes = 0;  // of the block it was mapped for (the arena's size, about)
     uint64_t last_use = 0;
-    explicit mapping(ucp_rkey_h k) : rkey(k) {}
+    mapping(ucp_rkey_h k, size_t n) : rkey(k), bytes(n) {}
     mapping(const mapping&) = delete;
     mapping& operator=(const mapping&) = delete;
     ~mapping() { ucp_rkey_destroy(rkey); }  // under ucx_: it returns the key to the worker
   };
-  /// Arenas mapped at most at once (a least recently used one goes first).
+  /// Arenas mapped at most at once, and their bytes: a least recently used
+  /// one goes first. (A mapping keeps its segment alive after the sender
+  /// let go of it: a sender that frees blocks must not make this process
+  /// hold them all.)
   static constexpr size_t max_mappings = 256;
+  static constexpr size_t max_mapped_bytes = size_t{1} << 30;
 
   enum copy_outcome { copied, failed, not_mapped };
 
@@ -617,13 +623,18 @@ private:
           error = "cannot map the sender's shared memory (did its process exit?): " + ucx_text(st);
           return failed;
         }
-        m = std::make_shared<mapping>(rkey);
-        if (mappings_.size() >= max_mappings)
-          mappings_.erase(std::min_element(mappings_.begin(), mappings_.end(),
-                                           [](const auto& a, const auto& b) {
-                                             return a.second->last_use < b.second->last_use;
-                                           }));
+        m = std::make_shared<mapping>(rkey, bytes);
+        while (!mappings_.empty()
+               && (mappings_.size() >= max_mappings || mapped_bytes_ + bytes > max_mapped_bytes)) {
+          auto lru = std::min_element(mappings_.begin(), mappings_.end(),
+                                      [](const auto& a, const auto& b) {
+                                        return a.second->last_use < b.second->last_use;
+                                      });
+          mapped_bytes_ -= lru->second->bytes;
+          mappings_.erase(lru);
+        }
         mappings_.emplace(std::move(key), m);
+        mapped_bytes_ += bytes;
       }
       m->last_use = ++uses_;
       ucs_status_t st = ucp_rkey_ptr(m->rkey, d.remote, &local);
@@ -639,24 +650,27 @@ private:
     // The sender keeps the block until `valid_until` (the clock is the
     // host's): copied before then, the copy is whole.
     const bool whole = monotonic_ns() < d.valid_until;
+    bool pending = false;
     {
       std::lock_guard<std::mutex> ucx(ucx_);
       m.reset();
       if (whole)
-        tell_done(d);
+        pending = tell_done(d);
     }
-    ucp_worker_signal(worker_);  // the progress thread: finish the message if it is pending
+    if (pending)
+      ucp_worker_signal(worker_);  // the progress thread finishes sending it
     if (!whole)
       error = "the sender gave this buffer up before it was copied (it waited too long)";
     return whole ? copied : failed;
   }
 
-  /// Tells the sender of `d` that its block was copied (under ucx_).
-  void tell_done(const parsed_descriptor& d) {
+  /// Tells the sender of `d` that its block was copied (under ucx_); true
+  /// if the message is still on its way (the worker must progress).
+  bool tell_done(const parsed_descriptor& d) {
     std::string error;
     peer* via = peer_for(d.address, error);
     if (!via)
-      return;  // the sender is gone: so is its block
+      return false;  // the sender is gone: so is its block
     auto* ctx = new send_ctx;
     ctx->owner = this;
     put(ctx->header, d.token);
@@ -670,9 +684,10 @@ private:
                               0, &sp);
     if (UCS_PTR_IS_PTR(s)) {
       ++sending_;
-      return;
+      return true;
     }
     sent(ctx, UCS_PTR_STATUS(s));
+    return false;
   }
 
   /// Starts `op` and drives the worker on this thread for a while: a fetch
@@ -1082,6 +1097,7 @@ private:
   long sending_ = 0;
   // The senders' arenas mapped here, by the sender's address and arena id.
   std::unordered_map<std::string, std::shared_ptr<mapping>> mappings_;
+  size_t mapped_bytes_ = 0;
   uint64_t uses_ = 0;
 };
 
