@@ -674,14 +674,19 @@ private:
     auto* ctx = new send_ctx;
     ctx->owner = this;
     put(ctx->header, d.token);
+    return send_am(via, done_am, ctx);
+  }
+
+  /// Sends `ctx->header` as active message `id` (under ucx_); `ctx` is freed
+  /// when it left. True if it is still on its way.
+  bool send_am(peer* to, uint16_t id, send_ctx* ctx) {
     ucp_request_param_t sp{};
     sp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA
                       | UCP_OP_ATTR_FIELD_FLAGS;
     sp.flags = UCP_AM_SEND_FLAG_EAGER;
     sp.cb.send = &engine::on_sent;
     sp.user_data = ctx;
-    void* s = ucp_am_send_nbx(via->ep, done_am, ctx->header.data(), ctx->header.size(), nullptr,
-                              0, &sp);
+    void* s = ucp_am_send_nbx(to->ep, id, ctx->header.data(), ctx->header.size(), nullptr, 0, &sp);
     if (UCS_PTR_IS_PTR(s)) {
       ++sending_;
       return true;
@@ -866,19 +871,7 @@ private:
     put(ctx->header, uint64_t{op->bytes});
     ctx->header += address_;
     ctx->op = op;
-    ucp_request_param_t sp{};
-    sp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA
-                      | UCP_OP_ATTR_FIELD_FLAGS;
-    sp.flags = UCP_AM_SEND_FLAG_EAGER;
-    sp.cb.send = &engine::on_sent;
-    sp.user_data = ctx;
-    void* s = ucp_am_send_nbx(via->ep, fetch_am, ctx->header.data(), ctx->header.size(), nullptr,
-                              0, &sp);
-    if (UCS_PTR_IS_PTR(s)) {
-      ++sending_;
-      return;
-    }
-    sent(ctx, UCS_PTR_STATUS(s));
+    send_am(via, fetch_am, ctx);
   }
 
   /// A request or a served block left (or failed to).
