@@ -2,7 +2,7 @@
 // against a plain TCP socket between the same two processes, a memcpy of the
 // same size, and buffer serialization alone.
 //
-//   throughput  The parent sends 256 KiB, 1, 4 and 16 MiB chorus::buffers to its
+//   throughput  The parent sends 64 KiB, 256 KiB, 1, 4 and 16 MiB chorus::buffers to its
 //               child, one request at a time, and waits for a small ack
 //               after each. GB/s = payload bytes / wall time, median over
 //               repetitions (each repetition a few requests in a row).
@@ -11,8 +11,13 @@
 //               (messages/buffer.hpp), the ack is (floats, last float).
 //     caf+ucx   the same request with the UCX data plane selected (built
 //               with UCX): the buffer crosses as a descriptor and the child
-//               fetches the floats through UCX (messages/data_plane.hpp;
-//               shared memory and cross-memory attach on one host).
+//               fetches the floats through UCX (messages/data_plane.hpp).
+//               The buffer was made while the data plane was selected, as in
+//               training, so its block is in shared memory: the child maps
+//               it (once) and copies it out (one memcpy).
+//     caf+ucx-rndv  the same with a buffer made before (a heap block): the
+//               child asks for it and UCX's rendezvous moves it (cross-memory
+//               attach on one host), as for a peer on another host.
 //     socket    the same bytes over one plain TCP connection: an 8-byte
 //               length, the bytes, an 8-byte ack back. The child reads them
 //               into a fresh buffer per message, as the middleman's
@@ -271,6 +276,11 @@ int serve(const std::string& policy) {
     // A published actor keeps ~actor_system waiting forever unless it exits.
     caf::anon_send_exit(sink, caf::exit_reason::user_shutdown);
   }
+  const auto got = data_plane::stats();
+  if (got.fetched + got.failed > 0)
+    bench::note("remote_payload --serve: data plane: " + std::to_string(got.fetched)
+                + " buffers fetched (" + std::to_string(got.copied) + " copied from shared memory), "
+                + std::to_string(got.failed) + " failed");
   stop = true;
   tcp.join();
   ::close(lfd);
@@ -574,13 +584,17 @@ void throughput(const settings& s, caf::scoped_actor& self, const payload_actor&
       socket_send(fd, b);
     }
     const bool ucx = data_plane::available(data_plane::kind::ucx);
+    buffer shared;  // b's floats in a block made with the data plane selected
     if (ucx) {  // warm-up of the data plane (endpoints, the receiver's pool)
       data_plane::select(data_plane::kind::ucx);
-      for (int i = 0; i < 2; ++i)
+      shared = buffer::from(b.span());
+      for (int i = 0; i < 2; ++i) {
+        caf_send(self, sink, shared);
         caf_send(self, sink, b);
+      }
       data_plane::select(data_plane::kind::caf);
     }
-    std::vector<double> caf_rates, ucx_rates, socket_rates;
+    std::vector<double> caf_rates, ucx_rates, rndv_rates, socket_rates;
     for (int r = 0; r < s.reps; ++r) {
       bench::timer t;
       for (int i = 0; i < n; ++i)
@@ -590,8 +604,12 @@ void throughput(const settings& s, caf::scoped_actor& self, const payload_actor&
         data_plane::select(data_plane::kind::ucx);
         t.reset();
         for (int i = 0; i < n; ++i)
-          caf_send(self, sink, b);
+          caf_send(self, sink, shared);
         ucx_rates.push_back(static_cast<double>(bytes) * n / t.seconds() / 1e9);
+        t.reset();
+        for (int i = 0; i < n; ++i)
+          caf_send(self, sink, b);
+        rndv_rates.push_back(static_cast<double>(bytes) * n / t.seconds() / 1e9);
         data_plane::select(data_plane::kind::caf);
       }
       t.reset();
@@ -611,15 +629,17 @@ void throughput(const settings& s, caf::scoped_actor& self, const payload_actor&
         .add("gbps", gbps);
       if (rates)
         o.add("max_gbps", *std::max_element(rates->begin(), rates->end()));
-      if (rates == &caf_rates || rates == &ucx_rates)
+      if (rates == &caf_rates || rates == &ucx_rates || rates == &rndv_rates)
         o.add("ratio_to_socket", gbps / sock).add("ratio_to_memcpy", gbps / mem);
       if (rates == &socket_rates)
         o.add("ratio_to_memcpy", sock / mem);
       bench::print(o);
     };
     line("caf", caf, &caf_rates);
-    if (ucx)
+    if (ucx) {
       line("caf+ucx", bench::median(ucx_rates), &ucx_rates);
+      line("caf+ucx-rndv", bench::median(rndv_rates), &rndv_rates);
+    }
     line("socket", sock, &socket_rates);
     line("memcpy", mem, nullptr);
   }
@@ -649,7 +669,8 @@ int run_parent() {
   const bool quick = bench::quick();
   s.reps = quick ? 3 : 7;
   s.lat_samples = quick ? 200 : 2000;
-  s.sizes_bytes = {size_t{256} << 10, size_t{1} << 20, size_t{4} << 20, size_t{16} << 20};
+  s.sizes_bytes = {size_t{64} << 10, size_t{256} << 10, size_t{1} << 20, size_t{4} << 20,
+                   size_t{16} << 20};
   bench::note("remote_payload: serialization in one process");
   for (size_t bytes : s.sizes_bytes)
     serialization(bytes, s.reps, s.requests_for(bytes));

@@ -43,16 +43,17 @@ public:
   // `where` is -1 for host memory, else the device index, with `ops` the
   // device calls.
   float* take(size_t bytes, int where = -1, const device_memory_ops* ops = nullptr) {
-    {
-      std::lock_guard<std::mutex> guard(mtx_);
-      auto i = idle_.find(key(bytes, where));
-      if (i != idle_.end() && !i->second.empty()) {
-        float* p = i->second.back();
-        i->second.pop_back();
-        cached_ -= host_bytes(bytes);
-        return p;
-      }
-    }
+    // A large host block that may leave the process through the data plane
+    // lives in shared memory that UCX allocated: a peer on this host copies
+    // it out directly, once (data_plane::shared_block). Kept apart in the
+    // pool (`shared_memory`), so the blocks that cross stay there.
+    const bool share = where == host && bytes >= data_plane::shared_block_min_bytes()
+                       && data_plane::offers(bytes);
+    if (float* p = idle(bytes, share ? shared_memory : where))
+      return p;
+    if (share)
+      if (void* p = data_plane::shared_block(bytes))
+        return static_cast<float*>(p);
     if (where >= 0)
       return static_cast<float*>(ops->allocate(bytes, where));
     // Large blocks on transparent huge pages (where the kernel does them on
@@ -70,6 +71,9 @@ public:
   }
 
   void give(float* p, size_t bytes, int where = -1, const device_memory_ops* ops = nullptr) {
+    if (where == host && bytes >= data_plane::shared_block_min_bytes()
+        && data_plane::is_shared_block(p))
+      where = shared_memory;
     {
       std::lock_guard<std::mutex> guard(mtx_);
       if (cached_ + host_bytes(bytes) <= max_cached_bytes) {
@@ -80,18 +84,35 @@ public:
     }
     if (where >= 0)
       ops->release(p, where);
+    else if (where == shared_memory)
+      data_plane::release_shared_block(p);
     else
       std::free(p);
   }
 
 private:
+  static constexpr int host = -1;
+  static constexpr int shared_memory = -2;  // host memory from data_plane::shared_block
+
+  /// An idle block of `bytes` at `where`, or null.
+  float* idle(size_t bytes, int where) {
+    std::lock_guard<std::mutex> guard(mtx_);
+    auto i = idle_.find(key(bytes, where));
+    if (i == idle_.end() || i->second.empty())
+      return nullptr;
+    float* p = i->second.back();
+    i->second.pop_back();
+    cached_ -= host_bytes(bytes);
+    return p;
+  }
+
   /// What a host block of `bytes` takes: whole huge pages from 2 MiB on.
   static size_t host_bytes(size_t bytes) {
     return bytes < huge_page ? bytes : (bytes + huge_page - 1) / huge_page * huge_page;
   }
-  // Sizes are multiples of 64 bytes: the low bits hold the device (+1).
+  // Sizes are multiples of 64 bytes: the low bits hold the device (+2).
   static size_t key(size_t bytes, int where) {
-    return bytes * 64 + static_cast<size_t>(where + 1);
+    return bytes * 64 + static_cast<size_t>(where + 2);
   }
   static constexpr size_t max_cached_bytes = size_t{512} << 20;
   std::mutex mtx_;

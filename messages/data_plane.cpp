@@ -30,6 +30,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <random>
 #include <stdexcept>
@@ -77,9 +78,16 @@ size_t initial_threshold() {
 std::atomic<size_t> g_threshold{initial_threshold()};
 std::atomic<int64_t> g_timeout_ms{-1};  // -1: not set, read the environment
 
-std::atomic<uint64_t> c_offered{0}, c_served{0}, c_fetched{0}, c_failed{0}, c_expired{0};
+std::atomic<uint64_t> c_offered{0}, c_served{0}, c_fetched{0}, c_failed{0}, c_expired{0},
+    c_copied{0}, c_shared_blocks{0};
 
 constexpr uint32_t descriptor_magic = 0x31504443;  // "CDP1"
+/// A descriptor of a block in shared memory: "CDP1"'s fields, then the
+/// block's arena (its id, its address in the sender, the remote key), and
+/// until when the sender keeps it (CLOCK_MONOTONIC, shared by the processes
+/// of one host).
+constexpr uint32_t shared_descriptor_magic = 0x32504443;  // "CDP2"
+constexpr uint32_t max_rkey_bytes = 1024;
 
 /// Little helpers to write and read fixed-size fields of a byte string.
 template <class T>
@@ -101,21 +109,43 @@ struct parsed_descriptor {
   uint64_t size = 0;
   std::string address;
   std::string error;
+  // "CDP2": the block is in shared memory
+  bool shared = false;
+  uint64_t arena = 0;        // the sender's id of the mapping (never reused)
+  uint64_t remote = 0;       // the block's address in the sender
+  int64_t valid_until = 0;   // steady_clock ns: the sender keeps the block until then
+  std::string rkey;          // the arena's packed remote key
 };
 
 parsed_descriptor parse_descriptor(const std::string& descriptor, size_t bytes) {
   parsed_descriptor d;
   size_t at = 0;
-  uint32_t magic = 0, len = 0;
-  if (!get(descriptor, at, magic) || magic != descriptor_magic || !get(descriptor, at, d.token)
-      || !get(descriptor, at, d.size) || !get(descriptor, at, len)
-      || descriptor.size() != at + len || len == 0) {
+  uint32_t magic = 0, len = 0, rkey_len = 0;
+  bool ok = get(descriptor, at, magic)
+            && (magic == descriptor_magic || magic == shared_descriptor_magic)
+            && get(descriptor, at, d.token) && get(descriptor, at, d.size)
+            && get(descriptor, at, len) && len != 0 && descriptor.size() - at >= len;
+  if (ok) {
+    d.address = descriptor.substr(at, len);
+    at += len;
+    d.shared = magic == shared_descriptor_magic;
+    if (d.shared)
+      ok = get(descriptor, at, d.arena) && get(descriptor, at, d.remote)
+           && get(descriptor, at, d.valid_until) && get(descriptor, at, rkey_len)
+           && rkey_len != 0 && rkey_len <= max_rkey_bytes && descriptor.size() - at >= rkey_len
+           && d.remote + d.size >= d.remote;  // (no wrap-around)
+    if (ok && d.shared) {
+      d.rkey = descriptor.substr(at, rkey_len);
+      at += rkey_len;
+    }
+    ok = ok && at == descriptor.size();
+  }
+  if (!ok) {
+    d = {};
     d.error = "malformed data-plane descriptor";
   } else if (d.size != bytes) {
     d.error = "data-plane descriptor of " + std::to_string(d.size) + " bytes for a buffer of "
               + std::to_string(bytes);
-  } else {
-    d.address = descriptor.substr(at);
   }
   return d;
 }
@@ -164,6 +194,8 @@ kind default_kind() { return available(kind::ucx) ? kind::ucx : kind::caf; }
 
 kind selected() { return g_kind.load(); }
 
+size_t shared_block_min_bytes() { return size_t{64} << 10; }
+
 size_t threshold_bytes() { return g_threshold.load(); }
 void set_threshold_bytes(size_t bytes) { g_threshold = bytes; }
 
@@ -195,6 +227,8 @@ counters stats() {
   c.fetched = c_fetched.load();
   c.failed = c_failed.load();
   c.expired = c_expired.load();
+  c.copied = c_copied.load();
+  c.shared_blocks = c_shared_blocks.load();
   return c;
 }
 
@@ -203,8 +237,65 @@ counters stats() {
 namespace {
 
 constexpr uint16_t fetch_am = 17;  // the active message id of a fetch request
+constexpr uint16_t done_am = 18;   // a receiver copied a shared block: {token}
 
 std::string ucx_text(ucs_status_t s) { return ucs_status_string(s); }
+
+/// steady_clock in ns: CLOCK_MONOTONIC, the same clock in every process of a
+/// host (a shared block's descriptor says until when its sender keeps it).
+int64_t monotonic_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+    .count();
+}
+
+/// How long an offer nobody fetched is kept (the receiver died, or the
+/// message never got there).
+std::chrono::milliseconds offer_ttl() {
+  return std::max<std::chrono::milliseconds>(fetch_timeout() * 3, std::chrono::seconds(60));
+}
+
+/// The blocks in shared memory (shared_block): UCX allocated each with
+/// `ucp_mem_map` (on this host: a SysV or POSIX shared-memory segment) and
+/// packed its remote key once. A peer on this host unpacks the key once
+/// (it attaches the segment), gets a pointer into it with `ucp_rkey_ptr`,
+/// and copies the floats itself: one memcpy, no page pinning, and no
+/// progress of the sender on the way. The engine's UCX context stays alive
+/// after the engine while blocks are mapped (buffers may outlive the data
+/// plane's shutdown at exit); the last unmap then cleans it up.
+struct arena {
+  ucp_mem_h mem = nullptr;
+  size_t length = 0;
+  uint64_t id = 0;   // never reused in this process: a receiver's cache key
+  std::string rkey;  // packed
+};
+
+struct arena_table {
+  std::mutex m;
+  ucp_context_h ctx = nullptr;  // while UCX runs
+  bool orphaned = false;        // the engine is gone: clean ctx up with the last arena
+  std::map<uintptr_t, arena> by_base;
+  uint64_t next_id = 0;
+
+  static arena_table& get() {
+    static auto* table = new arena_table;  // never destroyed: blocks may outlive statics
+    return *table;
+  }
+
+  /// The arena holding [p, p + bytes), copied out; false if none does.
+  bool find(const void* p, size_t bytes, arena& out) {
+    const auto at = reinterpret_cast<uintptr_t>(p);
+    std::lock_guard<std::mutex> lock(m);
+    auto i = by_base.upper_bound(at);
+    if (i == by_base.begin())
+      return false;
+    --i;
+    if (at + bytes > i->first + i->second.length)
+      return false;
+    out = i->second;
+    return true;
+  }
+};
 
 /// One fetch, shared by the caller (who waits) and the progress thread.
 struct fetch_op {
@@ -284,7 +375,9 @@ public:
     ucp_params_t params{};
     params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_MT_WORKERS_SHARED;
     params.features = UCP_FEATURE_TAG | UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
-    params.mt_workers_shared = 0;
+    // The block pool maps and unmaps shared blocks from any thread while
+    // the worker runs: context-level calls need the context's lock.
+    params.mt_workers_shared = 1;
     ucs_status_t st = ucp_init(&params, config, &ctx_);
     ucp_config_release(config);
     check(st, "ucp_init");
@@ -314,11 +407,22 @@ public:
       hp.cb = &engine::on_request;
       hp.arg = this;
       st = ucp_worker_set_am_recv_handler(worker_, &hp);
+      if (st == UCS_OK) {
+        hp.id = done_am;
+        hp.cb = &engine::on_done;
+        st = ucp_worker_set_am_recv_handler(worker_, &hp);
+      }
     }
     if (st != UCS_OK) {
       ucp_worker_destroy(worker_);
       ucp_cleanup(ctx_);
       check(st, "setting up the UCX worker");
+    }
+    {
+      auto& arenas = arena_table::get();
+      std::lock_guard<std::mutex> lock(arenas.m);
+      if (arenas.ctx == nullptr)
+        arenas.ctx = ctx_;
     }
     std::random_device rd;
     rng_.seed((uint64_t{rd()} << 32) ^ rd());
@@ -354,6 +458,8 @@ public:
       std::lock_guard<std::mutex> lock(mtx_);
       exports_.clear();
     }
+    mappings_.clear();  // (before the endpoints their keys came through)
+    mapped_bytes_ = 0;
     std::vector<void*> closing;
     auto close_all = [&](auto& peers) {
       for (auto& p : peers) {
@@ -382,25 +488,51 @@ public:
     for (void* r : closing)
       ucp_request_free(r);
     ucp_worker_destroy(worker_);
-    ucp_cleanup(ctx_);
+    bool blocks_mapped = false;
+    {
+      auto& arenas = arena_table::get();
+      std::lock_guard<std::mutex> lock(arenas.m);
+      if (arenas.ctx == ctx_) {
+        blocks_mapped = !arenas.by_base.empty();
+        arenas.orphaned = blocks_mapped;
+        if (!blocks_mapped)
+          arenas.ctx = nullptr;
+      }
+    }
+    if (!blocks_mapped)
+      ucp_cleanup(ctx_);
   }
 
   std::string offer(std::shared_ptr<const void> keep, const void* data, size_t bytes) {
     uint64_t token;
+    arena in;
+    const bool shared = arena_table::get().find(data, bytes, in);
+    const auto since = std::chrono::steady_clock::now();
     {
       std::lock_guard<std::mutex> lock(mtx_);
       do
         token = rng_();
       while (token == 0 || exports_.count(token) != 0);
-      exports_[token] = {std::move(keep), data, bytes, std::chrono::steady_clock::now()};
+      exports_[token] = {std::move(keep), data, bytes, since};
     }
     std::string d;
-    d.reserve(24 + address_.size());
-    put(d, descriptor_magic);
+    d.reserve(64 + address_.size() + in.rkey.size());
+    put(d, shared ? shared_descriptor_magic : descriptor_magic);
     put(d, token);
     put(d, uint64_t{bytes});
     put(d, static_cast<uint32_t>(address_.size()));
     d += address_;
+    if (shared) {
+      // The receiver may copy until the offer would expire here (expire()).
+      const int64_t until =
+        std::chrono::duration_cast<std::chrono::nanoseconds>((since + offer_ttl()).time_since_epoch())
+          .count();
+      put(d, in.id);
+      put(d, static_cast<uint64_t>(reinterpret_cast<uintptr_t>(data)));
+      put(d, until);
+      put(d, static_cast<uint32_t>(in.rkey.size()));
+      d += in.rkey;
+    }
     ++c_offered;
     return d;
   }
@@ -410,17 +542,25 @@ public:
     auto d = parse_descriptor(descriptor, bytes);
     if (!d.error.empty())
       return d.error;
+    {
+      std::lock_guard<std::mutex> lock(mtx_);
+      if (stop_)
+        return "the data plane shut down";
+    }
+    if (d.shared) {
+      std::string error;
+      switch (copy_shared(d, dest, bytes, error)) {
+        case copied: ++c_copied, ++c_fetched; return "";
+        case failed: return error;
+        case not_mapped: break;  // (another host's block) ask the sender for it
+      }
+    }
     auto op = std::make_shared<fetch_op>();
     op->address = std::move(d.address);
     op->token = d.token;
     op->dest = dest;
     op->bytes = bytes;
     op->keep = std::move(keep);
-    {
-      std::lock_guard<std::mutex> lock(mtx_);
-      if (stop_)
-        return "the data plane shut down";
-    }
     drive(op);
     // The timeout, plus the time the bytes take at 10 MB/s (a slow link).
     const auto limit = fetch_timeout() + std::chrono::milliseconds(bytes / 10000);
@@ -439,6 +579,122 @@ public:
   }
 
 private:
+  /// A sender's arena mapped into this process (its remote key unpacked).
+  struct mapping {
+    ucp_rkey_h rkey = nullptr;
+    size_t bytes = 0;  // of the block it was mapped for (the arena's size, about)
+    uint64_t last_use = 0;
+    mapping(ucp_rkey_h k, size_t n) : rkey(k), bytes(n) {}
+    mapping(const mapping&) = delete;
+    mapping& operator=(const mapping&) = delete;
+    ~mapping() { ucp_rkey_destroy(rkey); }  // under ucx_: it returns the key to the worker
+  };
+  /// Arenas mapped at most at once, and their bytes: a least recently used
+  /// one goes first. (A mapping keeps its segment alive after the sender
+  /// let go of it: a sender that frees blocks must not make this process
+  /// hold them all.)
+  static constexpr size_t max_mappings = 256;
+  static constexpr size_t max_mapped_bytes = size_t{1} << 30;
+
+  enum copy_outcome { copied, failed, not_mapped };
+
+  /// The one-copy path: maps the sender's arena (once; cached by sender and
+  /// arena id), copies the block out of it on this thread, and tells the
+  /// sender it may take the block back. `not_mapped`: no shared memory
+  /// reaches that block from here (another host), ask the sender instead.
+  copy_outcome copy_shared(const parsed_descriptor& d, void* dest, size_t bytes,
+                           std::string& error) {
+    std::shared_ptr<mapping> m;
+    void* local = nullptr;
+    {
+      std::lock_guard<std::mutex> ucx(ucx_);
+      peer* via = peer_for(d.address, error);
+      if (!via)
+        return failed;
+      std::string key = d.address;
+      put(key, d.arena);
+      auto i = mappings_.find(key);
+      if (i != mappings_.end()) {
+        m = i->second;
+      } else {
+        ucp_rkey_h rkey = nullptr;
+        ucs_status_t st = ucp_ep_rkey_unpack(via->ep, d.rkey.data(), &rkey);
+        if (st != UCS_OK) {
+          error = "cannot map the sender's shared memory (did its process exit?): " + ucx_text(st);
+          return failed;
+        }
+        m = std::make_shared<mapping>(rkey, bytes);
+        while (!mappings_.empty()
+               && (mappings_.size() >= max_mappings || mapped_bytes_ + bytes > max_mapped_bytes)) {
+          auto lru = std::min_element(mappings_.begin(), mappings_.end(),
+                                      [](const auto& a, const auto& b) {
+                                        return a.second->last_use < b.second->last_use;
+                                      });
+          mapped_bytes_ -= lru->second->bytes;
+          mappings_.erase(lru);
+        }
+        mappings_.emplace(std::move(key), m);
+        mapped_bytes_ += bytes;
+      }
+      m->last_use = ++uses_;
+      ucs_status_t st = ucp_rkey_ptr(m->rkey, d.remote, &local);
+      if (st != UCS_OK) {
+        m.reset();  // (its key stays cached: the next fetch knows at once)
+        if (st == UCS_ERR_UNREACHABLE)
+          return not_mapped;
+        error = "cannot reach the sender's shared memory: " + ucx_text(st);
+        return failed;
+      }
+    }
+    std::memcpy(dest, local, bytes);
+    // The sender keeps the block until `valid_until` (the clock is the
+    // host's): copied before then, the copy is whole.
+    const bool whole = monotonic_ns() < d.valid_until;
+    bool pending = false;
+    {
+      std::lock_guard<std::mutex> ucx(ucx_);
+      m.reset();
+      if (whole)
+        pending = tell_done(d);
+    }
+    if (pending)
+      ucp_worker_signal(worker_);  // the progress thread finishes sending it
+    if (!whole)
+      error = "the sender gave this buffer up before it was copied (it waited too long)";
+    return whole ? copied : failed;
+  }
+
+  /// Tells the sender of `d` that its block was copied (under ucx_); true
+  /// if the message is still on its way (the worker must progress).
+  bool tell_done(const parsed_descriptor& d) {
+    std::string error;
+    peer* via = peer_for(d.address, error);
+    if (!via)
+      return false;  // the sender is gone: so is its block
+    auto* ctx = new send_ctx;
+    ctx->owner = this;
+    put(ctx->header, d.token);
+    return send_am(via, done_am, ctx);
+  }
+
+  /// Sends `ctx->header` as active message `id` (under ucx_); `ctx` is freed
+  /// when it left. True if it is still on its way.
+  bool send_am(peer* to, uint16_t id, send_ctx* ctx) {
+    ucp_request_param_t sp{};
+    sp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA
+                      | UCP_OP_ATTR_FIELD_FLAGS;
+    sp.flags = UCP_AM_SEND_FLAG_EAGER;
+    sp.cb.send = &engine::on_sent;
+    sp.user_data = ctx;
+    void* s = ucp_am_send_nbx(to->ep, id, ctx->header.data(), ctx->header.size(), nullptr, 0, &sp);
+    if (UCS_PTR_IS_PTR(s)) {
+      ++sending_;
+      return true;
+    }
+    sent(ctx, UCS_PTR_STATUS(s));
+    return false;
+  }
+
   /// Starts `op` and drives the worker on this thread for a while: a fetch
   /// handed to the progress thread waited for it to wake, and again for
   /// this thread to wake, each a scheduler's delay on a busy machine (50 us
@@ -615,19 +871,7 @@ private:
     put(ctx->header, uint64_t{op->bytes});
     ctx->header += address_;
     ctx->op = op;
-    ucp_request_param_t sp{};
-    sp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA
-                      | UCP_OP_ATTR_FIELD_FLAGS;
-    sp.flags = UCP_AM_SEND_FLAG_EAGER;
-    sp.cb.send = &engine::on_sent;
-    sp.user_data = ctx;
-    void* s = ucp_am_send_nbx(via->ep, fetch_am, ctx->header.data(), ctx->header.size(), nullptr,
-                              0, &sp);
-    if (UCS_PTR_IS_PTR(s)) {
-      ++sending_;
-      return;
-    }
-    sent(ctx, UCS_PTR_STATUS(s));
+    send_am(via, fetch_am, ctx);
   }
 
   /// A request or a served block left (or failed to).
@@ -726,7 +970,7 @@ private:
   void expire(std::chrono::steady_clock::time_point now) {
     // An offer nobody fetched (the receiver died, or the message never got
     // there) is released after a while.
-    const auto ttl = std::max<std::chrono::milliseconds>(fetch_timeout() * 3, std::chrono::seconds(60));
+    const auto ttl = offer_ttl();
     std::vector<std::shared_ptr<const void>> released;
     std::lock_guard<std::mutex> lock(mtx_);
     for (auto i = exports_.begin(); i != exports_.end();) {
@@ -752,6 +996,25 @@ private:
       return UCS_OK;  // malformed: ignore
     job.address = h.substr(at);
     self->jobs_.push_back(std::move(job));
+    return UCS_OK;
+  }
+
+  /// A receiver copied a shared block: it goes back to the pool.
+  static ucs_status_t on_done(void* arg, const void* header, size_t header_length, void*, size_t,
+                              const ucp_am_recv_param_t*) {
+    auto* self = static_cast<engine*>(arg);
+    uint64_t token = 0;
+    if (header_length != sizeof(token))
+      return UCS_OK;  // malformed: ignore
+    std::memcpy(&token, header, sizeof(token));
+    std::shared_ptr<const void> released;  // (let go of outside mtx_)
+    std::lock_guard<std::mutex> lock(self->mtx_);
+    auto i = self->exports_.find(token);
+    if (i != self->exports_.end()) {
+      released = std::move(i->second.keep);
+      self->exports_.erase(i);
+      ++c_served;
+    }
     return UCS_OK;
   }
 
@@ -825,6 +1088,10 @@ private:
   std::vector<serve_job> jobs_;
   uint64_t next_tag_ = 0;
   long sending_ = 0;
+  // The senders' arenas mapped here, by the sender's address and arena id.
+  std::unordered_map<std::string, std::shared_ptr<mapping>> mappings_;
+  size_t mapped_bytes_ = 0;
+  uint64_t uses_ = 0;
 };
 
 std::mutex g_engine_mtx;
@@ -875,6 +1142,69 @@ void select(kind k, bool off_host) {
 
 bool offers(size_t bytes) { return g_kind.load() == kind::ucx && bytes >= g_threshold.load(); }
 
+void* shared_block(size_t bytes) {
+  if (!offers(bytes) || bytes < shared_block_min_bytes())
+    return nullptr;
+  auto& t = arena_table::get();
+  std::lock_guard<std::mutex> lock(t.m);
+  if (t.ctx == nullptr || t.orphaned)
+    return nullptr;
+  ucp_mem_map_params_t mp{};
+  mp.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH
+                  | UCP_MEM_MAP_PARAM_FIELD_FLAGS;
+  mp.address = nullptr;
+  mp.length = bytes;
+  mp.flags = UCP_MEM_MAP_ALLOCATE;
+  ucp_mem_h mem = nullptr;
+  if (ucp_mem_map(t.ctx, &mp, &mem) != UCS_OK)
+    return nullptr;  // (the heap then)
+  ucp_mem_attr_t attr{};
+  attr.field_mask = UCP_MEM_ATTR_FIELD_ADDRESS | UCP_MEM_ATTR_FIELD_LENGTH;
+  void* packed = nullptr;
+  size_t packed_len = 0;
+  if (ucp_mem_query(mem, &attr) != UCS_OK || attr.length < bytes
+      || ucp_rkey_pack(t.ctx, mem, &packed, &packed_len) != UCS_OK) {
+    ucp_mem_unmap(t.ctx, mem);
+    return nullptr;
+  }
+  arena a;
+  a.mem = mem;
+  a.length = attr.length;
+  a.id = ++t.next_id;
+  a.rkey.assign(static_cast<const char*>(packed), packed_len);
+  ucp_rkey_buffer_release(packed);
+  if (packed_len > max_rkey_bytes) {
+    ucp_mem_unmap(t.ctx, mem);
+    return nullptr;
+  }
+  t.by_base.emplace(reinterpret_cast<uintptr_t>(attr.address), std::move(a));
+  ++c_shared_blocks;
+  return attr.address;
+}
+
+bool is_shared_block(const void* p) {
+  auto& t = arena_table::get();
+  std::lock_guard<std::mutex> lock(t.m);
+  return t.by_base.count(reinterpret_cast<uintptr_t>(p)) != 0;
+}
+
+bool release_shared_block(void* p) {
+  auto& t = arena_table::get();
+  std::lock_guard<std::mutex> lock(t.m);
+  auto i = t.by_base.find(reinterpret_cast<uintptr_t>(p));
+  if (i == t.by_base.end())
+    return false;
+  ucp_mem_unmap(t.ctx, i->second.mem);
+  t.by_base.erase(i);
+  --c_shared_blocks;
+  if (t.by_base.empty() && t.orphaned) {  // the last block of a data plane shut down
+    ucp_cleanup(t.ctx);
+    t.ctx = nullptr;
+    t.orphaned = false;
+  }
+  return true;
+}
+
 std::string offer(std::shared_ptr<const void> keep, const void* data, size_t bytes) {
   std::string error;
   engine* e = the_engine(error);
@@ -916,6 +1246,10 @@ void select(kind k, bool) {
 }
 
 bool offers(size_t) { return false; }
+
+void* shared_block(size_t) { return nullptr; }
+bool is_shared_block(const void*) { return false; }
+bool release_shared_block(void*) { return false; }
 
 std::string offer(std::shared_ptr<const void>, const void*, size_t) { return {}; }
 

@@ -68,6 +68,22 @@ bool offers(size_t bytes);
 /// not take it (then the caller sends the bytes).
 std::string offer(std::shared_ptr<const void> keep, const void* data, size_t bytes);
 
+/// Host memory that a peer on this host can read directly (one copy): a
+/// block of `bytes` that UCX allocated in shared memory (`ucp_mem_map`),
+/// its remote key packed once. Null unless the UCX data plane is selected,
+/// `bytes` is at least threshold_bytes() and shared_block_min_bytes(), and
+/// UCX could allocate it. The block pool (messages/buffer.cpp) takes its
+/// large host blocks here, so what it later offers goes as a descriptor
+/// that names the block: the receiver maps it once and copies from it.
+void* shared_block(size_t bytes);
+/// True if `p` is a block shared_block returned (and not released).
+bool is_shared_block(const void* p);
+/// Unmaps a block shared_block returned; false if `p` is not one.
+bool release_shared_block(void* p);
+/// The smallest block shared_block takes (below it a block is on the heap,
+/// and its offers take the request path): 64 KiB.
+size_t shared_block_min_bytes();
+
 /// Whether this process fetches the descriptors its peers send. Off until
 /// select(kind::ucx) or set_accepting(true) (tools/network.cpp's
 /// use_data_plane: on for every process without TLS in a UCX build, so a
@@ -94,6 +110,8 @@ struct counters {
   uint64_t fetched = 0;         // descriptors this process fetched
   uint64_t failed = 0;          // fetches that failed
   uint64_t expired = 0;         // offers nobody fetched in time, released
+  uint64_t copied = 0;          // of `fetched`: copied from the sender's shared memory
+  uint64_t shared_blocks = 0;   // blocks in shared memory now (shared_block)
 };
 counters stats();
 

@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <thread>
 
@@ -41,6 +42,10 @@ data_plane_peer::behavior_type peer_behavior(std::chrono::milliseconds die_after
         ::raise(SIGKILL);
       }).detach();
       return b;
+    },
+    [](give_atom, uint64_t n, int32_t seed, offer_atom) {
+      auto b = std::make_shared<const buffer>(pattern(n, seed));
+      return data_plane::offer(b, b->data(), b->size() * sizeof(float));
     },
   };
 }

@@ -14,14 +14,17 @@ namespace chorus::test {
 using hash_atom = caf::atom_constant<caf::atom("hash")>;
 using give_atom = caf::atom_constant<caf::atom("give")>;
 using die_atom = caf::atom_constant<caf::atom("die")>;
+using offer_atom = caf::atom_constant<caf::atom("offer")>;
 
 /// The peer: hashes a buffer it receives (floats, FNV-1a of the bytes);
 /// gives a patterned buffer of n floats (seeded); with die_atom, gives it
-/// and kills itself (SIGKILL) a few milliseconds later.
+/// and kills itself (SIGKILL) a few milliseconds later; with offer_atom,
+/// offers one through the data plane and gives its descriptor.
 using data_plane_peer = caf::typed_actor<
   caf::replies_to<hash_atom, buffer>::with<uint64_t, uint64_t>,
   caf::replies_to<give_atom, uint64_t, int32_t>::with<buffer>,
-  caf::replies_to<give_atom, uint64_t, int32_t, die_atom>::with<buffer>>;
+  caf::replies_to<give_atom, uint64_t, int32_t, die_atom>::with<buffer>,
+  caf::replies_to<give_atom, uint64_t, int32_t, offer_atom>::with<std::string>>;
 
 /// FNV-1a over the bytes of `b`: equal hashes for bit-identical floats.
 inline uint64_t bytes_hash(const buffer& b) {
@@ -32,15 +35,39 @@ inline uint64_t bytes_hash(const buffer& b) {
   return h;
 }
 
+/// The floats of pattern(n, seed), one after the other.
+class pattern_floats {
+public:
+  explicit pattern_floats(int32_t seed) : x_(static_cast<uint32_t>(seed) * 2654435761u + 1) {}
+  float next() {
+    x_ = x_ * 1664525u + 1013904223u;
+    return static_cast<float>(x_ >> 8) * 1e-3f - 8000.0f;
+  }
+
+private:
+  uint32_t x_;
+};
+
 /// n floats from `seed`, every bit pattern position-dependent (NaN-free).
 inline buffer pattern(uint64_t n, int32_t seed) {
   mutable_buffer m(static_cast<size_t>(n));
-  uint32_t x = static_cast<uint32_t>(seed) * 2654435761u + 1;
-  for (size_t i = 0; i < m.size(); ++i) {
-    x = x * 1664525u + 1013904223u;
-    m[i] = static_cast<float>(x >> 8) * 1e-3f - 8000.0f;
-  }
+  pattern_floats gen(seed);
+  for (size_t i = 0; i < m.size(); ++i)
+    m[i] = gen.next();
   return std::move(m).freeze();
+}
+
+/// True if `b` is bit for bit pattern(n, seed) (without making that one).
+inline bool is_pattern(const buffer& b, uint64_t n, int32_t seed) {
+  if (b.size() != n)
+    return false;
+  pattern_floats gen(seed);
+  for (size_t i = 0; i < n; ++i) {
+    const float want = gen.next();
+    if (std::memcmp(&want, b.data() + i, sizeof(float)) != 0)
+      return false;
+  }
+  return true;
 }
 
 } // namespace chorus::test
