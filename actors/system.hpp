@@ -27,7 +27,9 @@
 // both ends against 245 us with work stealing (bench/remote_payload.cpp);
 // a sync_sgd round over `--processes 2` on a shared 2-core VM: 0.29 against
 // 0.43 ms for a 50 KB model, 2.5 against 2.9 ms for 1 MB, but 164 against
-// 103 ms for 16 MB (bench/cluster_round.py). So it stays opt-in.
+// 103 ms for 16 MB (bench/cluster_round.py). `chorus train --scheduler auto`
+// (the default) takes sharing when the workers are in other processes
+// (tools/experiment.hpp scheduler_policy), stealing in one process.
 #pragma once
 
 #include <cstddef>

@@ -25,9 +25,10 @@ each, then the next repetition), and the lines report the median.
           gradients directly, DDP's pattern), with the in-process 2-worker
           sync_sgd run for reference.
 
-Every chorus run of the rounds part, and the --processes 2 sync_sgd run of
-the ddp part, is made once per CAF scheduler policy in --schedulers (`chorus train
---scheduler`, which --processes passes to the nodes) [stealing,sharing].
+Every chorus run of the rounds part, and the --processes 2 runs of the ddp
+part, is made once per CAF scheduler policy in --schedulers (`chorus train
+--scheduler`, which --processes passes to the nodes; its default, auto, is
+sharing across processes) [stealing,sharing].
 
     /usr/bin/python3 bench/cluster_round.py [--build build] [--reps 3]
         [--parts rounds,ddp] [--schedulers stealing,sharing]
@@ -173,12 +174,13 @@ def ddp_part(chorus, reps, quick, python, schedulers):
     peers = ["--algorithm", "allreduce_sgd"] + common
     configs = [{"name": f"chorus p2 {s}", "kind": "chorus", "scheduler": s, "algorithm": "sync_sgd",
                 "args": sync + ["--processes", "2", "--scheduler", s]} for s in schedulers]
+    configs += [{"name": f"chorus p2 allreduce_sgd {s}", "kind": "chorus", "scheduler": s,
+                 "algorithm": "allreduce_sgd", "args": peers + ["--processes", "2", "--scheduler", s]}
+                for s in schedulers]
     configs += [
-        {"name": "chorus p2 allreduce_sgd", "kind": "chorus", "scheduler": "stealing",
-         "algorithm": "allreduce_sgd", "args": peers + ["--processes", "2"]},
         {"name": "pytorch ddp", "kind": "ddp"},
         {"name": "chorus p0 stealing", "kind": "chorus", "scheduler": "stealing",
-         "algorithm": "sync_sgd", "args": sync},
+         "algorithm": "sync_sgd", "args": sync + ["--scheduler", "stealing"]},
     ]
 
     def measure(c):

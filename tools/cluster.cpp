@@ -319,7 +319,7 @@ caf::error cluster::await_reply(Handle& request, OnReply on_reply) {
 }
 
 cluster::cluster(caf::actor_system& sys, const experiment_config& cfg)
-  : sys_(sys), timeout_(cfg.timeout_ms), tls_(tls_of(cfg)), scheduler_(cfg.scheduler),
+  : sys_(sys), timeout_(cfg.timeout_ms), tls_(tls_of(cfg)), scheduler_(scheduler_policy(cfg)),
     data_plane_(data_plane::name(resolve_data_plane(cfg.data_plane, tls_.enabled()))),
     devices_(cfg.devices), backend_(cfg.backend), nccl_(nccl_all_reduce(cfg)) {
   self_ = std::make_unique<caf::scoped_actor>(sys_);

@@ -133,8 +133,8 @@ std::vector<injection> validate(const experiment_config& cfg) {
   require(cfg.threads >= 0 && cfg.threads <= 256, "--threads must be auto or between 1 and 256");
   require(cfg.spin_polls >= 0 && cfg.spin_polls <= 1000000000,
           "--spin-polls must be auto or between 1 and 1e9 (CAF's own default is 100)");
-  require(cfg.scheduler == "stealing" || cfg.scheduler == "sharing",
-          "unknown scheduler '" + cfg.scheduler.substr(0, 40) + "' (valid: stealing, sharing)");
+  require(cfg.scheduler == "auto" || cfg.scheduler == "stealing" || cfg.scheduler == "sharing",
+          "unknown scheduler '" + cfg.scheduler.substr(0, 40) + "' (valid: auto, stealing, sharing)");
   require(cfg.eval_every >= 0, "--eval-every must be >= 0");
   require(cfg.max_features >= 1 && cfg.max_features <= max_sparse_features,
           "--max-features must be between 1 and " + std::to_string(max_sparse_features));
@@ -337,7 +337,10 @@ scheduling_choice resolve_scheduling(const experiment_config& cfg) {
   return resolve_scheduling(cfg, usable_cores(), other_runnable_tasks());
 }
 
-scheduling_choice resolve_scheduling(const experiment_config& cfg, int32_t cores, double load) {
+namespace {
+
+// --threads and --spin-polls (resolve_scheduling adds the policy).
+scheduling_choice resolve_polling(const experiment_config& cfg, int32_t cores, double load) {
   scheduling_choice out;
   cores = std::max(cores, 1);
   out.threads = cfg.threads > 0 ? cfg.threads : std::clamp(cores, 1, 256);
@@ -379,6 +382,28 @@ scheduling_choice resolve_scheduling(const experiment_config& cfg, int32_t cores
                                         + " cores: polling would take time from them")
                   + ")";
   }
+  return out;
+}
+
+} // namespace
+
+std::string scheduler_policy(const experiment_config& cfg) {
+  if (cfg.scheduler != "auto")
+    return cfg.scheduler;
+  return distributed(cfg) ? "sharing" : "stealing";
+}
+
+scheduling_choice resolve_scheduling(const experiment_config& cfg, int32_t cores, double load) {
+  scheduling_choice out = resolve_polling(cfg, cores, load);
+  out.policy = scheduler_policy(cfg);
+  if (cfg.scheduler == "auto")
+    out.reason += "; policy " + out.policy + " (auto: "
+                  + (distributed(cfg) ? "the workers are in other processes, idle threads sleep "
+                                        "until a message comes"
+                                      : "one process")
+                  + ")";
+  else
+    out.reason += "; policy " + out.policy + " (--scheduler)";
   return out;
 }
 
@@ -470,6 +495,7 @@ experiment_result run_checked(const experiment_config& cfg, const train_test& da
     effective.raw("config", to_json(cfg))
       .add("threads_used", sched.threads)
       .add("spin_polls_used", sched.spin_polls)
+      .add("scheduler_used", sched.policy)
       .add("scheduling", sched.reason)
       .add("train_size", result.train_size)
       .add("test_size", result.test_size)
@@ -497,7 +523,7 @@ experiment_result run_checked(const experiment_config& cfg, const train_test& da
   caf::actor_system_config sys_cfg;
   configure_actor_system(sys_cfg, static_cast<size_t>(sched.threads),
                          static_cast<size_t>(sched.spin_polls));
-  configure_scheduler(sys_cfg, cfg.scheduler);
+  configure_scheduler(sys_cfg, sched.policy);
   if (distributed(cfg))
     configure_network(sys_cfg, tls_of(cfg));
   caf::actor_system sys{sys_cfg};

@@ -47,7 +47,7 @@ struct experiment_config {
   int32_t threads = 0;        ///< CAF scheduler threads; 0: auto (resolve_scheduling)
   int64_t spin_polls = 0;     ///< queue polls before an idle thread naps (actors/system.hpp); 0: auto
   int32_t combine_shards = 0; ///< slices of a round server's combine (engines/combiners.hpp); 0: auto
-  std::string scheduler = "stealing";  ///< CAF scheduler policy, also of started nodes (actors/system.hpp)
+  std::string scheduler = "auto";  ///< CAF scheduler policy, also of started nodes (actors/system.hpp); auto: scheduler_policy
   int64_t eval_every = 0;     ///< in steps; 0: twice per epoch
   double target_acc = -1;     ///< <0: none
   int64_t timeout_ms = 60000; ///< longest wait for one worker reply
@@ -100,12 +100,25 @@ inline bool distributed(const experiment_config& cfg) {
   return cfg.processes > 0 || !cfg.nodes.empty() || cfg.await_nodes > 0;
 }
 
+/// The CAF scheduler policy of this process and of the nodes `--processes`
+/// starts: --scheduler as given, and for auto (the default) "sharing" when
+/// the workers are in other processes, "stealing" in one process. Across
+/// processes each round waits on messages from the network, and a stealing
+/// thread that waits naps 50 us at a time and wakes to poll (CAF's moderate
+/// phase), which also takes the cores from the other processes' workers;
+/// sharing threads sleep until a message comes. Measured
+/// (bench/cluster_round.py, 2026-12-03, 2 cores): allreduce_sgd MLP
+/// 784-256-10 over 2 processes, medians of 6 interleaved runs, 44.8k against
+/// 30.9k samples/s; see README, "Across processes and hosts".
+std::string scheduler_policy(const experiment_config& cfg);
+
 /// The scheduler a run gets: its threads, how long idle threads poll before
 /// they nap (actors/system.hpp), and why, in words for the log and
 /// config.json.
 struct scheduling_choice {
   int32_t threads = 1;
   int64_t spin_polls = 100;
+  std::string policy = "stealing";  ///< scheduler_policy(cfg)
   std::string reason;
 };
 

@@ -203,10 +203,10 @@ std::vector<option_spec> general_options() {
      [](auto& c, auto& v) { c.spin_polls = auto_or_count("spin-polls", v, 1000000000); }},
     {"combine-shards", "K|auto", "split a synchronous round's combine (w - eta mean g, the model mean) by coordinates over K actors, one of them the server, so it runs on K cores; auto: one per scheduler thread while each slice keeps >= 32768 floats, 1: never split [auto]",
      [](auto& c, auto& v) { c.combine_shards = auto_or_count("combine-shards", v, 256); }},
-    {"scheduler", "NAME", "CAF scheduler: stealing | sharing (one queue, idle threads sleep); "
-                          "--processes passes it to the nodes. Experimental: sharing made "
-                          "cross-process rounds of small models 1.2-1.5x faster, of a 16 MB "
-                          "model 1.3-1.6x slower (bench/cluster_round.py) [stealing]",
+    {"scheduler", "NAME", "CAF scheduler: stealing | sharing (one queue, idle threads sleep) | "
+                          "auto: sharing when the workers are in other processes (--processes, "
+                          "--nodes, --await-nodes), stealing in one process; --processes passes "
+                          "the policy to the nodes [auto]",
      [](auto& c, auto& v) { c.scheduler = v; }},
     {"eval-every", "STEPS", "evaluate on the test set every STEPS steps; 0: twice per epoch [0]",
      [](auto& c, auto& v) { c.eval_every = to_int("eval-every", v); }},

@@ -53,7 +53,7 @@ TEST(cli, bad_values_are_clear_errors_with_exit_status_2) {
   expect_usage_error("train --config /nonexistent/chorus.cfg", "cannot open config file");
   expect_usage_error("train --dataset mnist-digits", "mnist-digits");
   expect_usage_error("train --spin-polls 0", "--spin-polls must be auto or between 1 and 1000000000");
-  expect_usage_error("train --scheduler fifo", "valid: stealing, sharing");
+  expect_usage_error("train --scheduler fifo", "valid: auto, stealing, sharing");
   expect_usage_error("frobnicate", "unknown command");
 }
 

@@ -237,13 +237,15 @@ TEST(Nodes, AllreduceSgdTakesSyncSgdsStepsInOneProcessAndOverTwo) {
   EXPECT_EQ(field(r.summary, "consensus_distance"), 0) << r.summary;
 }
 
-TEST(Nodes, TheSharingSchedulerReachesTheNodesAndChangesNoWeight) {
-  // --scheduler sharing goes to the node processes on their command line (a
-  // node that refused it would fail the run); scheduling changes no number.
-  auto r = run_one_and_many("sharing", small_run("sync_sgd", 2), 2, {"--scheduler", "sharing"});
+TEST(Nodes, TheStealingSchedulerReachesTheNodesAndChangesNoWeight) {
+  // --scheduler stealing (auto gives sharing across processes) goes to the
+  // node processes on their command line (a node that refused it would fail
+  // the run); scheduling changes no number.
+  auto r = run_one_and_many("stealing", small_run("sync_sgd", 2), 2, {"--scheduler", "stealing"});
   ASSERT_EQ(r.error, "");
   EXPECT_EQ(r.model_one, r.model_many);
-  EXPECT_NE(read_text(r.out_dir + "/config.json").find("\"scheduler\":\"sharing\""), std::string::npos);
+  EXPECT_NE(read_text(r.out_dir + "/config.json").find("\"scheduler_used\":\"stealing\""),
+            std::string::npos);
   EXPECT_EQ(field(r.summary, "workers_lost"), 0);
 }
 

@@ -195,5 +195,29 @@ TEST(options, auto_scheduling_polls_only_for_lockstep_runs_with_a_thread_per_wor
   EXPECT_THROW(parse_train_args({"--spin-polls", "0"}, &help), std::invalid_argument);
 }
 
+// --scheduler auto (the default): sharing when the workers are in other
+// processes, stealing in one; a given policy stays, and auto round-trips
+// through the flags a node gets.
+TEST(options, auto_scheduler_shares_across_processes_and_steals_in_one) {
+  bool help = false;
+  auto resolve = [&](std::vector<std::string> args) {
+    return resolve_scheduling(parse_train_args(args, &help), 2, 0.0);
+  };
+  auto one = resolve({"--algorithm", "allreduce_sgd", "--workers", "2"});
+  EXPECT_EQ(one.policy, "stealing") << one.reason;
+  auto many = resolve({"--algorithm", "allreduce_sgd", "--workers", "2", "--processes", "2"});
+  EXPECT_EQ(many.policy, "sharing") << many.reason;
+  EXPECT_NE(many.reason.find("policy sharing (auto: the workers are in other processes"),
+            std::string::npos)
+    << many.reason;
+  EXPECT_EQ(resolve({"--workers", "2", "--nodes", "127.0.0.1:7100"}).policy, "sharing");
+  EXPECT_EQ(resolve({"--workers", "2", "--processes", "2", "--scheduler", "stealing"}).policy,
+            "stealing");
+  EXPECT_EQ(resolve({"--workers", "2", "--scheduler", "sharing"}).policy, "sharing");
+  auto cfg = parse_train_args({}, &help);
+  EXPECT_EQ(cfg.scheduler, "auto");
+  EXPECT_EQ(parse_train_args(to_args(cfg), &help).scheduler, "auto");
+}
+
 } // namespace
 } // namespace chorus
