@@ -72,8 +72,8 @@ struct peer_base {
   int32_t window = 4;   ///< reports it may have unanswered
   int32_t unanswered = 0;
   bool held = false;    ///< waiting for the coordinator to catch up
-  /// false: reports carry no model; `recent` keeps the models of the last
-  /// reports for the coordinator's fetches (run_context::report_models).
+  /// false: reports carry no model; `recent` keeps the models of the
+  /// reports the coordinator may still fetch (run_context::report_models).
   bool report_models = true;
   std::deque<std::pair<int64_t, buffer>> recent;
   /// A Byzantine peer's attack on the models it sends (engines/gossip.hpp);
@@ -106,6 +106,22 @@ struct peer_base {
     if (!forger)
       return x;
     return forger->forge(attack_input{x.to_host(), {}, &forge_rng});
+  }
+
+  /// The coordinator answered the report of `step`. It fetches a model
+  /// only right after counting a report (to evaluate, or at the end), and
+  /// it answers every report it counts as it counts it, in order; its
+  /// messages to this peer arrive in the order sent. So once the answer to
+  /// `step` is here, a fetch of an older step has arrived already (or never
+  /// comes): those models are dropped. This keeps at most window + 1 models
+  /// (the reports unanswered and the last answered one), where keeping the
+  /// last 2 window + 4 held 14 models per peer on the complete graph, each
+  /// one of the first rounds' a fresh block: a first touch of 16 MB costs
+  /// 100-270 ms on transparent huge pages on the shared VM (allreduce_sgd,
+  /// README "Across processes and hosts").
+  void answered(int64_t step) {
+    while (!recent.empty() && recent.front().first < step)
+      recent.pop_front();
   }
 
   /// The model this peer reported at `step` (the nearest older one it still
@@ -178,8 +194,8 @@ bool report(Self self, int64_t step, const buffer& x, double loss, GoOn go_on) {
   ++st.unanswered;
   buffer sent = x;
   if (!st.report_models) {
-    // Kept for a fetch: the coordinator asks for a round's models at most
-    // `window` reports after it (it answers them in order).
+    // Kept for a fetch until the answer to a later report (answered());
+    // the cap is a bound the answers keep it far below.
     st.recent.emplace_back(step, x);
     while (st.recent.size() > 2 * static_cast<size_t>(st.window) + 4)
       st.recent.pop_front();
@@ -188,9 +204,10 @@ bool report(Self self, int64_t step, const buffer& x, double loss, GoOn go_on) {
   self->request(st.coordinator, caf::infinite, report_atom_v,
                 peer_state{st.rank, step, sent, {}, loss, st.samples, st.rejected, st.clipped})
     .then(
-      [self, go_on](ok_atom) mutable {
+      [self, go_on, step](ok_atom) mutable {
         auto& st = self->state;
         --st.unanswered;
+        st.answered(step);
         if (st.held && st.unanswered < st.window) {
           st.held = false;
           go_on();
