@@ -595,7 +595,7 @@ double second_largest_eigenvalue_modulus(const mixing_matrix& m) {
     slem = moduli[1];
   } else {
     // Singular values come sorted in decreasing order.
-    Eigen::BDCSVD<Eigen::MatrixXd> svd(a);
+    Eigen::JacobiSVD<Eigen::MatrixXd> svd(a);
     slem = svd.singularValues()[1];
   }
   return slem < spectral_floor ? 0.0 : slem;
