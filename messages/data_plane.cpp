@@ -243,10 +243,8 @@ std::string ucx_text(ucs_status_t s) { return ucs_status_string(s); }
 
 /// steady_clock in ns: CLOCK_MONOTONIC, the same clock in every process of a
 /// host (a shared block's descriptor says until when its sender keeps it).
-int64_t monotonic_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-    .count();
+int64_t monotonic_ns(std::chrono::steady_clock::time_point t = std::chrono::steady_clock::now()) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
 }
 
 /// How long an offer nobody fetched is kept (the receiver died, or the
@@ -524,12 +522,9 @@ public:
     d += address_;
     if (shared) {
       // The receiver may copy until the offer would expire here (expire()).
-      const int64_t until =
-        std::chrono::duration_cast<std::chrono::nanoseconds>((since + offer_ttl()).time_since_epoch())
-          .count();
       put(d, in.id);
       put(d, static_cast<uint64_t>(reinterpret_cast<uintptr_t>(data)));
-      put(d, until);
+      put(d, monotonic_ns(since + offer_ttl()));
       put(d, static_cast<uint32_t>(in.rkey.size()));
       d += in.rkey;
     }
@@ -1183,6 +1178,10 @@ void* shared_block(size_t bytes) {
 }
 
 bool is_shared_block(const void* p) {
+  // The pool asks at every release of a large host block: a process that
+  // never made one (no UCX, or not selected) takes no lock for it.
+  if (c_shared_blocks.load() == 0)
+    return false;
   auto& t = arena_table::get();
   std::lock_guard<std::mutex> lock(t.m);
   return t.by_base.count(reinterpret_cast<uintptr_t>(p)) != 0;
