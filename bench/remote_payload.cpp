@@ -14,7 +14,12 @@
 //               fetches the floats through UCX (messages/data_plane.hpp).
 //               The buffer was made while the data plane was selected, as in
 //               training, so its block is in shared memory: the child maps
-//               it (once) and copies it out (one memcpy).
+//               it (once) and its buffer reads the floats in place (no copy;
+//               the parent keeps the block until the child released it).
+//               The ack reads one float: GB/s here is bytes made readable
+//               in the child per second, not bytes read.
+//     caf+ucx-copy  the same, the child copying the block out of the shared
+//               memory instead (one memcpy; CHORUS_DATA_PLANE_IN_PLACE=0).
 //     caf+ucx-rndv  the same with a buffer made before (a heap block): the
 //               child asks for it and UCX's rendezvous moves it (cross-memory
 //               attach on one host), as for a peer on another host.
@@ -33,7 +38,8 @@
 //               scheduler.policy=sharing on both ends (a second child), and a
 //               ping-pong of the same pattern over the socket.
 //
-// Run: build/bench/remote_payload   (CHORUS_BENCH_QUICK=1: fewer repetitions)
+// Run: build/bench/remote_payload   (CHORUS_BENCH_QUICK=1: fewer repetitions;
+// --sizes 16M --only caf+ucx --reps 20: one path at one size, e.g. under perf)
 // The child listens on 127.0.0.1 only (ports picked by the kernel) and writes
 // them to the parent through a pipe; it leaves when the parent closes its
 // stdin, and dies with the parent (PR_SET_PDEATHSIG) should the parent die.
@@ -55,11 +61,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -77,12 +85,14 @@ using namespace chorus;
 namespace {
 
 using ping_atom = caf::atom_constant<caf::atom("ping")>;
+using in_place_atom = caf::atom_constant<caf::atom("inplace")>;
 
 /// What the child publishes: takes a buffer and acks with its length and
 /// last element (so the parent can tell the bytes arrived); echoes pings.
 using payload_actor = caf::typed_actor<
   caf::replies_to<buffer>::with<uint64_t, float>,
-  caf::replies_to<ping_atom, int64_t>::with<int64_t>>;
+  caf::replies_to<ping_atom, int64_t>::with<int64_t>,
+  caf::replies_to<in_place_atom, bool>::with<bool>>;
 
 constexpr auto request_timeout = std::chrono::seconds(20);  // a dead peer shows only as a timeout (FACTS §2)
 const char* const bench_name = "remote_payload";
@@ -238,6 +248,11 @@ payload_actor::behavior_type sink_behavior(int64_t reply_tag) {
       return {static_cast<uint64_t>(b.size()), b.empty() ? 0.0f : b[b.size() - 1]};
     },
     [reply_tag](ping_atom, int64_t x) { return x + reply_tag; },
+    // Whether this process reads shared blocks in place or copies them.
+    [](in_place_atom, bool on) {
+      data_plane::set_borrowing(on);
+      return on;
+    },
   };
 }
 
@@ -279,7 +294,8 @@ int serve(const std::string& policy) {
   const auto got = data_plane::stats();
   if (got.fetched + got.failed > 0)
     bench::note("remote_payload --serve: data plane: " + std::to_string(got.fetched)
-                + " buffers fetched (" + std::to_string(got.copied) + " copied from shared memory), "
+                + " buffers fetched (" + std::to_string(got.borrowed) + " read in place in shared "
+                + "memory, " + std::to_string(got.copied) + " copied from it), "
                 + std::to_string(got.failed) + " failed");
   stop = true;
   tcp.join();
@@ -399,11 +415,16 @@ private:
 // -- measurements ---------------------------------------------------------------------------
 
 struct settings {
-  int reps;
-  int lat_samples;
+  int reps = 7;
+  int lat_samples = 2000;
   std::vector<size_t> sizes_bytes;
+  /// --only PATH: measure that throughput path alone (caf, caf+ucx,
+  /// caf+ucx-rndv or socket; memcpy always), no serialization, no latency:
+  /// for profiling one path.
+  std::string only;
+  bool runs(const char* path) const { return only.empty() || only == path; }
   int requests_for(size_t bytes) const {
-    const bool quick = reps < 5;
+    const bool quick = bench::quick();
     if (bytes >= (size_t{8} << 20))
       return quick ? 3 : 10;
     return quick ? 20 : 100;
@@ -429,6 +450,15 @@ void caf_send(caf::scoped_actor& self, const payload_actor& sink, const buffer& 
       [&](caf::error& e) { error = self->system().render(e); });
   if (!error.empty())
     fail("caf payload request: " + error);
+}
+
+/// Tells the child to read shared blocks in place (or to copy them).
+void set_in_place(caf::scoped_actor& self, const payload_actor& sink, bool on) {
+  std::string error;
+  self->request(sink, request_timeout, in_place_atom::value, on)
+    .receive([](bool) {}, [&](caf::error& e) { error = self->system().render(e); });
+  if (!error.empty())
+    fail("in-place switch: " + error);
 }
 
 /// p-quantile of sorted samples (nearest rank).
@@ -594,30 +624,33 @@ void throughput(const settings& s, caf::scoped_actor& self, const payload_actor&
       }
       data_plane::select(data_plane::kind::caf);
     }
-    std::vector<double> caf_rates, ucx_rates, rndv_rates, socket_rates;
-    for (int r = 0; r < s.reps; ++r) {
+    std::vector<double> caf_rates, ucx_rates, copy_rates, rndv_rates, socket_rates;
+    // n requests of `path`, its GB/s added to `rates`.
+    auto measure = [&](const char* path, std::vector<double>& rates, auto&& send_one) {
+      if (!s.runs(path))
+        return;
       bench::timer t;
       for (int i = 0; i < n; ++i)
-        caf_send(self, sink, b);
-      caf_rates.push_back(static_cast<double>(bytes) * n / t.seconds() / 1e9);
+        send_one();
+      rates.push_back(static_cast<double>(bytes) * n / t.seconds() / 1e9);
+    };
+    for (int r = 0; r < s.reps; ++r) {
+      measure("caf", caf_rates, [&] { caf_send(self, sink, b); });
       if (ucx) {
         data_plane::select(data_plane::kind::ucx);
-        t.reset();
-        for (int i = 0; i < n; ++i)
-          caf_send(self, sink, shared);
-        ucx_rates.push_back(static_cast<double>(bytes) * n / t.seconds() / 1e9);
-        t.reset();
-        for (int i = 0; i < n; ++i)
-          caf_send(self, sink, b);
-        rndv_rates.push_back(static_cast<double>(bytes) * n / t.seconds() / 1e9);
+        measure("caf+ucx", ucx_rates, [&] { caf_send(self, sink, shared); });
+        if (s.runs("caf+ucx-copy")) {
+          set_in_place(self, sink, false);
+          measure("caf+ucx-copy", copy_rates, [&] { caf_send(self, sink, shared); });
+          set_in_place(self, sink, true);
+        }
+        measure("caf+ucx-rndv", rndv_rates, [&] { caf_send(self, sink, b); });
         data_plane::select(data_plane::kind::caf);
       }
-      t.reset();
-      for (int i = 0; i < n; ++i)
-        socket_send(fd, b);
-      socket_rates.push_back(static_cast<double>(bytes) * n / t.seconds() / 1e9);
+      measure("socket", socket_rates, [&] { socket_send(fd, b); });
     }
-    const double caf = bench::median(caf_rates), sock = bench::median(socket_rates);
+    auto median_or_0 = [](const std::vector<double>& x) { return x.empty() ? 0.0 : bench::median(x); };
+    const double caf = median_or_0(caf_rates), sock = median_or_0(socket_rates);
     const double mem = memcpy_gbps(bytes, s.reps, n);
     auto line = [&](const char* path, double gbps, const std::vector<double>* rates) {
       auto o = bench::line(bench_name);
@@ -629,18 +662,26 @@ void throughput(const settings& s, caf::scoped_actor& self, const payload_actor&
         .add("gbps", gbps);
       if (rates)
         o.add("max_gbps", *std::max_element(rates->begin(), rates->end()));
-      if (rates == &caf_rates || rates == &ucx_rates || rates == &rndv_rates)
-        o.add("ratio_to_socket", gbps / sock).add("ratio_to_memcpy", gbps / mem);
+      if (rates == &caf_rates || rates == &ucx_rates || rates == &copy_rates || rates == &rndv_rates)
+      {
+        if (sock > 0)
+          o.add("ratio_to_socket", gbps / sock);
+        o.add("ratio_to_memcpy", gbps / mem);
+      }
       if (rates == &socket_rates)
         o.add("ratio_to_memcpy", sock / mem);
       bench::print(o);
     };
-    line("caf", caf, &caf_rates);
-    if (ucx) {
-      line("caf+ucx", bench::median(ucx_rates), &ucx_rates);
-      line("caf+ucx-rndv", bench::median(rndv_rates), &rndv_rates);
-    }
-    line("socket", sock, &socket_rates);
+    if (s.runs("caf"))
+      line("caf", caf, &caf_rates);
+    if (ucx && s.runs("caf+ucx"))
+      line("caf+ucx", median_or_0(ucx_rates), &ucx_rates);
+    if (ucx && s.runs("caf+ucx-copy"))
+      line("caf+ucx-copy", median_or_0(copy_rates), &copy_rates);
+    if (ucx && s.runs("caf+ucx-rndv"))
+      line("caf+ucx-rndv", median_or_0(rndv_rates), &rndv_rates);
+    if (s.runs("socket"))
+      line("socket", sock, &socket_rates);
     line("memcpy", mem, nullptr);
   }
 }
@@ -650,30 +691,37 @@ void throughput(const settings& s, caf::scoped_actor& self, const payload_actor&
 void transport(const settings& s) {
   with_peer("stealing", [&](caf::scoped_actor& self, const payload_actor& sink, int fd) {
     throughput(s, self, sink, fd);
+    if (!s.only.empty())
+      return;
     const latency sock = socket_latency(fd, s.lat_samples);
     const latency caf = caf_latency(self, sink, s.lat_samples);
     print_latency("socket", "-", sock, s.lat_samples, nullptr);
     print_latency("caf", "stealing", caf, s.lat_samples, &sock);
   });
+  if (!s.only.empty())
+    return;
   with_peer("sharing", [&](caf::scoped_actor& self, const payload_actor& sink, int fd) {
     const latency sock = socket_latency(fd, s.lat_samples);
     print_latency("caf", "sharing", caf_latency(self, sink, s.lat_samples), s.lat_samples, &sock);
   });
 }
 
-int run_parent() {
+int run_parent(settings s) {
   // Every size goes through the data plane when it is selected: the
   // threshold a run uses is chosen from these lines.
   data_plane::set_threshold_bytes(0);
-  settings s;
-  const bool quick = bench::quick();
-  s.reps = quick ? 3 : 7;
-  s.lat_samples = quick ? 200 : 2000;
-  s.sizes_bytes = {size_t{64} << 10, size_t{256} << 10, size_t{1} << 20, size_t{4} << 20,
-                   size_t{16} << 20};
-  bench::note("remote_payload: serialization in one process");
-  for (size_t bytes : s.sizes_bytes)
-    serialization(bytes, s.reps, s.requests_for(bytes));
+  if (bench::quick()) {
+    s.reps = std::min(s.reps, 3);
+    s.lat_samples = 200;
+  }
+  if (s.sizes_bytes.empty())
+    s.sizes_bytes = {size_t{64} << 10, size_t{256} << 10, size_t{1} << 20, size_t{4} << 20,
+                     size_t{16} << 20};
+  if (s.only.empty()) {
+    bench::note("remote_payload: serialization in one process");
+    for (size_t bytes : s.sizes_bytes)
+      serialization(bytes, s.reps, s.requests_for(bytes));
+  }
   bench::note("remote_payload: caf vs socket between two processes on 127.0.0.1");
   transport(s);
   return 0;
@@ -681,12 +729,55 @@ int run_parent() {
 
 } // namespace
 
+/// "16M", "64K", "4096": a byte count (a multiple of 4), or 0 if it is not one.
+size_t parse_size(const std::string& text) {
+  char* end = nullptr;
+  const unsigned long long v = std::strtoull(text.c_str(), &end, 10);
+  if (end == text.c_str() || text[0] == '-')
+    return 0;
+  const std::string unit = end;
+  const int shift = unit.empty() ? 0 : unit == "K" ? 10 : unit == "M" ? 20 : -1;
+  if (shift < 0 || v == 0 || v > (uint64_t{1} << 30) >> shift)
+    return 0;
+  const size_t bytes = static_cast<size_t>(v) << shift;
+  return bytes % sizeof(float) == 0 ? bytes : 0;
+}
+
 int main(int argc, char** argv) {
   std::string policy = "stealing";
   bool serve_mode = false;
+  settings s;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if (a == "--serve") {
+    if (a == "--sizes" && i + 1 < argc) {
+      std::string list = argv[++i];
+      for (size_t at = 0; at <= list.size();) {
+        size_t comma = std::min(list.find(',', at), list.size());
+        const size_t bytes = parse_size(list.substr(at, comma - at));
+        if (bytes == 0) {
+          std::fprintf(stderr, "remote_payload: --sizes takes byte counts such as 64K,1M,16M "
+                               "(multiples of 4, at most 1 GiB), not '%s'\n", list.c_str());
+          return 2;
+        }
+        s.sizes_bytes.push_back(bytes);
+        at = comma + 1;
+      }
+    } else if (a == "--only" && i + 1 < argc) {
+      s.only = argv[++i];
+      if (s.only != "caf" && s.only != "caf+ucx" && s.only != "caf+ucx-copy"
+          && s.only != "caf+ucx-rndv" && s.only != "socket") {
+        std::fprintf(stderr, "remote_payload: --only takes caf, caf+ucx, caf+ucx-copy, caf+ucx-rndv "
+                             "or socket, "
+                             "not '%s'\n", s.only.c_str());
+        return 2;
+      }
+    } else if (a == "--reps" && i + 1 < argc) {
+      s.reps = std::atoi(argv[++i]);
+      if (s.reps < 1 || s.reps > 1000) {
+        std::fprintf(stderr, "remote_payload: --reps takes 1..1000\n");
+        return 2;
+      }
+    } else if (a == "--serve") {
       serve_mode = true;
     } else if (a == "--policy" && i + 1 < argc) {
       policy = argv[++i];
@@ -697,7 +788,9 @@ int main(int argc, char** argv) {
       }
     } else {
       std::fprintf(stderr,
-                   "usage: remote_payload            (the benchmark; starts its own peer)\n"
+                   "usage: remote_payload [--sizes 64K,1M,16M] [--only PATH] [--reps N]\n"
+                   "         (the benchmark; starts its own peer. --only: one throughput path,\n"
+                   "          caf, caf+ucx, caf+ucx-copy, caf+ucx-rndv or socket, beside memcpy)\n"
                    "       remote_payload --serve [--policy stealing|sharing]   (the peer)\n"
                    "unknown argument: %s\n",
                    a.c_str());
@@ -705,7 +798,7 @@ int main(int argc, char** argv) {
     }
   }
   try {
-    return serve_mode ? serve(policy) : run_parent();
+    return serve_mode ? serve(policy) : run_parent(s);
   } catch (const std::exception& e) {
     bench::note(std::string("remote_payload") + (serve_mode ? " --serve" : "") + " failed: "
                 + e.what());

@@ -148,8 +148,10 @@ block::block(size_t n, int dev, const device_memory_ops& device_ops)
   g_floats.fetch_add(n, std::memory_order_relaxed);
 }
 
+block::block(const float* lent, size_t n, std::shared_ptr<const void> lent_by)
+    : data(const_cast<float*>(lent)), size(n), lender(std::move(lent_by)) {}
 block::~block() {
-  if (data != nullptr)
+  if (data != nullptr && !lender)
     block_pool::instance().give(data, padded_bytes(size), device, ops);
 }
 
@@ -296,6 +298,15 @@ caf::error buffer::load_through_data_plane(caf::deserializer& source, uint64_t n
   // Nothing is allocated on a descriptor this process would not fetch.
   if (auto why = data_plane::check(descriptor, n * sizeof(float)); !why.empty())
     return dropped(caf::sec::invalid_argument, "was refused by", why);
+  // A block in the sender's shared memory is read where it is: the sender
+  // keeps it, unchanged (a buffer never changes), until this buffer's last
+  // handle is gone.
+  const void* in_place = nullptr;
+  if (auto lender = data_plane::borrow(descriptor, n * sizeof(float), in_place)) {
+    *this = buffer{std::make_shared<const detail::block>(static_cast<const float*>(in_place),
+                                                         static_cast<size_t>(n), std::move(lender))};
+    return caf::none;
+  }
   mutable_buffer tmp(static_cast<size_t>(n));
   // The data plane keeps the block alive for as long as a transfer may
   // still write into it (past a timeout, until UCX lets go of it).

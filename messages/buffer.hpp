@@ -78,7 +78,12 @@ struct block {
   memory_kind kind = memory_kind::host;
   int device = -1;           // CUDA device index for device blocks
   const device_memory_ops* ops = nullptr;  // device blocks: who allocated it
+  /// Host floats this process does not own: another process's block that
+  /// the data plane maps here (zero-copy receive). Released, it tells the
+  /// owner through `lender`, never the pool.
+  std::shared_ptr<const void> lender;
   explicit block(size_t n);  // uninitialized host block
+  block(const float* lent, size_t n, std::shared_ptr<const void> lender);
   block(size_t n, int device, const device_memory_ops& ops);  // uninitialized, on a CUDA device
   block(const block&) = delete;
   block& operator=(const block&) = delete;

@@ -39,7 +39,9 @@
 #include <vector>
 
 #ifdef CHORUS_HAVE_UCX
+#include <cerrno>
 #include <poll.h>
+#include <signal.h>
 #include <pthread.h>
 #include <ucp/api/ucp.h>
 #endif
@@ -79,7 +81,13 @@ std::atomic<size_t> g_threshold{initial_threshold()};
 std::atomic<int64_t> g_timeout_ms{-1};  // -1: not set, read the environment
 
 std::atomic<uint64_t> c_offered{0}, c_served{0}, c_fetched{0}, c_failed{0}, c_expired{0},
-    c_copied{0}, c_shared_blocks{0};
+    c_copied{0}, c_borrowed{0}, c_lent{0}, c_shared_blocks{0};
+
+/// Whether shared blocks are read in place (CHORUS_DATA_PLANE_IN_PLACE=0: copied).
+std::atomic<bool> g_borrowing{[] {
+  const char* env = std::getenv("CHORUS_DATA_PLANE_IN_PLACE");
+  return env == nullptr || std::string(env) != "0";
+}()};
 
 constexpr uint32_t descriptor_magic = 0x31504443;  // "CDP1"
 /// A descriptor of a block in shared memory: "CDP1"'s fields, then the
@@ -218,6 +226,9 @@ std::chrono::milliseconds fetch_timeout() {
   return std::chrono::milliseconds(ms);
 }
 
+bool borrowing() { return g_borrowing.load(); }
+void set_borrowing(bool on) { g_borrowing = on; }
+
 void set_fetch_timeout(std::chrono::milliseconds t) { g_timeout_ms = std::max<int64_t>(1, t.count()); }
 
 counters stats() {
@@ -228,6 +239,8 @@ counters stats() {
   c.failed = c_failed.load();
   c.expired = c_expired.load();
   c.copied = c_copied.load();
+  c.borrowed = c_borrowed.load();
+  c.lent = c_lent.load();
   c.shared_blocks = c_shared_blocks.load();
   return c;
 }
@@ -237,7 +250,8 @@ counters stats() {
 namespace {
 
 constexpr uint16_t fetch_am = 17;  // the active message id of a fetch request
-constexpr uint16_t done_am = 18;   // a receiver copied a shared block: {token}
+constexpr uint16_t done_am = 18;   // a receiver copied a shared block, or released it: {token}
+constexpr uint16_t hold_am = 19;   // a receiver reads a shared block in place: {token, its pid}
 
 std::string ucx_text(ucs_status_t s) { return ucs_status_string(s); }
 
@@ -245,6 +259,25 @@ std::string ucx_text(ucs_status_t s) { return ucs_status_string(s); }
 /// host (a shared block's descriptor says until when its sender keeps it).
 int64_t monotonic_ns(std::chrono::steady_clock::time_point t = std::chrono::steady_clock::now()) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+}
+
+/// True if process `pid` (of this host) exited: no such process, or a
+/// zombie its parent has not reaped yet (a node's coordinator, a test).
+bool process_gone(int64_t pid) {
+  if (::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH)
+    return true;
+  char path[64];
+  std::snprintf(path, sizeof(path), "/proc/%lld/stat", static_cast<long long>(pid));
+  FILE* f = std::fopen(path, "r");
+  if (f == nullptr)
+    return errno == ENOENT;
+  char line[512];
+  const size_t k = std::fread(line, 1, sizeof(line) - 1, f);
+  std::fclose(f);
+  line[k] = '\0';
+  // "pid (comm) S ...": the state follows the last ')' (comm may hold any).
+  const char* close = std::strrchr(line, ')');
+  return close != nullptr && close[1] == ' ' && (close[2] == 'Z' || close[2] == 'X');
 }
 
 /// How long an offer nobody fetched is kept (the receiver died, or the
@@ -295,6 +328,60 @@ struct arena_table {
   }
 };
 
+class engine;
+
+/// What outlives the engine in borrowed buffers: whether it still runs (and
+/// where), so that a buffer released after the data plane shut down (at exit)
+/// touches no UCX object.
+struct engine_link {
+  std::mutex m;
+  engine* e = nullptr;  // under m
+  std::atomic<bool> alive{true};
+};
+
+/// Remote keys whose engine shut down while a buffer still read through
+/// them: kept (their memory stays mapped), reachable for leak checkers.
+std::vector<ucp_rkey_h>& kept_keys() {
+  static auto* keys = new std::vector<ucp_rkey_h>;
+  return *keys;
+}
+
+/// A sender's arena mapped into this process (its remote key unpacked).
+/// Destroyed under the engine's ucx_ while the engine runs (the cache and
+/// the loans hand their last reference to it).
+struct mapping {
+  ucp_rkey_h rkey = nullptr;
+  size_t bytes = 0;  // of the block it was mapped for (the arena's size, about)
+  uint64_t last_use = 0;
+  std::shared_ptr<engine_link> link;
+  mapping(ucp_rkey_h k, size_t n, std::shared_ptr<engine_link> l)
+      : rkey(k), bytes(n), link(std::move(l)) {}
+  mapping(const mapping&) = delete;
+  mapping& operator=(const mapping&) = delete;
+  ~mapping() {
+    if (link->alive) {
+      ucp_rkey_destroy(rkey);  // (under ucx_: it returns the key to the worker)
+    } else {
+      static std::mutex kept;
+      std::lock_guard<std::mutex> lock(kept);
+      kept_keys().push_back(rkey);
+    }
+  }
+};
+
+/// A block read in place: the owner handle of a borrowed buffer. Released,
+/// it hands its mapping and a "done" for the sender to the engine.
+struct loan {
+  std::shared_ptr<engine_link> link;
+  std::shared_ptr<mapping> mapped;
+  std::string address;  // the sender's worker
+  uint64_t token = 0;
+  loan() = default;
+  loan(const loan&) = delete;
+  loan& operator=(const loan&) = delete;
+  ~loan();
+};
+
 /// One fetch, shared by the caller (who waits) and the progress thread.
 struct fetch_op {
   std::string address;  // the sender's worker address
@@ -341,6 +428,7 @@ struct offered_block {
   const void* data = nullptr;
   size_t bytes = 0;
   std::chrono::steady_clock::time_point since;
+  int64_t lent_to = 0;  // the pid of a process reading it in place (hold_am): no expiry
 };
 
 /// A fetch request that reached this process, to be served.
@@ -348,8 +436,6 @@ struct serve_job {
   uint64_t token = 0, tag = 0, bytes = 0;
   std::string address;  // the receiver's worker address
 };
-
-class engine;
 
 /// Heap state of a send in flight: freed by its completion callback.
 struct send_ctx {
@@ -410,6 +496,11 @@ public:
         hp.cb = &engine::on_done;
         st = ucp_worker_set_am_recv_handler(worker_, &hp);
       }
+      if (st == UCS_OK) {
+        hp.id = hold_am;
+        hp.cb = &engine::on_hold;
+        st = ucp_worker_set_am_recv_handler(worker_, &hp);
+      }
     }
     if (st != UCS_OK) {
       ucp_worker_destroy(worker_);
@@ -422,6 +513,7 @@ public:
       if (arenas.ctx == nullptr)
         arenas.ctx = ctx_;
     }
+    link_->e = this;
     std::random_device rd;
     rng_.seed((uint64_t{rd()} << 32) ^ rd());
     thread_ = std::thread([this] {
@@ -453,11 +545,33 @@ public:
     for (auto& [tag, op] : active_)
       op->finish("the data plane shut down");
     {
-      std::lock_guard<std::mutex> lock(mtx_);
-      exports_.clear();
+      // (released outside mtx_: a block offered may be one this process
+      // borrowed, whose release takes mtx_)
+      std::unordered_map<uint64_t, offered_block> offers;
+      {
+        std::lock_guard<std::mutex> lock(mtx_);
+        offers.swap(exports_);
+        c_lent = 0;
+      }
     }
-    mappings_.clear();  // (before the endpoints their keys came through)
+    // The mappings go before the endpoints their keys came through. One a
+    // buffer still reads through stays mapped: from here on its key is kept.
+    auto take_returns = [&] {
+      std::vector<returned> list;
+      std::lock_guard<std::mutex> lock(mtx_);
+      list.swap(returns_);
+      return list;
+    };
+    for (auto& r : take_returns())
+      r.m.reset();
+    mappings_.clear();
     mapped_bytes_ = 0;
+    {
+      std::lock_guard<std::mutex> lock(link_->m);
+      link_->e = nullptr;
+      link_->alive = false;
+    }
+    take_returns();  // (released meanwhile: dropped without UCX)
     std::vector<void*> closing;
     auto close_all = [&](auto& peers) {
       for (auto& p : peers) {
@@ -573,17 +687,82 @@ public:
     return op->error;
   }
 
+  /// See data_plane::borrow.
+  std::shared_ptr<const void> borrow(const std::string& descriptor, size_t bytes,
+                                     const void*& data) {
+    auto d = parse_descriptor(descriptor, bytes);
+    // The sender must hear of the loan (hold_am, a message of a few bytes)
+    // long before it would give the offer up: else this process copies.
+    if (!d.error.empty() || !d.shared || d.valid_until - monotonic_ns() < lend_margin_ns)
+      return nullptr;
+    auto held = std::make_shared<loan>();
+    bool pending = false;
+    {
+      std::lock_guard<std::mutex> ucx(ucx_);
+      {
+        std::lock_guard<std::mutex> lock(mtx_);
+        if (stop_)
+          return nullptr;
+      }
+      std::string error;
+      void* local = nullptr;
+      // (a failure here shows again, with its words, in the fetch that follows)
+      if (map_shared(d, bytes, held->mapped, local, error) != copied)
+        return nullptr;
+      if (reinterpret_cast<uintptr_t>(local) % 64 != 0)  // (a pool block is; a forged one may not be)
+        return nullptr;
+      peer* via = peer_for(d.address, error);
+      if (!via)
+        return nullptr;
+      auto* ctx = new send_ctx;
+      ctx->owner = this;
+      put(ctx->header, d.token);
+      put(ctx->header, static_cast<int64_t>(::getpid()));
+      pending = send_am(via, hold_am, ctx);
+      held->link = link_;
+      held->address = std::move(d.address);
+      held->token = d.token;
+      data = local;
+    }
+    if (pending)
+      ucp_worker_signal(worker_);
+    ++c_borrowed, ++c_fetched;
+    return held;
+  }
+
+  /// A loan was released (any thread): the progress thread tells the sender.
+  void give_back(std::shared_ptr<mapping> m, std::string address, uint64_t token) {
+    {
+      std::lock_guard<std::mutex> lock(mtx_);
+      returns_.push_back({std::move(m), std::move(address), token});
+    }
+    ucp_worker_signal(worker_);
+  }
+
 private:
-  /// A sender's arena mapped into this process (its remote key unpacked).
-  struct mapping {
-    ucp_rkey_h rkey = nullptr;
-    size_t bytes = 0;  // of the block it was mapped for (the arena's size, about)
-    uint64_t last_use = 0;
-    mapping(ucp_rkey_h k, size_t n) : rkey(k), bytes(n) {}
-    mapping(const mapping&) = delete;
-    mapping& operator=(const mapping&) = delete;
-    ~mapping() { ucp_rkey_destroy(rkey); }  // under ucx_: it returns the key to the worker
+  /// How long before its offer's expiry a block is still read in place.
+  static constexpr int64_t lend_margin_ns = int64_t{20} * 1000 * 1000 * 1000;
+
+  /// A released loan, for the progress thread.
+  struct returned {
+    std::shared_ptr<mapping> m;
+    std::string address;
+    uint64_t token = 0;
   };
+
+  /// Tells the senders of released loans (under ucx_), and lets go of their
+  /// mappings here.
+  void settle_returns(std::vector<returned>& list) {
+    for (auto& r : list) {
+      parsed_descriptor d;
+      d.address = std::move(r.address);
+      d.token = r.token;
+      tell_done(d);
+      r.m.reset();
+    }
+    list.clear();
+  }
+
   /// Arenas mapped at most at once, and their bytes: a least recently used
   /// one goes first. (A mapping keeps its segment alive after the sender
   /// let go of it: a sender that frees blocks must not make this process
@@ -603,6 +782,33 @@ private:
     void* local = nullptr;
     {
       std::lock_guard<std::mutex> ucx(ucx_);
+      if (auto outcome = map_shared(d, bytes, m, local, error); outcome != copied)
+        return outcome;
+    }
+    std::memcpy(dest, local, bytes);
+    // The sender keeps the block until `valid_until` (the clock is the
+    // host's): copied before then, the copy is whole.
+    const bool whole = monotonic_ns() < d.valid_until;
+    bool pending = false;
+    {
+      std::lock_guard<std::mutex> ucx(ucx_);
+      m.reset();
+      if (whole)
+        pending = tell_done(d);
+    }
+    if (pending)
+      ucp_worker_signal(worker_);  // the progress thread finishes sending it
+    if (!whole)
+      error = "the sender gave this buffer up before it was copied (it waited too long)";
+    return whole ? copied : failed;
+  }
+
+  /// Maps the arena of `d`'s block (cached by sender and arena id; under
+  /// ucx_): `local` points at the block here. `copied` if so (the mapping
+  /// is in `m`), `not_mapped` if no shared memory reaches it from here.
+  copy_outcome map_shared(const parsed_descriptor& d, size_t bytes, std::shared_ptr<mapping>& m,
+                          void*& local, std::string& error) {
+    {
       peer* via = peer_for(d.address, error);
       if (!via)
         return failed;
@@ -618,7 +824,7 @@ private:
           error = "cannot map the sender's shared memory (did its process exit?): " + ucx_text(st);
           return failed;
         }
-        m = std::make_shared<mapping>(rkey, bytes);
+        m = std::make_shared<mapping>(rkey, bytes, link_);
         while (!mappings_.empty()
                && (mappings_.size() >= max_mappings || mapped_bytes_ + bytes > max_mapped_bytes)) {
           auto lru = std::min_element(mappings_.begin(), mappings_.end(),
@@ -641,22 +847,7 @@ private:
         return failed;
       }
     }
-    std::memcpy(dest, local, bytes);
-    // The sender keeps the block until `valid_until` (the clock is the
-    // host's): copied before then, the copy is whole.
-    const bool whole = monotonic_ns() < d.valid_until;
-    bool pending = false;
-    {
-      std::lock_guard<std::mutex> ucx(ucx_);
-      m.reset();
-      if (whole)
-        pending = tell_done(d);
-    }
-    if (pending)
-      ucp_worker_signal(worker_);  // the progress thread finishes sending it
-    if (!whole)
-      error = "the sender gave this buffer up before it was copied (it waited too long)";
-    return whole ? copied : failed;
+    return copied;
   }
 
   /// Tells the sender of `d` that its block was copied (under ucx_); true
@@ -752,6 +943,7 @@ private:
     auto last_expiry = std::chrono::steady_clock::now();
     // Reused every turn: a turn allocates nothing while it spins.
     std::vector<std::shared_ptr<fetch_op>> cancels;
+    std::vector<returned> returns;
     std::vector<serve_job> jobs;
     for (;;) {
       {
@@ -762,6 +954,7 @@ private:
         if (stop_)
           return;
         cancels.swap(cancels_);
+        returns.swap(returns_);
       }
       std::unique_lock<std::mutex> ucx(ucx_);
       for (auto& op : cancels)
@@ -770,6 +963,7 @@ private:
           ucp_request_cancel(worker_, op->recv_req);
         }
       cancels.clear();
+      settle_returns(returns);
       unsigned events = 0;
       while (unsigned n = ucp_worker_progress(worker_))
         events += n;
@@ -969,8 +1163,14 @@ private:
     std::vector<std::shared_ptr<const void>> released;
     std::lock_guard<std::mutex> lock(mtx_);
     for (auto i = exports_.begin(); i != exports_.end();) {
-      if (now - i->second.since > ttl) {
+      // A block read in place stays until it is released, or until the
+      // process reading it is gone (a pid of this host: shared memory).
+      const int64_t pid = i->second.lent_to;
+      const bool gone = pid != 0 ? process_gone(pid) : now - i->second.since > ttl;
+      if (gone) {
         released.push_back(std::move(i->second.keep));
+        if (pid != 0)
+          --c_lent;
         i = exports_.erase(i);
         ++c_expired;
       } else {
@@ -1007,8 +1207,29 @@ private:
     auto i = self->exports_.find(token);
     if (i != self->exports_.end()) {
       released = std::move(i->second.keep);
+      if (i->second.lent_to != 0)
+        --c_lent;
       self->exports_.erase(i);
       ++c_served;
+    }
+    return UCS_OK;
+  }
+
+  /// A receiver reads a shared block in place: it stays until released.
+  static ucs_status_t on_hold(void* arg, const void* header, size_t header_length, void*, size_t,
+                              const ucp_am_recv_param_t*) {
+    auto* self = static_cast<engine*>(arg);
+    uint64_t token = 0;
+    int64_t pid = 0;
+    if (header_length != sizeof(token) + sizeof(pid))
+      return UCS_OK;  // malformed: ignore
+    std::memcpy(&token, header, sizeof(token));
+    std::memcpy(&pid, static_cast<const char*>(header) + sizeof(token), sizeof(pid));
+    std::lock_guard<std::mutex> lock(self->mtx_);
+    auto i = self->exports_.find(token);
+    if (i != self->exports_.end() && i->second.lent_to == 0 && pid > 0) {
+      i->second.lent_to = pid;
+      ++c_lent;
     }
     return UCS_OK;
   }
@@ -1072,7 +1293,9 @@ private:
   int drivers_ = 0;  // fetching threads driving the worker
   std::condition_variable idle_;  // drivers_ fell to 0, or stop_
   std::vector<std::shared_ptr<fetch_op>> cancels_;
+  std::vector<returned> returns_;  // loans released, for the progress thread
   std::unordered_map<uint64_t, offered_block> exports_;
+  std::shared_ptr<engine_link> link_ = std::make_shared<engine_link>();
 
   // Every call into UCX, and what follows: whoever drives the worker (the
   // progress thread, or a fetching thread) holds it. Taken before mtx_.
@@ -1088,6 +1311,14 @@ private:
   size_t mapped_bytes_ = 0;
   uint64_t uses_ = 0;
 };
+
+loan::~loan() {
+  if (!link)
+    return;
+  std::lock_guard<std::mutex> lock(link->m);
+  if (link->e != nullptr)
+    link->e->give_back(std::move(mapped), std::move(address), token);
+}
 
 std::mutex g_engine_mtx;
 std::unique_ptr<engine> g_engine;
@@ -1210,6 +1441,15 @@ std::string offer(std::shared_ptr<const void> keep, const void* data, size_t byt
   return e ? e->offer(std::move(keep), data, bytes) : std::string();
 }
 
+std::shared_ptr<const void> borrow(const std::string& descriptor, size_t bytes,
+                                   const void*& data) {
+  if (!borrowing())
+    return nullptr;
+  std::string error;
+  engine* e = the_engine(error);
+  return e ? e->borrow(descriptor, bytes, data) : nullptr;
+}
+
 std::string fetch(const std::string& descriptor, std::shared_ptr<void> keep, void* dest,
                   size_t bytes) {
   std::string error;
@@ -1251,6 +1491,8 @@ bool is_shared_block(const void*) { return false; }
 bool release_shared_block(void*) { return false; }
 
 std::string offer(std::shared_ptr<const void>, const void*, size_t) { return {}; }
+
+std::shared_ptr<const void> borrow(const std::string&, size_t, const void*&) { return nullptr; }
 
 std::string fetch(const std::string&, std::shared_ptr<void>, void*, size_t) {
   ++c_failed;

@@ -9,6 +9,10 @@
 // (UCX picks the transport: cross-memory attach or shared memory between
 // processes of one host, TCP or RDMA between hosts) into a host block, and
 // the sender keeps its block alive, uncopied, until the transfer completed.
+// A block in shared memory (shared_block) is not transferred at all between
+// processes of one host: the receiver maps it and its buffer reads the
+// floats in place (borrow), and the sender keeps the block until that
+// buffer is released.
 //
 // One UCX worker per process, driven by a fetching thread while it fetches
 // and by one progress thread otherwise; it is started on first use (a
@@ -103,6 +107,20 @@ std::string check(const std::string& descriptor, size_t bytes);
 std::string fetch(const std::string& descriptor, std::shared_ptr<void> keep, void* dest,
                   size_t bytes);
 
+/// The zero-copy receive: if `descriptor` names a block in the shared
+/// memory of a sender on this host, maps it (once per sender's arena), tells
+/// the sender the block is lent, and returns its owner handle with `data`
+/// pointing at the floats in place. The sender keeps the block, unchanged,
+/// until the handle's last copy is released (then it hears so); a sender
+/// whose borrower's process is gone takes it back. Null (nothing done) when
+/// the block cannot be read in place: another host, not shared memory,
+/// borrowing turned off, or too close to the offer's expiry: fetch() then.
+std::shared_ptr<const void> borrow(const std::string& descriptor, size_t bytes, const void*& data);
+/// Whether borrow() reads shared blocks in place (default: yes, unless the
+/// environment says CHORUS_DATA_PLANE_IN_PLACE=0); off, they are copied.
+bool borrowing();
+void set_borrowing(bool on);
+
 /// Counters of this process (for tests and benchmarks).
 struct counters {
   uint64_t offered = 0;         // descriptors written
@@ -111,6 +129,8 @@ struct counters {
   uint64_t failed = 0;          // fetches that failed
   uint64_t expired = 0;         // offers nobody fetched in time, released
   uint64_t copied = 0;          // of `fetched`: copied from the sender's shared memory
+  uint64_t borrowed = 0;        // of `fetched`: read in place in the sender's shared memory
+  uint64_t lent = 0;            // offers a peer reads in place now (not yet released)
   uint64_t shared_blocks = 0;   // blocks in shared memory now (shared_block)
 };
 counters stats();

@@ -145,11 +145,12 @@ void report_data_plane(const std::string& who) {
     return;
   std::fprintf(stderr,
                "%s: data plane ucx: %llu buffers offered (%llu fetched by peers, %llu expired), "
-               "%llu fetched (%llu copied from shared memory), %llu failed\n",
+               "%llu fetched (%llu read in place in shared memory, %llu copied from it), "
+               "%llu failed\n",
                who.c_str(), static_cast<unsigned long long>(c.offered),
                static_cast<unsigned long long>(c.served), static_cast<unsigned long long>(c.expired),
-               static_cast<unsigned long long>(c.fetched), static_cast<unsigned long long>(c.copied),
-               static_cast<unsigned long long>(c.failed));
+               static_cast<unsigned long long>(c.fetched), static_cast<unsigned long long>(c.borrowed),
+               static_cast<unsigned long long>(c.copied), static_cast<unsigned long long>(c.failed));
 }
 
 bool is_loopback(const std::string& host) {

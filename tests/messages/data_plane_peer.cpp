@@ -14,6 +14,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "messages/data_plane.hpp"
 #include "messages/type_ids.hpp"
@@ -42,6 +43,15 @@ data_plane_peer::behavior_type peer_behavior(std::chrono::milliseconds die_after
         ::raise(SIGKILL);
       }).detach();
       return b;
+    },
+    [die_after](keep_atom, const buffer& b, die_atom) {
+      static std::vector<buffer> kept;  // (held until the process dies)
+      kept.push_back(b);
+      std::thread([die_after] {
+        std::this_thread::sleep_for(die_after);
+        ::raise(SIGKILL);
+      }).detach();
+      return static_cast<uint64_t>(b.size());
     },
     [](give_atom, uint64_t n, int32_t seed, offer_atom) {
       auto b = std::make_shared<const buffer>(pattern(n, seed));

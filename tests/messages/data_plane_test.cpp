@@ -107,7 +107,9 @@ struct plane_settings {
   data_plane::kind kind = data_plane::selected();
   size_t threshold = data_plane::threshold_bytes();
   std::chrono::milliseconds timeout = data_plane::fetch_timeout();
+  bool in_place = data_plane::borrowing();
   ~plane_settings() {
+    data_plane::set_borrowing(in_place);
     data_plane::select(kind);
     data_plane::set_threshold_bytes(threshold);
     data_plane::set_fetch_timeout(timeout);
@@ -281,17 +283,86 @@ TEST(DataPlane, LargeAndTinyBuffersCrossProcessesBitIdentical) {
     EXPECT_EQ(hash, bytes_hash(small));
     EXPECT_EQ(data_plane::stats().offered, before.offered);
   }
-  // The other way: the peer offers, this process fetches.
-  for (uint64_t n : {uint64_t{4} << 20, uint64_t{2}}) {
-    const auto before = data_plane::stats();
-    buffer got;
-    ASSERT_EQ(receive(c, n, 11, got), "");
-    EXPECT_EQ(got.size(), n);
-    EXPECT_EQ(bytes_hash(got), bytes_hash(pattern(n, 11)));
-    EXPECT_EQ(data_plane::stats().fetched, before.fetched + 1);
-    // 16 MiB: copied out of the peer's shared memory; 8 bytes: asked for.
-    EXPECT_EQ(data_plane::stats().copied, before.copied + (n > 2 ? 1 : 0)) << n << " floats";
+  // The other way: the peer offers, this process fetches: 16 MiB read in
+  // place in the peer's shared memory, then copied out of it; 8 bytes (a
+  // heap block of the peer) asked for.
+  for (bool in_place : {true, false}) {
+    data_plane::set_borrowing(in_place);
+    for (uint64_t n : {uint64_t{4} << 20, uint64_t{2}}) {
+      const auto before = data_plane::stats();
+      buffer got;
+      ASSERT_EQ(receive(c, n, 11, got), "");
+      EXPECT_EQ(got.size(), n);
+      EXPECT_EQ(bytes_hash(got), bytes_hash(pattern(n, 11)));
+      const auto after = data_plane::stats();
+      EXPECT_EQ(after.fetched, before.fetched + 1);
+      const uint64_t shared = n > 2 ? 1 : 0;
+      EXPECT_EQ(after.borrowed, before.borrowed + (in_place ? shared : 0)) << n << " floats";
+      EXPECT_EQ(after.copied, before.copied + (in_place ? 0 : shared)) << n << " floats";
+    }
   }
+}
+
+TEST(DataPlane, ABufferReadInPlaceStaysWholeWhileItsSenderGoesOn) {
+  if (!data_plane::available(data_plane::kind::ucx))
+    GTEST_SKIP() << "built without UCX";
+  plane_settings restore;
+  accepting_as fetching(true);
+  data_plane::set_borrowing(true);
+  peer_process child({"--data-plane", "ucx", "--threshold", "0"});
+  ASSERT_NE(child.port(), 0) << "the peer did not start";
+  connection c(child.port());
+  const uint64_t n = uint64_t{1} << 20;
+  const auto before = data_plane::stats();
+  buffer first;
+  ASSERT_EQ(receive(c, n, 21, first), "");
+  ASSERT_EQ(data_plane::stats().borrowed, before.borrowed + 1) << "not read in place";
+  // The peer dropped its handle when it replied. Had it taken its block
+  // back, the next buffers of that size (its pool's) would be made in it.
+  for (int32_t seed = 22; seed < 26; ++seed) {
+    buffer other;
+    ASSERT_EQ(receive(c, n, seed, other), "");
+    EXPECT_TRUE(is_pattern(other, n, seed));
+    EXPECT_FALSE(other.data() == first.data());
+  }
+  EXPECT_TRUE(is_pattern(first, n, 21)) << "the lent block changed under its reader";
+  EXPECT_EQ(data_plane::stats().borrowed, before.borrowed + 5);
+}
+
+TEST(DataPlane, ABlockLentToAProcessThatDiedIsTakenBack) {
+  if (!data_plane::available(data_plane::kind::ucx))
+    GTEST_SKIP() << "built without UCX";
+  plane_settings restore;
+  peer_process child({"--data-plane", "ucx"});  // reads shared blocks in place
+  ASSERT_NE(child.port(), 0) << "the peer did not start";
+  connection c(child.port());
+  data_plane::select(data_plane::kind::ucx);
+  data_plane::set_threshold_bytes(0);
+  const auto before = data_plane::stats();
+  const uint64_t n = uint64_t{1} << 20;
+  {
+    const buffer b = pattern(n, 31);  // in shared memory
+    ASSERT_TRUE(data_plane::is_shared_block(b.data()));
+    caf::scoped_actor self{*c.sys};
+    uint64_t size = 0;
+    self->request(c.peer, request_timeout, keep_atom::value, b, die_atom::value)
+      .receive([&](uint64_t k) { size = k; }, [](caf::error&) {});
+    EXPECT_EQ(size, n);
+  }
+  // The peer held it (lent) and then died holding it: this process takes
+  // the block back when it sees the pid gone (it looks every second), not
+  // after the offer's time to live (60 s).
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  auto now = data_plane::stats();
+  while ((now.expired == before.expired || now.lent != before.lent)
+         && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    now = data_plane::stats();
+  }
+  EXPECT_EQ(now.offered, before.offered + 1);
+  EXPECT_EQ(now.expired, before.expired + 1) << "the lent block was not taken back";
+  EXPECT_EQ(now.lent, before.lent);
+  EXPECT_EQ(now.served, before.served);
 }
 
 TEST(DataPlane, AProcessThatSendsOverCafStillFetchesWhatItIsOffered) {
@@ -335,7 +406,8 @@ TEST(DataPlane, APeerKilledMidTransferIsAnErrorNotAHang) {
                [&](caf::error& e) { error = c.sys->render(e); });
   }
   if (error.empty()) {
-    EXPECT_EQ(data_plane::stats().copied, before.copied + 1)
+    const auto after = data_plane::stats();
+    EXPECT_EQ(after.copied + after.borrowed, before.copied + before.borrowed + 1)
       << "a buffer arrived by a path that needs the sender alive";
     EXPECT_TRUE(is_pattern(got, n, 5));
   } else {
