@@ -18,6 +18,8 @@
 //               the parent keeps the block until the child released it).
 //               The ack reads one float: GB/s here is bytes made readable
 //               in the child per second, not bytes read.
+//     caf+ucx-read  the same, the child reading every float in place (it
+//               sums them): what a consumer of the buffer pays at least once.
 //     caf+ucx-copy  the same, the child copying the block out of the shared
 //               memory instead (one memcpy; CHORUS_DATA_PLANE_IN_PLACE=0).
 //     caf+ucx-rndv  the same with a buffer made before (a heap block): the
@@ -86,13 +88,15 @@ namespace {
 
 using ping_atom = caf::atom_constant<caf::atom("ping")>;
 using in_place_atom = caf::atom_constant<caf::atom("inplace")>;
+using read_atom = caf::atom_constant<caf::atom("read")>;
 
 /// What the child publishes: takes a buffer and acks with its length and
 /// last element (so the parent can tell the bytes arrived); echoes pings.
 using payload_actor = caf::typed_actor<
   caf::replies_to<buffer>::with<uint64_t, float>,
   caf::replies_to<ping_atom, int64_t>::with<int64_t>,
-  caf::replies_to<in_place_atom, bool>::with<bool>>;
+  caf::replies_to<in_place_atom, bool>::with<bool>,
+  caf::replies_to<read_atom, buffer>::with<uint64_t, float>>;
 
 constexpr auto request_timeout = std::chrono::seconds(20);  // a dead peer shows only as a timeout (FACTS §2)
 const char* const bench_name = "remote_payload";
@@ -248,6 +252,22 @@ payload_actor::behavior_type sink_behavior(int64_t reply_tag) {
       return {static_cast<uint64_t>(b.size()), b.empty() ? 0.0f : b[b.size() - 1]};
     },
     [reply_tag](ping_atom, int64_t x) { return x + reply_tag; },
+    // Reads every float (their sum, in 16 lanes so the loop vectorizes):
+    // what a consumer of the buffer pays at least once.
+    [](read_atom, const buffer& b) -> caf::result<uint64_t, float> {
+      float lanes[16] = {};
+      const size_t n = b.size(), whole = n / 16 * 16;
+      const float* x = b.data();
+      for (size_t i = 0; i < whole; i += 16)
+        for (int k = 0; k < 16; ++k)
+          lanes[k] += x[i + k];
+      float sum = 0;
+      for (size_t i = whole; i < n; ++i)
+        sum += x[i];
+      for (float l : lanes)
+        sum += l;
+      return {static_cast<uint64_t>(n), sum};
+    },
     // Whether this process reads shared blocks in place or copies them.
     [](in_place_atom, bool on) {
       data_plane::set_borrowing(on);
@@ -452,6 +472,20 @@ void caf_send(caf::scoped_actor& self, const payload_actor& sink, const buffer& 
     fail("caf payload request: " + error);
 }
 
+/// The same, the child reading every float (the ack carries their sum).
+void caf_send_read(caf::scoped_actor& self, const payload_actor& sink, const buffer& b) {
+  std::string error;
+  self->request(sink, request_timeout, read_atom::value, b)
+    .receive(
+      [&](uint64_t n, float sum) {
+        if (n != b.size() || !std::isfinite(sum))
+          error = "ack (" + std::to_string(n) + ", " + std::to_string(sum) + ") does not match";
+      },
+      [&](caf::error& e) { error = self->system().render(e); });
+  if (!error.empty())
+    fail("caf payload request: " + error);
+}
+
 /// Tells the child to read shared blocks in place (or to copy them).
 void set_in_place(caf::scoped_actor& self, const payload_actor& sink, bool on) {
   std::string error;
@@ -624,7 +658,7 @@ void throughput(const settings& s, caf::scoped_actor& self, const payload_actor&
       }
       data_plane::select(data_plane::kind::caf);
     }
-    std::vector<double> caf_rates, ucx_rates, copy_rates, rndv_rates, socket_rates;
+    std::vector<double> caf_rates, ucx_rates, read_rates, copy_rates, rndv_rates, socket_rates;
     // n requests of `path`, its GB/s added to `rates`.
     auto measure = [&](const char* path, std::vector<double>& rates, auto&& send_one) {
       if (!s.runs(path))
@@ -639,6 +673,7 @@ void throughput(const settings& s, caf::scoped_actor& self, const payload_actor&
       if (ucx) {
         data_plane::select(data_plane::kind::ucx);
         measure("caf+ucx", ucx_rates, [&] { caf_send(self, sink, shared); });
+        measure("caf+ucx-read", read_rates, [&] { caf_send_read(self, sink, shared); });
         if (s.runs("caf+ucx-copy")) {
           set_in_place(self, sink, false);
           measure("caf+ucx-copy", copy_rates, [&] { caf_send(self, sink, shared); });
@@ -662,7 +697,7 @@ void throughput(const settings& s, caf::scoped_actor& self, const payload_actor&
         .add("gbps", gbps);
       if (rates)
         o.add("max_gbps", *std::max_element(rates->begin(), rates->end()));
-      if (rates == &caf_rates || rates == &ucx_rates || rates == &copy_rates || rates == &rndv_rates)
+      if (rates && rates != &socket_rates)
       {
         if (sock > 0)
           o.add("ratio_to_socket", gbps / sock);
@@ -676,6 +711,8 @@ void throughput(const settings& s, caf::scoped_actor& self, const payload_actor&
       line("caf", caf, &caf_rates);
     if (ucx && s.runs("caf+ucx"))
       line("caf+ucx", median_or_0(ucx_rates), &ucx_rates);
+    if (ucx && s.runs("caf+ucx-read"))
+      line("caf+ucx-read", median_or_0(read_rates), &read_rates);
     if (ucx && s.runs("caf+ucx-copy"))
       line("caf+ucx-copy", median_or_0(copy_rates), &copy_rates);
     if (ucx && s.runs("caf+ucx-rndv"))
@@ -764,10 +801,10 @@ int main(int argc, char** argv) {
       }
     } else if (a == "--only" && i + 1 < argc) {
       s.only = argv[++i];
-      if (s.only != "caf" && s.only != "caf+ucx" && s.only != "caf+ucx-copy"
-          && s.only != "caf+ucx-rndv" && s.only != "socket") {
-        std::fprintf(stderr, "remote_payload: --only takes caf, caf+ucx, caf+ucx-copy, caf+ucx-rndv "
-                             "or socket, "
+      if (s.only != "caf" && s.only != "caf+ucx" && s.only != "caf+ucx-read"
+          && s.only != "caf+ucx-copy" && s.only != "caf+ucx-rndv" && s.only != "socket") {
+        std::fprintf(stderr, "remote_payload: --only takes caf, caf+ucx, caf+ucx-read, caf+ucx-copy, "
+                             "caf+ucx-rndv or socket, "
                              "not '%s'\n", s.only.c_str());
         return 2;
       }
@@ -790,7 +827,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr,
                    "usage: remote_payload [--sizes 64K,1M,16M] [--only PATH] [--reps N]\n"
                    "         (the benchmark; starts its own peer. --only: one throughput path,\n"
-                   "          caf, caf+ucx, caf+ucx-copy, caf+ucx-rndv or socket, beside memcpy)\n"
+                   "          caf, caf+ucx, caf+ucx-read, caf+ucx-copy, caf+ucx-rndv or socket)\n"
                    "       remote_payload --serve [--policy stealing|sharing]   (the peer)\n"
                    "unknown argument: %s\n",
                    a.c_str());
