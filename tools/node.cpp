@@ -357,7 +357,9 @@ std::string node_help() {
          "  --data-dir DIR        where this host keeps Fashion-MNIST [the coordinator's]\n"
          "  --devices I[,I...]    GPUs for cuda workers on this host [the coordinator's]\n"
          "  --threads T           CAF scheduler threads [all cores]\n"
-         "  --scheduler NAME      CAF scheduler: stealing | sharing [stealing]\n"
+         "  --scheduler NAME      CAF scheduler: auto | stealing | sharing [auto: sharing,\n"
+         "                        since a node's coordinator and peers are other processes;\n"
+         "                        `chorus train --processes` passes its own choice]\n"
          "  --spin-polls N        idle scheduler threads poll N times before they nap [100]\n"
          "  --data-plane NAME     how buffers of >= 256 KiB leave this node: caf | ucx | auto\n"
          "                        (ucx when built with it, caf with TLS) [auto]\n"
@@ -410,9 +412,11 @@ int node_main(const std::vector<std::string>& args) {
           throw std::invalid_argument("--spin-polls must be between 1 and 999999");
       } else if (a == "--scheduler") {
         opts.scheduler = value();
+        if (opts.scheduler == "auto")
+          opts.scheduler = "sharing";
         if (opts.scheduler != "stealing" && opts.scheduler != "sharing")
           throw std::invalid_argument("unknown scheduler '" + opts.scheduler.substr(0, 40)
-                                      + "' (valid: stealing, sharing)");
+                                      + "' (valid: auto, stealing, sharing)");
       } else if (a == "--data-plane") {
         data_plane_choice = value();
         data_plane::parse(data_plane_choice == "auto" ? "caf" : data_plane_choice);

@@ -34,7 +34,11 @@ struct node_options {
   std::string data_dir;       ///< empty: the coordinator's
   std::vector<int> devices;   ///< empty: the coordinator's
   int32_t threads = 0;        ///< CAF scheduler threads; 0: all cores
-  std::string scheduler = "stealing";  ///< CAF scheduler policy (actors/system.hpp)
+  /// CAF scheduler policy (actors/system.hpp). Sharing, as `chorus train`'s
+  /// auto gives its nodes: the coordinator and the peers are other processes,
+  /// and stealing's idle threads polled ~20k times a second each, taking the
+  /// cores from the workers (README, "Where a round goes").
+  std::string scheduler = "sharing";
   int64_t spin_polls = 100;   ///< queue polls before an idle thread naps (actors/system.hpp)
   bool once = false;          ///< exit after the first job ends
   tls_options tls;

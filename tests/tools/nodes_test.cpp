@@ -253,7 +253,7 @@ TEST(Nodes, TheStealingSchedulerReachesTheNodesAndChangesNoWeight) {
 TEST(Nodes, ANodeRefusesAnUnknownScheduler) {
   chorus_process node({"node", "--scheduler", "fifo"}, temp_path("node_fifo"));
   EXPECT_EQ(node.wait(), 2);
-  EXPECT_NE(node.err().find("valid: stealing, sharing"), std::string::npos) << node.err();
+  EXPECT_NE(node.err().find("valid: auto, stealing, sharing"), std::string::npos) << node.err();
 }
 
 TEST(Nodes, SyncSgdOverTheUcxDataPlaneGivesTheSameWeightsAsOneProcess) {
