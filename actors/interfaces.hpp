@@ -90,6 +90,9 @@ using node_actor = caf::typed_actor<
   // peers on different nodes talk without a detour through the coordinator.
   caf::replies_to<mesh_atom, std::string>::with<ok_atom>,
   // The caller's run is over: end its workers.
-  caf::reacts_to<release_atom>>;
+  caf::reacts_to<release_atom>,
+  // The floats' bytes this node's process sent to and received from any
+  // other process so far (buffer_stats), node to node included.
+  caf::replies_to<traffic_atom>::with<uint64_t, uint64_t>>;
 
 } // namespace chorus

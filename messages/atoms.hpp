@@ -50,6 +50,8 @@ using release_atom = caf::atom_constant<caf::atom("release")>;
 using peer_atom = caf::atom_constant<caf::atom("peer")>;
 /// Node: connect directly to these other nodes (peers talk node to node).
 using mesh_atom = caf::atom_constant<caf::atom("mesh")>;
+/// Node: the payload bytes its process sent and received so far.
+using traffic_atom = caf::atom_constant<caf::atom("traffic")>;
 /// Coordinator: a node registers itself (chorus node --coordinator).
 using register_atom = caf::atom_constant<caf::atom("register")>;
 /// Registrar: reply once every expected node has registered.
@@ -91,6 +93,7 @@ constexpr host_atom host_atom_v{};
 constexpr release_atom release_atom_v{};
 constexpr peer_atom peer_atom_v{};
 constexpr mesh_atom mesh_atom_v{};
+constexpr traffic_atom traffic_atom_v{};
 constexpr register_atom register_atom_v{};
 constexpr await_atom await_atom_v{};
 constexpr observe_atom observe_atom_v{};

@@ -22,6 +22,8 @@ namespace chorus {
 namespace {
 std::atomic<uint64_t> g_allocations{0};
 std::atomic<uint64_t> g_floats{0};
+std::atomic<uint64_t> g_bytes_sent{0};
+std::atomic<uint64_t> g_bytes_received{0};
 constexpr size_t alignment = 64;
 constexpr size_t huge_page = size_t{2} << 20;
 
@@ -128,6 +130,8 @@ size_t padded_bytes(size_t n) {
 
 uint64_t buffer_stats::allocations() { return g_allocations.load(); }
 uint64_t buffer_stats::floats_allocated() { return g_floats.load(); }
+uint64_t buffer_stats::bytes_sent() { return g_bytes_sent.load(); }
+uint64_t buffer_stats::bytes_received() { return g_bytes_received.load(); }
 
 namespace detail {
 
@@ -228,6 +232,7 @@ constexpr size_t max_descriptor_bytes = 4096;
 
 caf::error buffer::save(caf::serializer& sink) const {
   uint64_t n = size();
+  g_bytes_sent.fetch_add(n * sizeof(float), std::memory_order_relaxed);
   if (n > 0 && data_plane::offers(n * sizeof(float))) {
     // Leaving the process through the data plane: the peer fetches the
     // floats from this block (a device block's host copy), kept alive until
@@ -264,8 +269,12 @@ caf::error buffer::load(caf::deserializer& source) {
   constexpr uint64_t max_floats = uint64_t{1} << 34;
   if (n > max_floats)
     return caf::make_error(caf::sec::invalid_argument, "buffer length too large");
-  if (fetch)
-    return load_through_data_plane(source, n);
+  if (fetch) {
+    auto err = load_through_data_plane(source, n);
+    if (!err)
+      g_bytes_received.fetch_add(n * sizeof(float), std::memory_order_relaxed);
+    return err;
+  }
   // Never allocate more than the bytes at hand can fill: a 20-byte message
   // claiming 2^33 floats would otherwise reserve 32 GB before failing. The
   // middleman reads every message with a binary_deserializer over the whole
@@ -278,6 +287,7 @@ caf::error buffer::load(caf::deserializer& source) {
     if (auto err = source.apply_raw(n * sizeof(float), tmp.data()))
       return err;
   *this = std::move(tmp).freeze();
+  g_bytes_received.fetch_add(n * sizeof(float), std::memory_order_relaxed);
   return caf::none;
 }
 

@@ -52,6 +52,10 @@ struct buffer_stats {
   static uint64_t allocations();
   /// Number of float elements allocated in total.
   static uint64_t floats_allocated();
+  /// Bytes of floats this process serialized (sent to other processes:
+  /// through CAF or offered to the data plane) and deserialized.
+  static uint64_t bytes_sent();
+  static uint64_t bytes_received();
 };
 
 /// The calls a block on a CUDA device needs, from the code that allocated

@@ -753,6 +753,34 @@ reducer_actor cluster::nccl_reducer() {
   return spawn_nodes_reducer(sys_, std::move(by_rank), nccl_join_timeout(timeout_));
 }
 
+void cluster::collect_traffic() {
+  // The down messages that came meanwhile (a node killed mid-run): those
+  // nodes are not asked (a request to a dead peer ends only by its timeout).
+  for (bool more = true; more;) {
+    more = false;
+    (*self_)->receive(
+      [&](caf::down_msg& dm) {
+        more = true;
+        for (auto& m : members_)
+          if (m.handle && m.handle.address() == dm.source)
+            m.gone = true;
+      },
+      caf::after(std::chrono::seconds(0)) >> [] {});
+  }
+  for (auto& m : members_) {
+    if (!m.handle || m.gone)
+      continue;
+    (*self_)
+      ->request(m.handle, std::chrono::seconds(2), traffic_atom_v)
+      .receive(
+        [&](uint64_t sent, uint64_t received) {
+          m.traffic_sent = static_cast<int64_t>(sent);
+          m.traffic_received = static_cast<int64_t>(received);
+        },
+        [](caf::error&) {});  // (an older node, or one that went silent: none)
+  }
+}
+
 std::string cluster::report_json() const {
   std::string out = "[";
   for (size_t i = 0; i < members_.size(); ++i) {
@@ -764,6 +792,9 @@ std::string cluster::report_json() const {
       .raw("workers", json_int_array(m.ranks))
       .add("bytes_sent", static_cast<int64_t>(m.link->sent.load()))
       .add("bytes_received", static_cast<int64_t>(m.link->received.load()));
+    if (m.traffic_sent >= 0)
+      o.add("process_bytes_sent", m.traffic_sent)
+        .add("process_bytes_received", m.traffic_received);
     out += (i ? "," : "") + o.str();
   }
   return out + "]";

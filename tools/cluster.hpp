@@ -121,7 +121,12 @@ public:
   /// lives; called from the protocol actor.
   std::function<beside_site(int32_t)> beside(const monitor_actor& monitor);
 
-  /// Per node: name, address, workers, payload bytes each way (JSON array).
+  /// Asks every node still there for its process's payload bytes each way
+  /// (node to node included), waiting at most 2 s for each; a node that is
+  /// gone or does not answer has none. Call at the end of the run.
+  void collect_traffic();
+  /// Per node: name, address, workers, payload bytes each way over its link
+  /// to the coordinator, and in all (collect_traffic) (JSON array).
   std::string report_json() const;
 
   /// With --allreduce nccl, after host(): sends the unique id that worker
@@ -142,6 +147,9 @@ private:
     std::vector<nccl_rank_actor> nccl_ranks;  // with --allreduce nccl: one per rank
     std::vector<nccl_unique_id> nccl_id;      // from the node of worker 0
     std::shared_ptr<link_counters> link = std::make_shared<link_counters>();
+    bool gone = false;            // its down message came (collect_traffic)
+    int64_t traffic_sent = -1;    // collect_traffic's answer; -1: none
+    int64_t traffic_received = -1;
   };
 
   void place(const experiment_config& cfg);

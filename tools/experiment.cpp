@@ -654,6 +654,7 @@ experiment_result run_checked(const experiment_config& cfg, const train_test& da
     summary = graph.run(spawn_algorithm(sys, cfg.algorithm, ctx));
   }
   if (nodes) {
+    nodes->collect_traffic();
     result.nodes_json = nodes->report_json();
     nodes.reset();
     report_data_plane("chorus");

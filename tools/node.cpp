@@ -292,6 +292,9 @@ node_actor::behavior_type node_behavior(node_self self, node_options opts) {
     [self](release_atom) {
       end_job(self, caf::actor_cast<caf::actor_addr>(self->current_sender()), "released");
     },
+    [](traffic_atom) -> caf::result<uint64_t, uint64_t> {
+      return {buffer_stats::bytes_sent(), buffer_stats::bytes_received()};
+    },
   };
 }
 

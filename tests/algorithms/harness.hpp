@@ -194,6 +194,8 @@ inline node_actor fake_node(caf::actor_system& sys, node_mode mode, run_context 
       },
       [no](mesh_atom, const std::string&) -> caf::result<ok_atom> { return no(); },
       [](release_atom) {},
+      // (in this process: every payload stays in it)
+      [](traffic_atom) -> caf::result<uint64_t, uint64_t> { return {uint64_t{0}, uint64_t{0}}; },
     };
   }, mode, std::move(log));
 }
