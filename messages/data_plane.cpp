@@ -427,7 +427,9 @@ struct offered_block {
   std::shared_ptr<const void> keep;
   const void* data = nullptr;
   size_t bytes = 0;
-  std::chrono::steady_clock::time_point since;
+  // Until when it is kept if nobody takes it: fixed at the offer (a shared
+  // block's descriptor names it; a later set_fetch_timeout changes nothing).
+  std::chrono::steady_clock::time_point until;
   int64_t lent_to = 0;  // the pid of a process reading it in place (hold_am): no expiry
 };
 
@@ -619,13 +621,13 @@ public:
     uint64_t token;
     arena in;
     const bool shared = arena_table::get().find(data, bytes, in);
-    const auto since = std::chrono::steady_clock::now();
+    const auto until = std::chrono::steady_clock::now() + offer_ttl();
     {
       std::lock_guard<std::mutex> lock(mtx_);
       do
         token = rng_();
       while (token == 0 || exports_.count(token) != 0);
-      exports_[token] = {std::move(keep), data, bytes, since};
+      exports_[token] = {std::move(keep), data, bytes, until};
     }
     std::string d;
     d.reserve(64 + address_.size() + in.rkey.size());
@@ -638,7 +640,7 @@ public:
       // The receiver may copy until the offer would expire here (expire()).
       put(d, in.id);
       put(d, static_cast<uint64_t>(reinterpret_cast<uintptr_t>(data)));
-      put(d, monotonic_ns(since + offer_ttl()));
+      put(d, monotonic_ns(until));
       put(d, static_cast<uint32_t>(in.rkey.size()));
       d += in.rkey;
     }
@@ -704,10 +706,11 @@ public:
         if (stop_)
           return nullptr;
       }
+      std::shared_ptr<mapping> m;  // (after the guard: let go of under ucx_)
       std::string error;
       void* local = nullptr;
       // (a failure here shows again, with its words, in the fetch that follows)
-      if (map_shared(d, bytes, held->mapped, local, error) != copied)
+      if (map_shared(d, bytes, m, local, error) != copied)
         return nullptr;
       if (reinterpret_cast<uintptr_t>(local) % 64 != 0)  // (a pool block is; a forged one may not be)
         return nullptr;
@@ -718,7 +721,11 @@ public:
       ctx->owner = this;
       put(ctx->header, d.token);
       put(ctx->header, static_cast<int64_t>(::getpid()));
-      pending = send_am(via, hold_am, ctx);
+      const ucs_status_t st = send_am(via, hold_am, ctx);
+      if (st != UCS_OK && st != UCS_INPROGRESS)
+        return nullptr;  // the sender would not know: copy instead
+      pending = st == UCS_INPROGRESS;
+      held->mapped = std::move(m);
       held->link = link_;
       held->address = std::move(d.address);
       held->token = d.token;
@@ -860,12 +867,13 @@ private:
     auto* ctx = new send_ctx;
     ctx->owner = this;
     put(ctx->header, d.token);
-    return send_am(via, done_am, ctx);
+    return send_am(via, done_am, ctx) == UCS_INPROGRESS;
   }
 
   /// Sends `ctx->header` as active message `id` (under ucx_); `ctx` is freed
-  /// when it left. True if it is still on its way.
-  bool send_am(peer* to, uint16_t id, send_ctx* ctx) {
+  /// when it left. UCS_INPROGRESS if it is still on its way, else how its
+  /// sending ended at once (UCS_OK: sent).
+  ucs_status_t send_am(peer* to, uint16_t id, send_ctx* ctx) {
     ucp_request_param_t sp{};
     sp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA
                       | UCP_OP_ATTR_FIELD_FLAGS;
@@ -875,10 +883,11 @@ private:
     void* s = ucp_am_send_nbx(to->ep, id, ctx->header.data(), ctx->header.size(), nullptr, 0, &sp);
     if (UCS_PTR_IS_PTR(s)) {
       ++sending_;
-      return true;
+      return UCS_INPROGRESS;
     }
-    sent(ctx, UCS_PTR_STATUS(s));
-    return false;
+    const ucs_status_t st = UCS_PTR_STATUS(s);
+    sent(ctx, st);
+    return st;
   }
 
   /// Starts `op` and drives the worker on this thread for a while: a fetch
@@ -1088,7 +1097,8 @@ private:
       {
         std::lock_guard<std::mutex> lock(mtx_);
         auto i = exports_.find(job.token);
-        if (i != exports_.end() && i->second.bytes == job.bytes) {
+        // (a block read in place is not sent as well: a duplicate or forged request)
+        if (i != exports_.end() && i->second.bytes == job.bytes && i->second.lent_to == 0) {
           block = std::move(i->second);
           exports_.erase(i);
           found = true;
@@ -1158,24 +1168,40 @@ private:
 
   void expire(std::chrono::steady_clock::time_point now) {
     // An offer nobody fetched (the receiver died, or the message never got
-    // there) is released after a while.
-    const auto ttl = offer_ttl();
+    // there) is released after a while. A block read in place stays until
+    // it is released, or until the process reading it is gone (a pid of
+    // this host: shared memory), looked at outside the lock.
+    std::vector<std::pair<uint64_t, int64_t>> lent;
     std::vector<std::shared_ptr<const void>> released;
-    std::lock_guard<std::mutex> lock(mtx_);
-    for (auto i = exports_.begin(); i != exports_.end();) {
-      // A block read in place stays until it is released, or until the
-      // process reading it is gone (a pid of this host: shared memory).
-      const int64_t pid = i->second.lent_to;
-      const bool gone = pid != 0 ? process_gone(pid) : now - i->second.since > ttl;
-      if (gone) {
-        released.push_back(std::move(i->second.keep));
-        if (pid != 0)
-          --c_lent;
-        i = exports_.erase(i);
-        ++c_expired;
-      } else {
-        ++i;
+    {
+      std::lock_guard<std::mutex> lock(mtx_);
+      for (auto i = exports_.begin(); i != exports_.end();) {
+        if (i->second.lent_to != 0) {
+          lent.emplace_back(i->first, i->second.lent_to);
+          ++i;
+        } else if (now > i->second.until) {
+          released.push_back(std::move(i->second.keep));
+          i = exports_.erase(i);
+          ++c_expired;
+        } else {
+          ++i;
+        }
       }
+    }
+    lent.erase(std::remove_if(lent.begin(), lent.end(),
+                              [](const auto& l) { return !process_gone(l.second); }),
+               lent.end());
+    if (lent.empty())
+      return;
+    std::lock_guard<std::mutex> lock(mtx_);
+    for (const auto& [token, pid] : lent) {
+      auto i = exports_.find(token);
+      if (i == exports_.end() || i->second.lent_to != pid)
+        continue;  // released meanwhile
+      released.push_back(std::move(i->second.keep));
+      exports_.erase(i);
+      --c_lent;
+      ++c_expired;
     }
   }
 

@@ -124,10 +124,11 @@ void set_borrowing(bool on);
 /// Counters of this process (for tests and benchmarks).
 struct counters {
   uint64_t offered = 0;         // descriptors written
-  uint64_t served = 0;          // offers fetched by a peer
+  uint64_t served = 0;          // offers fetched by a peer (read in place: once released)
   uint64_t fetched = 0;         // descriptors this process fetched
   uint64_t failed = 0;          // fetches that failed
-  uint64_t expired = 0;         // offers nobody fetched in time, released
+  uint64_t expired = 0;         // offers nobody fetched in time, or lent to a process
+                                //   that is gone: released
   uint64_t copied = 0;          // of `fetched`: copied from the sender's shared memory
   uint64_t borrowed = 0;        // of `fetched`: read in place in the sender's shared memory
   uint64_t lent = 0;            // offers a peer reads in place now (not yet released)

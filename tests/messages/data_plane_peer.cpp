@@ -1,7 +1,7 @@
 // The peer process of tests/messages/data_plane_test.cpp: publishes a
 // data_plane_peer on 127.0.0.1 (a kernel-chosen port), prints "ready PORT"
 // and serves until its stdin closes (it dies with its parent too).
-//   data_plane_peer --data-plane caf|ucx [--threshold BYTES]
+//   data_plane_peer --data-plane caf|ucx [--threshold BYTES] [--in-place 0|1]
 #include <caf/io/all.hpp>
 
 #include <signal.h>
@@ -44,15 +44,12 @@ data_plane_peer::behavior_type peer_behavior(std::chrono::milliseconds die_after
       }).detach();
       return b;
     },
-    [die_after](keep_atom, const buffer& b, die_atom) {
-      static std::vector<buffer> kept;  // (held until the process dies)
+    [](keep_atom, const buffer& b) {
+      static std::vector<buffer> kept;  // (held until the process ends)
       kept.push_back(b);
-      std::thread([die_after] {
-        std::this_thread::sleep_for(die_after);
-        ::raise(SIGKILL);
-      }).detach();
       return static_cast<uint64_t>(b.size());
     },
+    [](lent_atom) { return data_plane::stats().lent; },
     [](give_atom, uint64_t n, int32_t seed, offer_atom) {
       auto b = std::make_shared<const buffer>(pattern(n, seed));
       return data_plane::offer(b, b->data(), b->size() * sizeof(float));
@@ -71,6 +68,8 @@ int main(int argc, char** argv) {
         data_plane::select(data_plane::parse(argv[i + 1]));
       else if (a == "--threshold")
         data_plane::set_threshold_bytes(std::stoull(argv[i + 1]));
+      else if (a == "--in-place")  // (whatever CHORUS_DATA_PLANE_IN_PLACE says)
+        data_plane::set_borrowing(std::string(argv[i + 1]) != "0");
       else
         throw std::invalid_argument("unknown argument " + a);
     }

@@ -16,19 +16,21 @@ using give_atom = caf::atom_constant<caf::atom("give")>;
 using die_atom = caf::atom_constant<caf::atom("die")>;
 using offer_atom = caf::atom_constant<caf::atom("offer")>;
 using keep_atom = caf::atom_constant<caf::atom("keep")>;
+using lent_atom = caf::atom_constant<caf::atom("lent")>;
 
 /// The peer: hashes a buffer it receives (floats, FNV-1a of the bytes);
 /// gives a patterned buffer of n floats (seeded); with die_atom, gives it
 /// and kills itself (SIGKILL) a few milliseconds later; with offer_atom,
 /// offers one through the data plane and gives its descriptor. keep + a
-/// buffer + die: holds the buffer (its size the reply) and kills itself a
-/// few milliseconds later, holding it.
+/// buffer: holds it until the process ends (its size the reply). lent: how
+/// many of its offers a peer reads in place now (data_plane::stats().lent).
 using data_plane_peer = caf::typed_actor<
   caf::replies_to<hash_atom, buffer>::with<uint64_t, uint64_t>,
   caf::replies_to<give_atom, uint64_t, int32_t>::with<buffer>,
   caf::replies_to<give_atom, uint64_t, int32_t, die_atom>::with<buffer>,
   caf::replies_to<give_atom, uint64_t, int32_t, offer_atom>::with<std::string>,
-  caf::replies_to<keep_atom, buffer, die_atom>::with<uint64_t>>;
+  caf::replies_to<keep_atom, buffer>::with<uint64_t>,
+  caf::replies_to<lent_atom>::with<uint64_t>>;
 
 /// FNV-1a over the bytes of `b`: equal hashes for bit-identical floats.
 inline uint64_t bytes_hash(const buffer& b) {

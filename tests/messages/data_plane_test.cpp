@@ -78,6 +78,8 @@ public:
     ::waitpid(pid_, nullptr, 0);
   }
   uint16_t port() const { return port_; }
+  /// SIGKILL, not reaped (a zombie until the destructor).
+  void kill_now() { ::kill(pid_, SIGKILL); }
   pid_t pid() const { return pid_; }
 
 private:
@@ -137,6 +139,33 @@ std::string receive(connection& c, uint64_t n, int32_t seed, buffer& out, Extra.
     .receive([&](buffer& b) { out = std::move(b); },
              [&](caf::error& e) { error = c.sys->render(e); });
   return error;
+}
+
+/// How many of the peer's offers this process reads in place, as the peer
+/// counts them; waits up to 10 s for it to become `want`.
+uint64_t peer_lent(connection& c, uint64_t want) {
+  caf::scoped_actor self{*c.sys};
+  uint64_t lent = ~uint64_t{0};
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  do {
+    if (lent != ~uint64_t{0})
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    self->request(c.peer, request_timeout, lent_atom::value)
+      .receive([&](uint64_t k) { lent = k; }, [](caf::error&) {});
+  } while (lent != want && std::chrono::steady_clock::now() < until);
+  return lent;
+}
+
+/// Waits up to 20 s for this process's counters to satisfy `done`.
+template <class Done>
+data_plane::counters await_stats(Done done) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  auto now = data_plane::stats();
+  while (!done(now) && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    now = data_plane::stats();
+  }
+  return now;
 }
 
 } // namespace
@@ -317,6 +346,7 @@ TEST(DataPlane, ABufferReadInPlaceStaysWholeWhileItsSenderGoesOn) {
   buffer first;
   ASSERT_EQ(receive(c, n, 21, first), "");
   ASSERT_EQ(data_plane::stats().borrowed, before.borrowed + 1) << "not read in place";
+  EXPECT_EQ(peer_lent(c, 1), 1u) << "the peer did not hear that its block is read in place";
   // The peer dropped its handle when it replied. Had it taken its block
   // back, the next buffers of that size (its pool's) would be made in it.
   for (int32_t seed = 22; seed < 26; ++seed) {
@@ -327,17 +357,21 @@ TEST(DataPlane, ABufferReadInPlaceStaysWholeWhileItsSenderGoesOn) {
   }
   EXPECT_TRUE(is_pattern(first, n, 21)) << "the lent block changed under its reader";
   EXPECT_EQ(data_plane::stats().borrowed, before.borrowed + 5);
+  first = buffer();
+  EXPECT_EQ(peer_lent(c, 0), 0u) << "the peer did not hear that its block was released";
 }
 
 TEST(DataPlane, ABlockLentToAProcessThatDiedIsTakenBack) {
   if (!data_plane::available(data_plane::kind::ucx))
     GTEST_SKIP() << "built without UCX";
   plane_settings restore;
-  peer_process child({"--data-plane", "ucx"});  // reads shared blocks in place
+  peer_process child({"--data-plane", "ucx", "--in-place", "1"});
   ASSERT_NE(child.port(), 0) << "the peer did not start";
   connection c(child.port());
   data_plane::select(data_plane::kind::ucx);
   data_plane::set_threshold_bytes(0);
+  // (a block an earlier test's peer still read is given back first)
+  ASSERT_EQ(await_stats([](const auto& s) { return s.lent == 0; }).lent, 0u);
   const auto before = data_plane::stats();
   const uint64_t n = uint64_t{1} << 20;
   {
@@ -345,20 +379,19 @@ TEST(DataPlane, ABlockLentToAProcessThatDiedIsTakenBack) {
     ASSERT_TRUE(data_plane::is_shared_block(b.data()));
     caf::scoped_actor self{*c.sys};
     uint64_t size = 0;
-    self->request(c.peer, request_timeout, keep_atom::value, b, die_atom::value)
+    self->request(c.peer, request_timeout, keep_atom::value, b)
       .receive([&](uint64_t k) { size = k; }, [](caf::error&) {});
-    EXPECT_EQ(size, n);
+    ASSERT_EQ(size, n);
   }
-  // The peer held it (lent) and then died holding it: this process takes
+  // The peer holds it, read in place: this process keeps the block for it.
+  EXPECT_EQ(await_stats([](const auto& s) { return s.lent == 1; }).lent, 1u);
+  // It dies holding it (a zombie until the test ends): this process takes
   // the block back when it sees the pid gone (it looks every second), not
   // after the offer's time to live (60 s).
-  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  auto now = data_plane::stats();
-  while ((now.expired == before.expired || now.lent != before.lent)
-         && std::chrono::steady_clock::now() < until) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    now = data_plane::stats();
-  }
+  child.kill_now();
+  const auto now = await_stats([&](const auto& s) {
+    return s.expired != before.expired && s.lent == 0;
+  });
   EXPECT_EQ(now.offered, before.offered + 1);
   EXPECT_EQ(now.expired, before.expired + 1) << "the lent block was not taken back";
   EXPECT_EQ(now.lent, before.lent);
