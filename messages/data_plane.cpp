@@ -251,7 +251,7 @@ namespace {
 
 constexpr uint16_t fetch_am = 17;  // the active message id of a fetch request
 constexpr uint16_t done_am = 18;   // a receiver copied a shared block, or released it: {token}
-constexpr uint16_t hold_am = 19;   // a receiver reads a shared block in place: {token, its pid}
+constexpr uint16_t hold_am = 19;   // a receiver reads a shared block in place: {token, pid, start}
 
 std::string ucx_text(ucs_status_t s) { return ucs_status_string(s); }
 
@@ -261,23 +261,57 @@ int64_t monotonic_ns(std::chrono::steady_clock::time_point t = std::chrono::stea
   return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
 }
 
-/// True if process `pid` (of this host) exited: no such process, or a
-/// zombie its parent has not reaped yet (a node's coordinator, a test).
-bool process_gone(int64_t pid) {
-  if (::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH)
-    return true;
+/// What /proc/PID/stat says of a process: its state letter and its start
+/// time (clock ticks after boot; a pid the kernel reuses has another).
+struct process_entry {
+  bool found = false;
+  char state = '?';
+  uint64_t start = 0;
+};
+
+process_entry read_process(int64_t pid) {
+  process_entry out;
   char path[64];
   std::snprintf(path, sizeof(path), "/proc/%lld/stat", static_cast<long long>(pid));
   FILE* f = std::fopen(path, "r");
   if (f == nullptr)
-    return errno == ENOENT;
-  char line[512];
+    return out;
+  char line[1024];
   const size_t k = std::fread(line, 1, sizeof(line) - 1, f);
   std::fclose(f);
   line[k] = '\0';
-  // "pid (comm) S ...": the state follows the last ')' (comm may hold any).
-  const char* close = std::strrchr(line, ')');
-  return close != nullptr && close[1] == ' ' && (close[2] == 'Z' || close[2] == 'X');
+  // "pid (comm) S ppid ...": the fields follow the last ')' (comm may hold
+  // any character); the start time is the 20th of them.
+  const char* at = std::strrchr(line, ')');
+  if (at == nullptr || at[1] != ' ')
+    return out;
+  out.found = true;
+  out.state = at[2];
+  at += 2;
+  for (int field = 1; field < 20 && at != nullptr; ++field)
+    if ((at = std::strchr(at, ' ')) != nullptr)
+      ++at;
+  if (at != nullptr)
+    out.start = std::strtoull(at, nullptr, 10);
+  return out;
+}
+
+/// This process's start time (read_process), sent with its pid.
+uint64_t own_start() {
+  static const uint64_t start = read_process(::getpid()).start;
+  return start;
+}
+
+/// True if process `pid` (of this host), started at `start` (0: unknown),
+/// exited: no such process, a zombie its parent has not reaped yet (a
+/// node's coordinator, a test), or another process under a reused pid.
+bool process_gone(int64_t pid, uint64_t start) {
+  if (::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH)
+    return true;
+  const auto p = read_process(pid);
+  if (!p.found)
+    return errno == ENOENT;
+  return p.state == 'Z' || p.state == 'X' || (start != 0 && p.start != start);
 }
 
 /// How long an offer nobody fetched is kept (the receiver died, or the
@@ -431,6 +465,7 @@ struct offered_block {
   // block's descriptor names it; a later set_fetch_timeout changes nothing).
   std::chrono::steady_clock::time_point until;
   int64_t lent_to = 0;  // the pid of a process reading it in place (hold_am): no expiry
+  uint64_t lent_start = 0;  // and its start time (process_gone)
 };
 
 /// A fetch request that reached this process, to be served.
@@ -721,6 +756,7 @@ public:
       ctx->owner = this;
       put(ctx->header, d.token);
       put(ctx->header, static_cast<int64_t>(::getpid()));
+      put(ctx->header, own_start());
       const ucs_status_t st = send_am(via, hold_am, ctx);
       if (st != UCS_OK && st != UCS_INPROGRESS)
         return nullptr;  // the sender would not know: copy instead
@@ -1171,13 +1207,18 @@ private:
     // there) is released after a while. A block read in place stays until
     // it is released, or until the process reading it is gone (a pid of
     // this host: shared memory), looked at outside the lock.
-    std::vector<std::pair<uint64_t, int64_t>> lent;
+    struct reader {
+      uint64_t token;
+      int64_t pid;
+      uint64_t start;
+    };
+    std::vector<reader> lent;
     std::vector<std::shared_ptr<const void>> released;
     {
       std::lock_guard<std::mutex> lock(mtx_);
       for (auto i = exports_.begin(); i != exports_.end();) {
         if (i->second.lent_to != 0) {
-          lent.emplace_back(i->first, i->second.lent_to);
+          lent.push_back({i->first, i->second.lent_to, i->second.lent_start});
           ++i;
         } else if (now > i->second.until) {
           released.push_back(std::move(i->second.keep));
@@ -1189,14 +1230,14 @@ private:
       }
     }
     lent.erase(std::remove_if(lent.begin(), lent.end(),
-                              [](const auto& l) { return !process_gone(l.second); }),
+                              [](const reader& r) { return !process_gone(r.pid, r.start); }),
                lent.end());
     if (lent.empty())
       return;
     std::lock_guard<std::mutex> lock(mtx_);
-    for (const auto& [token, pid] : lent) {
-      auto i = exports_.find(token);
-      if (i == exports_.end() || i->second.lent_to != pid)
+    for (const auto& r : lent) {
+      auto i = exports_.find(r.token);
+      if (i == exports_.end() || i->second.lent_to != r.pid)
         continue;  // released meanwhile
       released.push_back(std::move(i->second.keep));
       exports_.erase(i);
@@ -1245,16 +1286,19 @@ private:
   static ucs_status_t on_hold(void* arg, const void* header, size_t header_length, void*, size_t,
                               const ucp_am_recv_param_t*) {
     auto* self = static_cast<engine*>(arg);
-    uint64_t token = 0;
+    uint64_t token = 0, start = 0;
     int64_t pid = 0;
-    if (header_length != sizeof(token) + sizeof(pid))
+    if (header_length != sizeof(token) + sizeof(pid) + sizeof(start))
       return UCS_OK;  // malformed: ignore
-    std::memcpy(&token, header, sizeof(token));
-    std::memcpy(&pid, static_cast<const char*>(header) + sizeof(token), sizeof(pid));
+    const auto* h = static_cast<const char*>(header);
+    std::memcpy(&token, h, sizeof(token));
+    std::memcpy(&pid, h + sizeof(token), sizeof(pid));
+    std::memcpy(&start, h + sizeof(token) + sizeof(pid), sizeof(start));
     std::lock_guard<std::mutex> lock(self->mtx_);
     auto i = self->exports_.find(token);
     if (i != self->exports_.end() && i->second.lent_to == 0 && pid > 0) {
       i->second.lent_to = pid;
+      i->second.lent_start = start;
       ++c_lent;
     }
     return UCS_OK;
