@@ -458,30 +458,20 @@ buffer make_payload(size_t bytes) {
   return std::move(m).freeze();
 }
 
-/// One CAF payload request and its ack (checked).
-void caf_send(caf::scoped_actor& self, const payload_actor& sink, const buffer& b) {
+/// One CAF payload request and its ack (checked). `read`: the child reads
+/// every float and acks with their sum, else with the last float.
+void caf_send(caf::scoped_actor& self, const payload_actor& sink, const buffer& b,
+              bool read = false) {
   std::string error;
-  self->request(sink, request_timeout, b)
-    .receive(
-      [&](uint64_t n, float last) {
-        if (n != b.size() || last != b[b.size() - 1])
-          error = "ack (" + std::to_string(n) + ", " + std::to_string(last) + ") does not match";
-      },
-      [&](caf::error& e) { error = self->system().render(e); });
-  if (!error.empty())
-    fail("caf payload request: " + error);
-}
-
-/// The same, the child reading every float (the ack carries their sum).
-void caf_send_read(caf::scoped_actor& self, const payload_actor& sink, const buffer& b) {
-  std::string error;
-  self->request(sink, request_timeout, read_atom::value, b)
-    .receive(
-      [&](uint64_t n, float sum) {
-        if (n != b.size() || !std::isfinite(sum))
-          error = "ack (" + std::to_string(n) + ", " + std::to_string(sum) + ") does not match";
-      },
-      [&](caf::error& e) { error = self->system().render(e); });
+  auto check = [&](uint64_t n, float x) {
+    if (n != b.size() || (read ? !std::isfinite(x) : x != b[b.size() - 1]))
+      error = "ack (" + std::to_string(n) + ", " + std::to_string(x) + ") does not match";
+  };
+  auto failed = [&](caf::error& e) { error = self->system().render(e); };
+  if (read)
+    self->request(sink, request_timeout, read_atom::value, b).receive(check, failed);
+  else
+    self->request(sink, request_timeout, b).receive(check, failed);
   if (!error.empty())
     fail("caf payload request: " + error);
 }
@@ -673,7 +663,7 @@ void throughput(const settings& s, caf::scoped_actor& self, const payload_actor&
       if (ucx) {
         data_plane::select(data_plane::kind::ucx);
         measure("caf+ucx", ucx_rates, [&] { caf_send(self, sink, shared); });
-        measure("caf+ucx-read", read_rates, [&] { caf_send_read(self, sink, shared); });
+        measure("caf+ucx-read", read_rates, [&] { caf_send(self, sink, shared, true); });
         if (s.runs("caf+ucx-copy")) {
           set_in_place(self, sink, false);
           measure("caf+ucx-copy", copy_rates, [&] { caf_send(self, sink, shared); });

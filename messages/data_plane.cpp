@@ -696,7 +696,7 @@ public:
     if (d.shared) {
       std::string error;
       switch (copy_shared(d, dest, bytes, error)) {
-        case copied: ++c_copied, ++c_fetched; return "";
+        case done: ++c_copied, ++c_fetched; return "";
         case failed: return error;
         case not_mapped: break;  // (another host's block) ask the sender for it
       }
@@ -745,19 +745,15 @@ public:
       std::string error;
       void* local = nullptr;
       // (a failure here shows again, with its words, in the fetch that follows)
-      if (map_shared(d, bytes, m, local, error) != copied)
+      if (map_shared(d, bytes, m, local, error) != done)
         return nullptr;
       if (reinterpret_cast<uintptr_t>(local) % 64 != 0)  // (a pool block is; a forged one may not be)
         return nullptr;
-      peer* via = peer_for(d.address, error);
-      if (!via)
-        return nullptr;
-      auto* ctx = new send_ctx;
-      ctx->owner = this;
-      put(ctx->header, d.token);
-      put(ctx->header, static_cast<int64_t>(::getpid()));
-      put(ctx->header, own_start());
-      const ucs_status_t st = send_am(via, hold_am, ctx);
+      std::string hold;
+      put(hold, d.token);
+      put(hold, static_cast<int64_t>(::getpid()));
+      put(hold, own_start());
+      const ucs_status_t st = send_to(d.address, hold_am, std::move(hold));
       if (st != UCS_OK && st != UCS_INPROGRESS)
         return nullptr;  // the sender would not know: copy instead
       pending = st == UCS_INPROGRESS;
@@ -797,10 +793,7 @@ private:
   /// mappings here.
   void settle_returns(std::vector<returned>& list) {
     for (auto& r : list) {
-      parsed_descriptor d;
-      d.address = std::move(r.address);
-      d.token = r.token;
-      tell_done(d);
+      tell_done(r.address, r.token);
       r.m.reset();
     }
     list.clear();
@@ -813,19 +806,22 @@ private:
   static constexpr size_t max_mappings = 256;
   static constexpr size_t max_mapped_bytes = size_t{1} << 30;
 
-  enum copy_outcome { copied, failed, not_mapped };
+  /// How copy_shared and map_shared went: `done` (copied; mapped),
+  /// `failed` (with an error), `not_mapped` (no shared memory reaches the
+  /// block from here: another host's; ask the sender instead).
+  enum shared_outcome { done, failed, not_mapped };
 
   /// The one-copy path: maps the sender's arena (once; cached by sender and
   /// arena id), copies the block out of it on this thread, and tells the
   /// sender it may take the block back. `not_mapped`: no shared memory
   /// reaches that block from here (another host), ask the sender instead.
-  copy_outcome copy_shared(const parsed_descriptor& d, void* dest, size_t bytes,
+  shared_outcome copy_shared(const parsed_descriptor& d, void* dest, size_t bytes,
                            std::string& error) {
     std::shared_ptr<mapping> m;
     void* local = nullptr;
     {
       std::lock_guard<std::mutex> ucx(ucx_);
-      if (auto outcome = map_shared(d, bytes, m, local, error); outcome != copied)
+      if (auto outcome = map_shared(d, bytes, m, local, error); outcome != done)
         return outcome;
     }
     std::memcpy(dest, local, bytes);
@@ -837,73 +833,81 @@ private:
       std::lock_guard<std::mutex> ucx(ucx_);
       m.reset();
       if (whole)
-        pending = tell_done(d);
+        pending = tell_done(d.address, d.token);
     }
     if (pending)
       ucp_worker_signal(worker_);  // the progress thread finishes sending it
     if (!whole)
       error = "the sender gave this buffer up before it was copied (it waited too long)";
-    return whole ? copied : failed;
+    return whole ? done : failed;
   }
 
   /// Maps the arena of `d`'s block (cached by sender and arena id; under
-  /// ucx_): `local` points at the block here. `copied` if so (the mapping
-  /// is in `m`), `not_mapped` if no shared memory reaches it from here.
-  copy_outcome map_shared(const parsed_descriptor& d, size_t bytes, std::shared_ptr<mapping>& m,
-                          void*& local, std::string& error) {
-    {
-      peer* via = peer_for(d.address, error);
-      if (!via)
-        return failed;
-      std::string key = d.address;
-      put(key, d.arena);
-      auto i = mappings_.find(key);
-      if (i != mappings_.end()) {
-        m = i->second;
-      } else {
-        ucp_rkey_h rkey = nullptr;
-        ucs_status_t st = ucp_ep_rkey_unpack(via->ep, d.rkey.data(), &rkey);
-        if (st != UCS_OK) {
-          error = "cannot map the sender's shared memory (did its process exit?): " + ucx_text(st);
-          return failed;
-        }
-        m = std::make_shared<mapping>(rkey, bytes, link_);
-        while (!mappings_.empty()
-               && (mappings_.size() >= max_mappings || mapped_bytes_ + bytes > max_mapped_bytes)) {
-          auto lru = std::min_element(mappings_.begin(), mappings_.end(),
-                                      [](const auto& a, const auto& b) {
-                                        return a.second->last_use < b.second->last_use;
-                                      });
-          mapped_bytes_ -= lru->second->bytes;
-          mappings_.erase(lru);
-        }
-        mappings_.emplace(std::move(key), m);
-        mapped_bytes_ += bytes;
-      }
-      m->last_use = ++uses_;
-      ucs_status_t st = ucp_rkey_ptr(m->rkey, d.remote, &local);
-      if (st != UCS_OK) {
-        m.reset();  // (its key stays cached: the next fetch knows at once)
-        if (st == UCS_ERR_UNREACHABLE)
-          return not_mapped;
-        error = "cannot reach the sender's shared memory: " + ucx_text(st);
-        return failed;
-      }
-    }
-    return copied;
-  }
-
-  /// Tells the sender of `d` that its block was copied (under ucx_); true
-  /// if the message is still on its way (the worker must progress).
-  bool tell_done(const parsed_descriptor& d) {
-    std::string error;
+  /// ucx_): `local` points at the block here. `done` if so (the mapping is
+  /// in `m`).
+  shared_outcome map_shared(const parsed_descriptor& d, size_t bytes, std::shared_ptr<mapping>& m,
+                            void*& local, std::string& error) {
     peer* via = peer_for(d.address, error);
     if (!via)
-      return false;  // the sender is gone: so is its block
+      return failed;
+    std::string key = d.address;
+    put(key, d.arena);
+    auto i = mappings_.find(key);
+    if (i != mappings_.end()) {
+      m = i->second;
+    } else {
+      ucp_rkey_h rkey = nullptr;
+      ucs_status_t st = ucp_ep_rkey_unpack(via->ep, d.rkey.data(), &rkey);
+      if (st != UCS_OK) {
+        error = "cannot map the sender's shared memory (did its process exit?): " + ucx_text(st);
+        return failed;
+      }
+      m = std::make_shared<mapping>(rkey, bytes, link_);
+      while (!mappings_.empty()
+             && (mappings_.size() >= max_mappings || mapped_bytes_ + bytes > max_mapped_bytes)) {
+        auto lru = std::min_element(mappings_.begin(), mappings_.end(),
+                                    [](const auto& a, const auto& b) {
+                                      return a.second->last_use < b.second->last_use;
+                                    });
+        mapped_bytes_ -= lru->second->bytes;
+        mappings_.erase(lru);
+      }
+      mappings_.emplace(std::move(key), m);
+      mapped_bytes_ += bytes;
+    }
+    m->last_use = ++uses_;
+    ucs_status_t st = ucp_rkey_ptr(m->rkey, d.remote, &local);
+    if (st != UCS_OK) {
+      m.reset();  // (its key stays cached: the next fetch knows at once)
+      if (st == UCS_ERR_UNREACHABLE)
+        return not_mapped;
+      error = "cannot reach the sender's shared memory: " + ucx_text(st);
+      return failed;
+    }
+    return done;
+  }
+
+  /// Tells a sender that its block `token` was copied or released (under
+  /// ucx_); true if the message is still on its way (the worker must
+  /// progress). A sender that is gone is told nothing: so is its block.
+  bool tell_done(const std::string& address, uint64_t token) {
+    std::string header;
+    put(header, token);
+    return send_to(address, done_am, std::move(header)) == UCS_INPROGRESS;
+  }
+
+  /// Sends `header` as active message `id` to the worker at `address`
+  /// (under ucx_); as send_am, or UCS_ERR_UNREACHABLE when no endpoint to
+  /// it can be made.
+  ucs_status_t send_to(const std::string& address, uint16_t id, std::string header) {
+    std::string error;
+    peer* to = peer_for(address, error);
+    if (!to)
+      return UCS_ERR_UNREACHABLE;
     auto* ctx = new send_ctx;
     ctx->owner = this;
-    put(ctx->header, d.token);
-    return send_am(via, done_am, ctx) == UCS_INPROGRESS;
+    ctx->header = std::move(header);
+    return send_am(to, id, ctx);
   }
 
   /// Sends `ctx->header` as active message `id` (under ucx_); `ctx` is freed

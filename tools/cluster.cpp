@@ -282,8 +282,7 @@ void cluster::watch(size_t i) {
   (*self_)->monitor(members_[i].handle);
 }
 
-void cluster::throw_if_a_node_is_gone() {
-  caf::error reason;
+bool cluster::next_down(size_t& node, caf::error& reason) {
   caf::actor_addr source;
   // A blocking actor keeps the down messages it skipped while it waited for
   // a reply; one look at the mailbox, without waiting.
@@ -294,13 +293,22 @@ void cluster::throw_if_a_node_is_gone() {
     },
     caf::after(std::chrono::seconds(0)) >> [] {});
   if (!source)
-    return;
+    return false;
+  node = members_.size();
   for (size_t i = 0; i < members_.size(); ++i)
     if (members_[i].handle && members_[i].handle.address() == source)
+      node = i;
+  return true;
+}
+
+void cluster::throw_if_a_node_is_gone() {
+  size_t i = 0;
+  caf::error reason;
+  while (next_down(i, reason))
+    if (i < members_.size())
       throw std::runtime_error(label(i) + " is gone while the run was being set up ("
                                + chorus::describe(reason)
                                + "): its process ended or its connection dropped");
-  throw_if_a_node_is_gone();  // not a node's: look at the next one
 }
 
 template <class Handle, class OnReply>
@@ -756,17 +764,11 @@ reducer_actor cluster::nccl_reducer() {
 void cluster::collect_traffic() {
   // The down messages that came meanwhile (a node killed mid-run): those
   // nodes are not asked (a request to a dead peer ends only by its timeout).
-  for (bool more = true; more;) {
-    more = false;
-    (*self_)->receive(
-      [&](caf::down_msg& dm) {
-        more = true;
-        for (auto& m : members_)
-          if (m.handle && m.handle.address() == dm.source)
-            m.gone = true;
-      },
-      caf::after(std::chrono::seconds(0)) >> [] {});
-  }
+  size_t i = 0;
+  caf::error reason;
+  while (next_down(i, reason))
+    if (i < members_.size())
+      members_[i].gone = true;
   for (auto& m : members_) {
     if (!m.handle || m.gone)
       continue;

@@ -164,6 +164,9 @@ private:
   // Throws std::runtime_error naming the first node whose down message
   // came (its process died, its connection dropped or went silent).
   void throw_if_a_node_is_gone();
+  // The next down message in the mailbox, without waiting: false if none,
+  // else `node` is the member it names (members_.size(): another actor's).
+  bool next_down(size_t& node, caf::error& reason);
   void start_processes(int count, const std::string& program);
   void await_registrations(const endpoint& listen);
   void stop_processes();

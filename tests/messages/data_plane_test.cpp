@@ -156,13 +156,14 @@ uint64_t peer_lent(connection& c, uint64_t want) {
   return lent;
 }
 
-/// Waits up to 20 s for this process's counters to satisfy `done`.
+/// Waits up to `limit` for this process's counters to satisfy `done`.
 template <class Done>
-data_plane::counters await_stats(Done done) {
-  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+data_plane::counters await_stats(Done done,
+                                 std::chrono::milliseconds limit = std::chrono::seconds(20)) {
+  const auto until = std::chrono::steady_clock::now() + limit;
   auto now = data_plane::stats();
   while (!done(now) && std::chrono::steady_clock::now() < until) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
     now = data_plane::stats();
   }
   return now;
@@ -297,10 +298,9 @@ TEST(DataPlane, LargeAndTinyBuffersCrossProcessesBitIdentical) {
     EXPECT_EQ(hash, bytes_hash(b)) << n << " floats";
     EXPECT_EQ(data_plane::stats().offered, before.offered + 1) << "did not go through the data plane";
     // The peer took it (copied, it said so; or fetched): the offer is released.
-    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (data_plane::stats().served == before.served && std::chrono::steady_clock::now() < until)
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    EXPECT_EQ(data_plane::stats().served, before.served + 1) << n << " floats";
+    const auto after = await_stats([&](const auto& s) { return s.served != before.served; },
+                                   std::chrono::seconds(10));
+    EXPECT_EQ(after.served, before.served + 1) << n << " floats";
   }
   // Below the threshold a buffer takes CAF's bytes path.
   data_plane::set_threshold_bytes(size_t{1} << 20);
